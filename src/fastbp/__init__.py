@@ -1,0 +1,19 @@
+"""fastbp: the backpropagation layers of "Deep Learning from Scratch" (chapter 5), fast.
+
+The book's Python API, with the hot paths in typed Cython kernels and a pure-NumPy
+twin that gives the same results. ``get_backend``/``set_backend``/``use_backend``
+choose between them; ``FASTBP_BACKEND=numpy|cython`` chooses at import.
+"""
+from .functions import cross_entropy_error, sigmoid, softmax
+from .gradient import numerical_gradient
+from .kernels import HAVE_CYTHON, get_backend, set_backend, use_backend
+from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import TwoLayerNet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
+    "TwoLayerNet", "numerical_gradient", "sigmoid", "softmax", "cross_entropy_error",
+    "get_backend", "set_backend", "use_backend", "HAVE_CYTHON",
+]

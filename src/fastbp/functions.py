@@ -1,0 +1,59 @@
+"""The book's functions (``common/functions.py``): sigmoid, softmax, cross-entropy."""
+import numpy as np
+
+from . import kernels as _kernels
+from .kernels._checks import float_array
+
+__all__ = ["sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax", "cross_entropy_error"]
+
+
+def sigmoid(x):
+    """Logistic function, numerically stable for every input (no overflow warning)."""
+    return _kernels.active().sigmoid_forward(x)
+
+
+def sigmoid_grad(x):
+    """Derivative of the sigmoid at ``x``: ``(1 - s) * s``."""
+    s = sigmoid(x)
+    return _kernels.active().sigmoid_backward(np.ones_like(s), s)
+
+
+def relu(x):
+    return _kernels.active().relu_forward(x)[0]
+
+
+def relu_grad(x):
+    """1 where ``x > 0``, else 0: the same gradient as ``Relu`` (0 at the kink).
+
+    The book's ``relu_grad`` gives 1 at ``x == 0`` while its layer gives 0; fastbp
+    uses the layer's convention everywhere.
+    """
+    x = float_array("x", x)
+    return (x > 0).astype(x.dtype)
+
+
+def softmax(x):
+    """Row-wise softmax of a 1-D or 2-D array, shifted by the max (no overflow)."""
+    x = float_array("x", x)
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy_error(y, t, eps=1e-7):
+    """Mean cross-entropy of probabilities ``y`` against labels or one-hot ``t``.
+
+    As in the book, ``eps`` (1e-7) is added inside the log so that a zero probability
+    gives a large finite loss instead of ``inf``; pass ``eps=0`` for the exact value.
+    ``SoftmaxWithLoss`` does not go through this function: it computes the exact loss
+    from the logits (log-softmax), so its gradient matches its loss.
+    """
+    y = float_array("y", y)
+    t = np.asarray(t)
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    if t.size == y.size:  # one-hot targets: take the labels
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + eps)) / batch_size

@@ -1,0 +1,38 @@
+"""Numerical differentiation (the book's ``common/gradient.py``)."""
+import numpy as np
+
+__all__ = ["numerical_gradient"]
+
+
+def numerical_gradient(f, x, h=1e-4):
+    """Central-difference gradient of ``f`` at ``x``: ``(f(x + h) - f(x - h)) / 2h``.
+
+    As in the book, ``x`` is perturbed **in place**, one element at a time, and ``f``
+    is called with it: this is how ``TwoLayerNet.numerical_gradient`` reaches the
+    layers, which hold the parameters by reference. Every element is restored
+    afterwards, even when ``f`` raises. ``x`` must be a float32 or float64 ndarray
+    (an integer array cannot hold ``x + h``). Returns an array like ``x``.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a float ndarray (it is perturbed in place), got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"x: expected a float32 or float64 array (it is perturbed in place), got dtype {x.dtype}"
+        )
+    if not x.flags.writeable:
+        raise ValueError("x: is read-only, but is perturbed in place")
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    while not it.finished:
+        idx = it.multi_index
+        original = x[idx]
+        try:
+            x[idx] = original + h
+            fxh1 = f(x)
+            x[idx] = original - h
+            fxh2 = f(x)
+        finally:
+            x[idx] = original
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+        it.iternext()
+    return grad

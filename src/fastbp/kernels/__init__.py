@@ -1,0 +1,76 @@
+"""Kernel backends: which implementation of the hot paths runs.
+
+``_numpy`` is the reference (the contract, in plain NumPy); ``_cython`` is its compiled
+twin, used when it was built. ``FASTBP_BACKEND=numpy|cython`` chooses at import;
+``set_backend`` and the ``use_backend`` context manager switch at run time. The choice
+is process-wide (not per thread).
+"""
+import os
+from contextlib import contextmanager
+
+from . import _numpy
+
+try:
+    from . import _cython
+except ImportError as exc:  # not compiled: fastbp still works, on NumPy
+    _cython = None
+    _cython_error = exc
+else:
+    _cython_error = None
+
+HAVE_CYTHON = _cython is not None
+BACKENDS = ("cython", "numpy")
+
+__all__ = ["HAVE_CYTHON", "BACKENDS", "active", "get_backend", "set_backend", "use_backend"]
+
+
+def _module(name):
+    if name == "numpy":
+        return _numpy
+    if name == "cython":
+        if _cython is None:
+            raise RuntimeError(
+                "fastbp's compiled kernels are not available "
+                f"({_cython_error}); reinstall with `pip install .` from a source tree, "
+                "or use the 'numpy' backend"
+            )
+        return _cython
+    raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+
+
+def _default():
+    name = os.environ.get("FASTBP_BACKEND", "").strip().lower()
+    if name:
+        return _module(name)
+    return _cython if HAVE_CYTHON else _numpy
+
+
+_active = _default()
+
+
+def active():
+    """The kernel module in use (``_cython`` or ``_numpy``)."""
+    return _active
+
+
+def get_backend():
+    """``"cython"`` or ``"numpy"``: the backend the layers use now."""
+    return "cython" if _active is _cython else "numpy"
+
+
+def set_backend(name):
+    """Use backend ``name`` (``"cython"`` or ``"numpy"``) from now on."""
+    global _active
+    _active = _module(name)
+
+
+@contextmanager
+def use_backend(name):
+    """Use backend ``name`` inside a ``with`` block, then restore the previous one."""
+    global _active
+    previous = _active
+    _active = _module(name)
+    try:
+        yield _active
+    finally:
+        _active = previous

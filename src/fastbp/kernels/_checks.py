@@ -1,0 +1,149 @@
+"""Argument checks shared by both backends.
+
+Both kernel modules call these functions for anything that is not already a
+C-contiguous float32/float64 ndarray, so a bad argument gets the same exception and
+the same message whichever backend runs.
+
+The dtype rule, once for the whole library:
+- float32 and float64 are native; results keep the input dtype.
+- integer and bool arrays are converted to float64 (what NumPy's own arithmetic on
+  them gives for ``exp`` or true division).
+- float16, complex, object, string and every other dtype raise ``TypeError``.
+- When two float arguments meet (``dout`` and a saved output, say), the result has
+  NumPy's promoted dtype: float32 with float64 gives float64.
+"""
+import numpy as np
+
+NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(a):
+    return f"dtype {a.dtype}" if isinstance(a, np.ndarray) else f"type {type(a).__name__}"
+
+
+def float_dtype(name, a):
+    """The native dtype that ``a`` is computed in, or ``TypeError``."""
+    dt = a.dtype
+    if dt in NATIVE:
+        return dt
+    if dt.kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name}: expected a float32 or float64 array (integer and bool arrays are "
+        f"converted to float64), got dtype {dt}"
+    )
+
+
+def as_array(name, a):
+    """``a`` as an ndarray, refusing things NumPy would turn into object arrays."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name}: expected an array, got {_describe(a)} ({exc})") from None
+    if arr.dtype.kind in "OSUV":
+        raise TypeError(
+            f"{name}: expected a float32 or float64 array, got {_describe(a)} "
+            f"holding dtype {arr.dtype}"
+        )
+    return arr
+
+
+def float_array(name, a, dtype=None):
+    """``a`` as a C-contiguous array of a native float dtype.
+
+    ``dtype`` forces the result's dtype (used when several arguments are promoted to a
+    common one); it must be float32 or float64. Copies only when it has to.
+    """
+    a = as_array(name, a)
+    dt = float_dtype(name, a) if dtype is None else dtype
+    return np.ascontiguousarray(a, dtype=dt)
+
+
+def common_dtype(*pairs):
+    """NumPy's promoted dtype of several (name, array) float arguments."""
+    return np.result_type(*(float_dtype(name, a) for name, a in pairs))
+
+
+def check_same_shape(name, a, expected_name, shape):
+    if a.shape != shape:
+        raise ValueError(
+            f"{name}: expected shape {shape} (the shape of {expected_name}), got {a.shape}"
+        )
+
+
+def check_out(name, out, shape, dtype):
+    """An ``out=`` buffer must be writable as it is: no silent copy is ever made."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected an ndarray, got {_describe(out)}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got dtype {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous to be written in place")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: is read-only")
+    return out
+
+
+def out_or_empty(name, out, shape, dtype):
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    return check_out(name, out, shape, dtype)
+
+
+def mask_array(name, mask, shape):
+    """A ReLU mask: a bool array of the given shape (C-contiguous copy if needed)."""
+    mask = as_array(name, mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{name}: expected a bool array, got dtype {mask.dtype}")
+    if mask.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} (the shape of dout), got {mask.shape}")
+    return np.ascontiguousarray(mask)
+
+
+def softmax_inputs(x, t):
+    """Check the logits and targets of softmax-with-cross-entropy.
+
+    Returns ``(x, labels, onehot)``: ``x`` as C-contiguous 2-D float (N, C), and either
+    ``labels`` as C-contiguous intp (N,) (``onehot`` None) or ``onehot`` as (N, C) in
+    ``x``'s dtype (``labels`` None). A 1-D ``x`` must have been reshaped by the caller.
+    """
+    x = float_array("x", x)
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a 2-D array (batch, classes), got shape {x.shape}")
+    n, c = x.shape
+    if n == 0:
+        raise ValueError("x: empty batch (shape (0, C)): the mean loss is undefined")
+    if c == 0:
+        raise ValueError("x: no classes (shape (N, 0))")
+    t = as_array("t", t)
+    if t.ndim == 2:
+        if t.shape != x.shape:
+            raise ValueError(
+                f"t: one-hot targets must have the shape of x {x.shape}, got {t.shape}"
+            )
+        float_dtype("t", t)
+        return x, None, np.ascontiguousarray(t, dtype=x.dtype)
+    if t.ndim != 1:
+        raise ValueError(
+            f"t: expected labels of shape ({n},) or one-hot targets of shape {x.shape}, "
+            f"got shape {t.shape}"
+        )
+    if t.shape[0] != n:
+        raise ValueError(f"t: expected {n} labels (one per row of x), got shape {t.shape}")
+    if t.dtype.kind in "iu":
+        labels = t
+    elif t.dtype.kind == "f":
+        labels = t.astype(np.intp)
+        if not np.array_equal(labels, t):
+            raise ValueError("t: float labels must hold whole numbers (class indices)")
+    else:
+        raise TypeError(f"t: expected integer class labels, got dtype {t.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(
+            f"t: labels must lie in [0, {c}), got values from {labels.min()} to {labels.max()}"
+        )
+    return x, np.ascontiguousarray(labels, dtype=np.intp), None
