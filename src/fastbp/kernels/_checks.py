@@ -58,7 +58,7 @@ def float_array(name, a, dtype=None):
     """
     a = as_array(name, a)
     dt = float_dtype(name, a) if dtype is None else dtype
-    return np.ascontiguousarray(a, dtype=dt)
+    return np.asarray(a, dtype=dt, order="C")  # (ascontiguousarray would make 0-d 1-d)
 
 
 def common_dtype(*pairs):
@@ -101,7 +101,7 @@ def mask_array(name, mask, shape):
         raise TypeError(f"{name}: expected a bool array, got dtype {mask.dtype}")
     if mask.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (the shape of dout), got {mask.shape}")
-    return np.ascontiguousarray(mask)
+    return np.asarray(mask, order="C")
 
 
 def softmax_inputs(x, t):

@@ -101,7 +101,8 @@ def bias_grad(dout, out=None):
     if dout.ndim != 2:
         raise ValueError(f"dout: expected a 2-D array (batch, features), got shape {dout.shape}")
     out = out_or_empty("out", out, dout.shape[1:], dout.dtype)
-    out[...] = dout.sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
+        out[...] = dout.sum(axis=0, dtype=np.float64)
     return out
 
 
@@ -145,15 +146,18 @@ def softmax_cross_entropy(x, t, out=None):
     x, labels, onehot = softmax_inputs(x, t)
     n = x.shape[0]
     y = out_or_empty("out", out, x.shape, x.dtype)
-    z = x - x.max(axis=1, keepdims=True)
-    np.exp(z, out=y)
-    s = y.sum(axis=1, keepdims=True, dtype=np.float64)
-    np.multiply(y, 1 / s, out=y, casting="same_kind")
-    log_s = np.log(s[:, 0])
-    if labels is not None:
-        rows = log_s - z[np.arange(n), labels]
-    else:
-        rows = (onehot * (log_s[:, None] - z)).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # NaN/inf rows give NaN, as documented
+        z = x - x.max(axis=1, keepdims=True)
+        np.exp(z, out=y)
+        s = y.sum(axis=1, keepdims=True, dtype=np.float64)
+        np.multiply(y, 1 / s, out=y, casting="same_kind")
+        log_s = np.log(s[:, 0])
+        if labels is not None:
+            rows = log_s - z[np.arange(n), labels]
+        else:  # a zero target ignores its logit, even -inf (0 * inf would be NaN)
+            terms = onehot * (log_s[:, None] - z)
+            terms[onehot == 0] = 0
+            rows = terms.sum(axis=1, dtype=np.float64)
     return x.dtype.type(rows.sum(dtype=np.float64) / n), y
 
 

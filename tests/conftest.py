@@ -1,0 +1,32 @@
+import os
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import kernels
+
+AVAILABLE = [b for b in kernels.BACKENDS if b == "numpy" or kernels.HAVE_CYTHON]
+
+
+@pytest.fixture(params=kernels.BACKENDS)
+def backend(request):
+    """Run the test once per backend, with the layers switched to it."""
+    if request.param == "cython" and not kernels.HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    with fastbp.use_backend(request.param) as module:
+        yield module
+
+
+@pytest.fixture
+def mnist_dir():
+    """The full MNIST folder (IDX, gzip), from FASTBP_MNIST_DIR."""
+    path = os.environ.get("FASTBP_MNIST_DIR")
+    if not path or not os.path.isdir(path):
+        pytest.skip("the full MNIST set is not available (set FASTBP_MNIST_DIR)")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261129)

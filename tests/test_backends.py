@@ -1,0 +1,97 @@
+"""The backend switch, and the twin rule: same names and signatures on both backends."""
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastbp
+from fastbp import kernels
+from fastbp.kernels import _numpy
+
+needs_cython = pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
+
+
+@needs_cython
+def test_same_kernels_and_signatures():
+    assert sorted(_numpy.__all__) == sorted(kernels._cython.__all__)
+    for name in _numpy.__all__:
+        py, cy = getattr(_numpy, name), getattr(kernels._cython, name)
+        assert str(inspect.signature(py)) == str(inspect.signature(cy)), name
+        assert cy.__doc__, f"{name} has no docstring in the compiled module"
+
+
+@needs_cython
+def test_compiled_is_the_default():
+    if os.environ.get("FASTBP_BACKEND"):
+        pytest.skip("FASTBP_BACKEND is set")
+    assert fastbp.get_backend() == "cython"
+
+
+def test_switching():
+    start = fastbp.get_backend()
+    with fastbp.use_backend("numpy") as module:
+        assert module is _numpy
+        assert fastbp.get_backend() == "numpy"
+    assert fastbp.get_backend() == start
+    fastbp.set_backend("numpy")
+    try:
+        assert kernels.active() is _numpy
+    finally:
+        fastbp.set_backend(start)
+
+
+def test_use_backend_restores_on_error():
+    start = fastbp.get_backend()
+    with pytest.raises(ZeroDivisionError):
+        with fastbp.use_backend("numpy"):
+            1 / 0
+    assert fastbp.get_backend() == start
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match=r"backend: expected one of \('cython', 'numpy'\), got 'fortran'"):
+        fastbp.set_backend("fortran")
+
+
+def test_missing_compiled_module_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(kernels, "_cython", None)
+    monkeypatch.setattr(kernels, "_cython_error", ImportError("no module"))
+    with pytest.raises(RuntimeError, match="compiled kernels are not available"):
+        fastbp.set_backend("cython")
+
+
+def _run(code, **env):
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True)
+
+
+def test_environment_variable_chooses_at_import():
+    r = _run("import fastbp; print(fastbp.get_backend())", FASTBP_BACKEND="numpy")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "numpy"
+    r = _run("import fastbp", FASTBP_BACKEND="fortran")
+    assert r.returncode != 0 and "backend: expected one of" in r.stderr
+
+
+def test_without_the_compiled_module_fastbp_runs_on_numpy():
+    """Hide the extension from the import system: fastbp still imports and trains."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'fastbp.kernels._cython': raise ImportError('hidden')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import numpy as np, fastbp\n"
+        "assert fastbp.get_backend() == 'numpy' and not fastbp.HAVE_CYTHON\n"
+        "net = fastbp.TwoLayerNet(4, 3, 2, rng=0)\n"
+        "net.gradient(np.ones((2, 4)), np.array([0, 1]))\n"
+        "try:\n"
+        "    fastbp.set_backend('cython')\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    r = _run(code)
+    assert r.returncode == 0, r.stderr
+    assert "refused: fastbp's compiled kernels are not available" in r.stdout
