@@ -29,6 +29,7 @@ extensions = [
     Extension(
         "fastbp.kernels._cython",
         ["src/fastbp/kernels/_cython.pyx"],
+        depends=["src/fastbp/kernels/_loops.h"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args,

@@ -403,3 +403,29 @@ def test_empty_arrays(backend):
         backend.softmax_cross_entropy(x, np.empty(0, int))
     with pytest.raises(ValueError, match="no classes"):
         backend.softmax_cross_entropy(np.empty((3, 0)), np.zeros(3, int))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_may_be_the_input(backend, rng, dtype):
+    """In-place forwards give the same values as out-of-place ones."""
+    x = data(rng, dtype, (70, 33))
+    expected = _numpy.sigmoid_forward(x)
+    same(backend.sigmoid_forward(x, out=x), expected, dtype)
+    logits = data(rng, dtype, (70, 33), special=False)
+    labels = rng.integers(0, 33, 70)
+    ref_loss, ref_y = _numpy.softmax_cross_entropy(logits, labels)
+    loss, y = backend.softmax_cross_entropy(logits, labels, out=logits)
+    assert y is logits
+    same(y, ref_y, dtype)
+    np.testing.assert_allclose(loss, ref_loss, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_many_blocks(backend, rng, dtype):
+    """Large batches are processed in blocks of rows; the result does not depend on it."""
+    x = data(rng, dtype, (3000, 50), special=False) * 4
+    labels = rng.integers(0, 50, 3000)
+    loss, y = backend.softmax_cross_entropy(x, labels)
+    ref_loss, ref_y = softmax_ce_reference(x, labels)
+    np.testing.assert_allclose(y.astype(np.longdouble), ref_y, **TOL[dtype])
+    np.testing.assert_allclose(float(loss), float(ref_loss), **TOL[dtype])

@@ -131,14 +131,20 @@ class Affine:
         out += b
         return out[0] if x.ndim == 1 else out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
+        """Set ``dW`` and ``db``; return ``dx`` in the input's shape.
+
+        ``need_dx=False`` (not in the book) skips ``dx = dout @ W.T`` and returns None:
+        a network's first layer never uses it, and it is a third of the arithmetic
+        of ``TwoLayerNet``'s training step.
+        """
         if self.x is None:
             raise _forward_first(self)
         dout = as_array("dout", dout)
-        if len(self.original_x_shape) == 1:
-            dout = dout.reshape(1, -1) if dout.ndim == 1 else dout
-        dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W)
-        return dx.reshape(self.original_x_shape)
+        if len(self.original_x_shape) == 1 and dout.ndim == 1:
+            dout = dout.reshape(1, -1)
+        dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W, need_dx)
+        return None if dx is None else dx.reshape(self.original_x_shape)
 
 
 class SoftmaxWithLoss:

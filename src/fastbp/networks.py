@@ -70,7 +70,13 @@ class TwoLayerNet:
         """Gradients by backpropagation: ``{"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}``."""
         self.loss(x, t)
         dout = self.lastLayer.backward(1)
-        for layer in reversed(self.layers.values()):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        first = layers[0]
+        if isinstance(first, Affine):  # nobody reads the input's gradient: skip it
+            first.backward(dout, need_dx=False)
+        else:
+            first.backward(dout)
         a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
         return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}

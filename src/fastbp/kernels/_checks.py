@@ -104,6 +104,17 @@ def mask_array(name, mask, shape):
     return np.asarray(mask, order="C")
 
 
+def affine_shapes(dout, x, W):
+    """``dout`` (N, M), ``x`` (N, D), ``W`` (D, M) for the Affine gradients."""
+    if W.ndim != 2:
+        raise ValueError(f"W: expected a 2-D array (in, out), got shape {W.shape}")
+    if x.ndim != 2 or x.shape[1] != W.shape[0]:
+        raise ValueError(f"x: expected shape (N, {W.shape[0]}), got {x.shape}")
+    expected = (x.shape[0], W.shape[1])
+    if dout.shape != expected:
+        raise ValueError(f"dout: expected shape {expected} (the forward output), got {dout.shape}")
+
+
 def softmax_inputs(x, t):
     """Check the logits and targets of softmax-with-cross-entropy.
 

@@ -19,6 +19,7 @@ Contract (shared by both backends):
 import numpy as np
 
 from ._checks import (
+    affine_shapes,
     check_same_shape,
     common_dtype,
     float_array,
@@ -106,16 +107,6 @@ def bias_grad(dout, out=None):
     return out
 
 
-def _affine_shapes(dout, x, W):
-    if W.ndim != 2:
-        raise ValueError(f"W: expected a 2-D array (in, out), got shape {W.shape}")
-    if x.ndim != 2 or x.shape[1] != W.shape[0]:
-        raise ValueError(f"x: expected shape (N, {W.shape[0]}), got {x.shape}")
-    expected = (x.shape[0], W.shape[1])
-    if dout.shape != expected:
-        raise ValueError(f"dout: expected shape {expected} (the forward output), got {dout.shape}")
-
-
 def affine_backward(dout, x, W, need_dx=True):
     """Gradients of ``out = x @ W + b``: ``(dx, dW, db)``.
 
@@ -127,7 +118,7 @@ def affine_backward(dout, x, W, need_dx=True):
     dout = float_array("dout", dout, dt)
     x = float_array("x", x, dt)
     W = float_array("W", W, dt)
-    _affine_shapes(dout, x, W)
+    affine_shapes(dout, x, W)
     dx = np.matmul(dout, W.T) if need_dx else None
     dW = np.matmul(x.T, dout)
     return dx, dW, bias_grad(dout)
