@@ -74,10 +74,11 @@ def sigmoid_forward(x, out=None):
     """
     x = float_array("x", x)
     out = out_or_empty("out", out, x.shape, x.dtype)
+    positive = x >= 0  # taken first: out may be x
     e = np.exp(-np.abs(x))
     one_plus_e = 1 + e
     np.divide(e, one_plus_e, out=out)
-    np.divide(1, one_plus_e, out=out, where=x >= 0)
+    np.divide(1, one_plus_e, out=out, where=positive)
     return out
 
 
