@@ -429,3 +429,28 @@ def test_softmax_many_blocks(backend, rng, dtype):
     ref_loss, ref_y = softmax_ce_reference(x, labels)
     np.testing.assert_allclose(y.astype(np.longdouble), ref_y, **TOL[dtype])
     np.testing.assert_allclose(float(loss), float(ref_loss), **TOL[dtype])
+
+
+@pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
+def test_threads_do_not_change_results(rng):
+    """Large arrays are split across threads; the results are bit-identical to one thread."""
+    cy = kernels._cython
+    x = rng.standard_normal((1100, 1000))
+    labels = rng.integers(0, 1000, 1100)
+    dout = rng.standard_normal(x.shape)
+    before = kernels.get_num_threads()
+    results = {}
+    try:
+        for n in (1, 2, 3):
+            kernels.set_num_threads(n)
+            out, mask = cy.relu_forward(x)
+            results[n] = [out, mask, cy.relu_backward(dout, mask), cy.sigmoid_forward(x),
+                          cy.sigmoid_backward(dout, x), *cy.softmax_cross_entropy(x, labels)]
+    finally:
+        kernels.set_num_threads(before)
+    for n in (2, 3):
+        for a, b in zip(results[1], results[n]):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(results[1][3], _numpy.sigmoid_forward(x), rtol=1e-15)
+    with pytest.raises(ValueError, match="positive number of threads"):
+        kernels.set_num_threads(0)

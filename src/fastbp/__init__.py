@@ -6,7 +6,8 @@ choose between them; ``FASTBP_BACKEND=numpy|cython`` chooses at import.
 """
 from .functions import cross_entropy_error, sigmoid, softmax
 from .gradient import numerical_gradient
-from .kernels import HAVE_CYTHON, get_backend, set_backend, use_backend
+from .kernels import (HAVE_CYTHON, get_backend, get_num_threads, set_backend, set_num_threads,
+                      use_backend)
 from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .networks import TwoLayerNet
 
@@ -15,5 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
     "TwoLayerNet", "numerical_gradient", "sigmoid", "softmax", "cross_entropy_error",
-    "get_backend", "set_backend", "use_backend", "HAVE_CYTHON",
+    "get_backend", "set_backend", "use_backend", "HAVE_CYTHON", "get_num_threads",
+    "set_num_threads",
 ]

@@ -21,7 +21,8 @@ else:
 HAVE_CYTHON = _cython is not None
 BACKENDS = ("cython", "numpy")
 
-__all__ = ["HAVE_CYTHON", "BACKENDS", "active", "get_backend", "set_backend", "use_backend"]
+__all__ = ["HAVE_CYTHON", "BACKENDS", "active", "get_backend", "set_backend", "use_backend",
+           "get_num_threads", "set_num_threads"]
 
 
 def _module(name):
@@ -74,3 +75,19 @@ def use_backend(name):
         yield _active
     finally:
         _active = previous
+
+
+def get_num_threads():
+    """Threads the compiled kernels use on large arrays (1 without them: NumPy's are
+    single-threaded)."""
+    return _cython.get_num_threads() if HAVE_CYTHON else 1
+
+
+def set_num_threads(n):
+    """Let the compiled kernels use ``n`` threads on arrays of a million elements or more.
+
+    The default is the number of CPUs (at most 8), or ``FASTBP_NUM_THREADS``. Results
+    do not depend on it. Without the compiled kernels this is a no-op.
+    """
+    if HAVE_CYTHON:
+        _cython.set_num_threads(n)

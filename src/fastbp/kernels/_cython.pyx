@@ -17,6 +17,10 @@ Design:
 - Sums accumulate in double. Matrix products are NumPy's (BLAS): never hand-rolled.
 - No ``-ffast-math`` (setup.py): it would break NaN propagation.
 """
+import operator
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 cimport numpy as cnp
@@ -123,32 +127,102 @@ cdef inline void* _data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
+# --------------------------------------------------------------------------- threads
+#
+# Elementwise kernels are memory-bound and a thread costs tens of microseconds to wake,
+# so only arrays of PARALLEL_MIN elements or more are split, into one contiguous chunk
+# per thread (the calling thread takes the first). Chunks release the GIL, NumPy's exp
+# included. Results do not depend on the number of threads: elementwise work is
+# independent, and the softmax loss is summed per fixed block of rows, in block order.
+
+cdef intp_t PARALLEL_MIN = 1 << 20
+cdef int _threads = 1
+_pool = None
+
+
+def _default_threads():
+    env = os.environ.get("FASTBP_NUM_THREADS", "").strip()
+    return int(env) if env else min(os.cpu_count() or 1, 8)
+
+
+def set_num_threads(n):
+    """Threads the compiled kernels may use on large arrays (1 turns threading off)."""
+    global _threads, _pool
+    n = operator.index(n)
+    if n < 1:
+        raise ValueError(f"n: expected a positive number of threads, got {n}")
+    _threads = n
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+def get_num_threads():
+    """Threads the compiled kernels use on large arrays."""
+    return _threads
+
+
+set_num_threads(_default_threads())
+
+
+cdef _split(fn, tuple args, intp_t n, intp_t grain, intp_t elements):
+    """Run ``fn(*args, start, stop)`` over [0, n), in chunks of whole grains on threads
+    when the work touches at least PARALLEL_MIN elements."""
+    global _pool
+    cdef intp_t nt = min(<intp_t>_threads, (n + grain - 1) // grain)
+    if elements < PARALLEL_MIN or nt <= 1:
+        fn(*args, 0, n)
+        return
+    if _pool is None or _pool._max_workers < nt - 1:
+        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="fastbp")
+    cdef intp_t step = ((n + nt - 1) // nt + grain - 1) // grain * grain
+    futures = [_pool.submit(fn, *args, start, min(n, start + step))
+               for start in range(step, n, step)]
+    fn(*args, 0, min(n, step))
+    for f in futures:
+        f.result()
+
+
 # --------------------------------------------------------------------------- ReLU
+
+def _relu_fwd_range(cnp.ndarray x, cnp.ndarray o, cnp.ndarray mask, intp_t a, intp_t b):
+    cdef intp_t n = b - a
+    cdef unsigned char* pm = <unsigned char*>_data(mask) + a
+    cdef void* px = _data(x)
+    cdef void* po = _data(o)
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            relu_fwd_f64(<const double*>px + a, <double*>po + a, pm, n)
+        else:
+            relu_fwd_f32(<const float*>px + a, <float*>po + a, pm, n)
+
+
+def _relu_bwd_range(cnp.ndarray d, cnp.ndarray mask, cnp.ndarray o, intp_t a, intp_t b):
+    cdef intp_t n = b - a
+    cdef const unsigned char* pm = <const unsigned char*>_data(mask) + a
+    cdef void* pd = _data(d)
+    cdef void* po = _data(o)
+    with nogil:
+        if cnp.PyArray_TYPE(d) == cnp.NPY_DOUBLE:
+            relu_bwd_f64(<const double*>pd + a, pm, <double*>po + a, n)
+        else:
+            relu_bwd_f32(<const float*>pd + a, pm, <float*>po + a, n)
+
 
 def relu_forward(x, out=None):
     """ReLU: ``(out, mask)`` with ``mask = x <= 0`` and ``out = where(mask, +0.0, x)``."""
     cdef cnp.ndarray xa = _floats("x", x)
-    cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
-    cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
+    cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(xa))
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
-    cdef intp_t n = cnp.PyArray_SIZE(xa)
-    cdef void* px = _data(xa)
-    cdef void* po = _data(o)
-    cdef unsigned char* pm = <unsigned char*>_data(mask)
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            relu_fwd_f64(<const double*>px, <double*>po, pm, n)
-        else:
-            relu_fwd_f32(<const float*>px, <float*>po, pm, n)
+    _split(_relu_fwd_range, (xa, o, mask), cnp.PyArray_SIZE(xa), 4096, cnp.PyArray_SIZE(xa))
     return o, mask
 
 
 def relu_backward(dout, mask, out=None):
     """ReLU gradient: ``where(mask, +0.0, dout)``; ``dout`` is untouched unless it is ``out``."""
     cdef cnp.ndarray d = _floats("dout", dout)
-    cdef int typenum = cnp.PyArray_TYPE(d)
     cdef int nd = cnp.PyArray_NDIM(d)
     cdef intp_t* shape = cnp.PyArray_DIMS(d)
     cdef cnp.ndarray ma
@@ -159,43 +233,53 @@ def relu_backward(dout, mask, out=None):
         ma = <cnp.ndarray>mask
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
-    cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
-    cdef intp_t n = cnp.PyArray_SIZE(d)
-    cdef void* pd = _data(d)
-    cdef void* po = _data(o)
-    cdef const unsigned char* pm = <const unsigned char*>_data(ma)
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            relu_bwd_f64(<const double*>pd, pm, <double*>po, n)
-        else:
-            relu_bwd_f32(<const float*>pd, pm, <float*>po, n)
+    cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(d))
+    _split(_relu_bwd_range, (d, ma, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
     return o
 
 
 # --------------------------------------------------------------------------- Sigmoid
 
+def _sigmoid_fwd_range(cnp.ndarray x, cnp.ndarray o, intp_t a, intp_t b):
+    # e = exp(-|x|) is built in ``out`` itself: no scratch array, no extra page faults
+    cdef intp_t n = b - a
+    cdef bint f64 = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef void* px = _data(x)
+    cdef void* po = _data(o)
+    with nogil:
+        if f64:
+            neg_abs_f64(<const double*>px + a, <double*>po + a, n)
+        else:
+            neg_abs_f32(<const float*>px + a, <float*>po + a, n)
+    chunk = o.reshape(-1)[a:b]
+    _exp(chunk, out=chunk)
+    with nogil:
+        if f64:
+            sigmoid_from_exp_f64(<const double*>px + a, <const double*>po + a, <double*>po + a, n)
+        else:
+            sigmoid_from_exp_f32(<const float*>px + a, <const float*>po + a, <float*>po + a, n)
+
+
+def _sigmoid_bwd_range(cnp.ndarray d, cnp.ndarray y, cnp.ndarray o, intp_t a, intp_t b):
+    cdef intp_t n = b - a
+    cdef void* pd = _data(d)
+    cdef void* py = _data(y)
+    cdef void* po = _data(o)
+    with nogil:
+        if cnp.PyArray_TYPE(d) == cnp.NPY_DOUBLE:
+            sigmoid_bwd_f64(<const double*>pd + a, <const double*>py + a, <double*>po + a, n)
+        else:
+            sigmoid_bwd_f32(<const float*>pd + a, <const float*>py + a, <float*>po + a, n)
+
+
 def sigmoid_forward(x, out=None):
     """Stable logistic function: ``1 / (1 + e)`` for ``x >= 0``, ``e / (1 + e)`` else."""
     cdef cnp.ndarray xa = _floats("x", x)
-    cdef int typenum = cnp.PyArray_TYPE(xa)
-    cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), typenum)
+    cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
+                                 cnp.PyArray_TYPE(xa))
     if out is not None and np.may_share_memory(o, xa):
         xa = xa.copy()  # the last pass reads x's sign after exp(-|x|) has filled out
-    cdef intp_t n = cnp.PyArray_SIZE(xa)
-    cdef void* px = _data(xa)
-    cdef void* po = _data(o)
-    # e = exp(-|x|) is built in ``out`` itself: no scratch array, no extra page faults
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            neg_abs_f64(<const double*>px, <double*>po, n)
-        else:
-            neg_abs_f32(<const float*>px, <float*>po, n)
-    _exp(o, out=o)
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            sigmoid_from_exp_f64(<const double*>px, <const double*>po, <double*>po, n)
-        else:
-            sigmoid_from_exp_f32(<const float*>px, <const float*>po, <float*>po, n)
+    _split(_sigmoid_fwd_range, (xa, o), cnp.PyArray_SIZE(xa), 4096, cnp.PyArray_SIZE(xa))
     return o
 
 
@@ -210,17 +294,9 @@ def sigmoid_backward(dout, y, out=None):
         d, ya = float_array("dout", dout, dt), float_array("y", y, dt)
     if not cnp.PyArray_SAMESHAPE(d, ya):
         check_same_shape("y", ya, "dout", (<object>d).shape)
-    cdef int typenum = cnp.PyArray_TYPE(d)
-    cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d), typenum)
-    cdef intp_t n = cnp.PyArray_SIZE(d)
-    cdef void* pd = _data(d)
-    cdef void* py = _data(ya)
-    cdef void* po = _data(o)
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            sigmoid_bwd_f64(<const double*>pd, <const double*>py, <double*>po, n)
-        else:
-            sigmoid_bwd_f32(<const float*>pd, <const float*>py, <float*>po, n)
+    cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d),
+                                 cnp.PyArray_TYPE(d))
+    _split(_sigmoid_bwd_range, (d, ya, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
     return o
 
 
@@ -295,48 +371,61 @@ cdef tuple _sce_inputs(object x, object t):
     return softmax_inputs(x, t)
 
 
+def _sce_blocks(cnp.ndarray x, cnp.ndarray y, labels, onehot, cnp.ndarray partial,
+                intp_t rows, intp_t first, intp_t last):
+    """Softmax and loss over blocks [first, last) of ``rows`` rows; block sums to ``partial``."""
+    cdef intp_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
+    cdef intp_t isz = cnp.PyArray_ITEMSIZE(x)
+    cdef bint f64 = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef cnp.ndarray mx = cnp.PyArray_EMPTY(1, &rows, cnp.PyArray_TYPE(x), 0)
+    cdef char* px = <char*>_data(x)
+    cdef char* py = <char*>_data(y)
+    cdef void* pmx = _data(mx)
+    cdef double* part = <double*>_data(partial)
+    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels)
+    cdef char* pt = NULL if onehot is None else <char*>_data(<cnp.ndarray>onehot)
+    cdef intp_t blk, start, k, off
+    for blk in range(first, last):
+        start = blk * rows
+        k = min(n, start + rows) - start
+        off = start * c * isz
+        with nogil:
+            if f64:
+                row_max_shift_f64(<const double*>(px + off), <double*>(py + off), <double*>pmx, k, c)
+            else:
+                row_max_shift_f32(<const float*>(px + off), <float*>(py + off), <float*>pmx, k, c)
+        block = y[start:start + k]
+        _exp(block, out=block)
+        with nogil:
+            if f64:
+                part[blk] = normalize_loss_f64(
+                    <const double*>(px + off), <const double*>pmx,
+                    NULL if lab == NULL else lab + start,
+                    NULL if pt == NULL else <const double*>(pt + off), <double*>(py + off), k, c)
+            else:
+                part[blk] = normalize_loss_f32(
+                    <const float*>(px + off), <const float*>pmx,
+                    NULL if lab == NULL else lab + start,
+                    NULL if pt == NULL else <const float*>(pt + off), <float*>(py + off), k, c)
+
+
 def softmax_cross_entropy(x, t, out=None):
     """Fused softmax and mean cross-entropy: ``(loss, y)``; see the NumPy twin."""
     xa, labels, onehot = _sce_inputs(x, t)
     cdef cnp.ndarray xc = <cnp.ndarray>xa
-    cdef int typenum = cnp.PyArray_TYPE(xc)
     cdef intp_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
-    cdef cnp.ndarray y = _result("out", out, 2, cnp.PyArray_DIMS(xc), typenum)
+    cdef cnp.ndarray y = _result("out", out, 2, cnp.PyArray_DIMS(xc), cnp.PyArray_TYPE(xc))
     if out is not None and np.may_share_memory(y, xc):
         xc = xc.copy()  # the loss reads x after y has been written
     # Blocks of rows: the shift, exp and normalise passes over a block stay in cache.
-    cdef intp_t itemsize = cnp.PyArray_ITEMSIZE(xc)
-    cdef intp_t rows = max(1, min(n, BLOCK_BYTES // (c * itemsize)))
-    cdef cnp.ndarray mx = cnp.PyArray_EMPTY(1, &rows, typenum, 0)
-    cdef char* px = <char*>_data(xc)
-    cdef char* py = <char*>_data(y)
-    cdef void* pmx = _data(mx)
-    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels)
-    cdef char* pt = NULL if onehot is None else <char*>_data(<cnp.ndarray>onehot)
-    cdef intp_t start, stop, k, off
+    cdef intp_t rows = max(1, min(n, BLOCK_BYTES // (c * cnp.PyArray_ITEMSIZE(xc))))
+    cdef intp_t nblocks = (n + rows - 1) // rows, i
+    cdef cnp.ndarray partial = cnp.PyArray_EMPTY(1, &nblocks, cnp.NPY_DOUBLE, 0)
+    _split(_sce_blocks, (xc, y, labels, onehot, partial, rows), nblocks, 1, n * c)
     cdef double total = 0
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        k = stop - start
-        off = start * c * itemsize
-        with nogil:
-            if typenum == cnp.NPY_DOUBLE:
-                row_max_shift_f64(<const double*>(px + off), <double*>(py + off), <double*>pmx, k, c)
-            else:
-                row_max_shift_f32(<const float*>(px + off), <float*>(py + off), <float*>pmx, k, c)
-        yb = y[start:stop]
-        _exp(yb, out=yb)
-        with nogil:
-            if typenum == cnp.NPY_DOUBLE:
-                total += normalize_loss_f64(<const double*>(px + off), <const double*>pmx,
-                                            NULL if lab == NULL else lab + start,
-                                            NULL if pt == NULL else <const double*>(pt + off),
-                                            <double*>(py + off), k, c)
-            else:
-                total += normalize_loss_f32(<const float*>(px + off), <const float*>pmx,
-                                            NULL if lab == NULL else lab + start,
-                                            NULL if pt == NULL else <const float*>(pt + off),
-                                            <float*>(py + off), k, c)
+    cdef double* part = <double*>_data(partial)
+    for i in range(nblocks):
+        total += part[i]
     return xc.dtype.type(total / n), y
 
 
