@@ -15,7 +15,7 @@ Where fastbp differs from the book, on purpose:
 import numpy as np
 
 from . import kernels as _kernels
-from .kernels._checks import as_array, float_array
+from .kernels._checks import as_array, common_dtype, float_array
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
@@ -125,7 +125,9 @@ class Affine:
                 f"x: expected {W.shape[0]} features per sample (W has shape {W.shape}), "
                 f"got input of shape {x.shape}"
             )
-        x2 = float_array("x", x2)
+        # x takes the parameters' precision here, once, rather than in every backward
+        # (the book feeds float32 images to float64 weights)
+        x2 = float_array("x", x2, common_dtype(("x", x2), ("W", W)))
         self.x = x2
         out = np.matmul(x2, W)
         out += b
