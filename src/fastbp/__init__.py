@@ -4,6 +4,7 @@ The book's Python API, with the hot paths in typed Cython kernels and a pure-Num
 twin that gives the same results. ``get_backend``/``set_backend``/``use_backend``
 choose between them; ``FASTBP_BACKEND=numpy|cython`` chooses at import.
 """
+from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax
 from .gradient import numerical_gradient
 from .kernels import HAVE_CYTHON, get_backend, set_backend, use_backend
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
     "TwoLayerNet", "numerical_gradient", "sigmoid", "softmax", "cross_entropy_error",
-    "get_backend", "set_backend", "use_backend", "HAVE_CYTHON",
+    "get_backend", "set_backend", "use_backend", "HAVE_CYTHON", "load_mnist",
 ]
