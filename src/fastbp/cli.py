@@ -6,6 +6,7 @@ path) end the command with one line, ``fastbp: error: ...``, and exit status 1
 (2 for a bad command line, as argparse does), never with a traceback.
 """
 import argparse
+import importlib
 import os
 import secrets
 import sys
@@ -182,10 +183,11 @@ def _plot(history, path):
     ax_loss, ax_acc = fig.subplots(1, 2)
     loss = np.asarray(history.loss)
     ax_loss.plot(np.arange(1, loss.size + 1), loss, lw=0.5, alpha=0.5, label="batch")
-    window = min(100, loss.size)
-    if window > 1:  # a moving average shows the trend through the noise
+    window = min(100, loss.size // 20)
+    if window > 1:  # a centred moving average shows the trend through the noise
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax_loss.plot(np.arange(window, loss.size + 1), smooth, label=f"mean of {window}")
+        centre = np.arange(smooth.size) + (window + 1) / 2
+        ax_loss.plot(centre, smooth, label=f"mean of {window}")
     ax_loss.set(xlabel="iteration", ylabel="loss", title="training loss")
     ax_loss.legend()
     epochs = [e.iteration for e in history.epochs]
@@ -302,9 +304,9 @@ def cmd_gradcheck(args):
 
 def cmd_bench(argv):
     try:
-        from . import bench
+        bench = importlib.import_module("fastbp.bench")
     except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}.bench":
+        if exc.name == "fastbp.bench":
             raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
         raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
                            'pip install "fastbp[bench]"') from None

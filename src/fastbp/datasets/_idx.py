@@ -9,6 +9,7 @@ header announces, so a damaged or hostile ``.gz`` cannot exhaust memory.
 """
 import gzip
 import hashlib
+import math
 import os
 import struct
 import zlib
@@ -85,7 +86,7 @@ def read_idx(path, *, sha256=None):
         dims_bytes = _read_exact(stream, 4 * ndim, path, "dimensions")
         dims = struct.unpack(f">{ndim}I", dims_bytes)
         dtype = _DTYPES[code]
-        nbytes = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(dims) * dtype.itemsize  # exact: no int64 overflow on junk
         if nbytes > _MAX_BYTES:
             raise CorruptFileError(f"{path}: IDX header announces an implausible shape {dims}")
         body = _read_exact(stream, nbytes, path, f"data for shape {dims}")

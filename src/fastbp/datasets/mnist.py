@@ -148,12 +148,14 @@ def _missing(folder):
 def _check_folder(folder, what):
     """An explicitly named folder must exist and hold all four files."""
     folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"{what}{folder}: no such directory")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what}: no such directory: {folder}")
+        raise NotADirectoryError(f"{what}{folder}: not a directory")
     missing = _missing(folder)
     if missing:
         raise FileNotFoundError(
-            f"{what}: {folder} lacks the MNIST file(s) {', '.join(missing)} (.gz or raw IDX)"
+            f"{what}{folder}: no MNIST file {', '.join(missing)} (.gz or raw IDX) there"
         )
     return folder
 
@@ -222,10 +224,10 @@ def _download_missing(folder, *, mirror_list, timeout, progress):
 def _locate(data_dir, download, timeout, progress, mirror_list):
     """:func:`locate_mnist` without the warning (callers warn at their own level)."""
     if data_dir is not None:
-        return MnistSource("data_dir", _check_folder(data_dir, "data_dir"))
+        return MnistSource("data_dir", _check_folder(data_dir, "MNIST data directory "))
     env = os.environ.get("FASTBP_DATA")
     if env:
-        return MnistSource("FASTBP_DATA", _check_folder(env, "FASTBP_DATA"))
+        return MnistSource("FASTBP_DATA", _check_folder(env, "FASTBP_DATA="))
     cache = cache_dir()
     if not _missing(cache):
         return MnistSource("cache", cache)
