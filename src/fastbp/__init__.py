@@ -4,6 +4,7 @@ The book's Python API, with the hot paths in typed Cython kernels and a pure-Num
 twin that gives the same results. ``get_backend``/``set_backend``/``use_backend``
 choose between them; ``FASTBP_BACKEND=numpy|cython`` chooses at import.
 """
+from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax
 from .gradient import numerical_gradient
 from .kernels import (HAVE_CYTHON, get_backend, get_num_threads, set_backend, set_num_threads,
@@ -17,5 +18,5 @@ __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
     "TwoLayerNet", "numerical_gradient", "sigmoid", "softmax", "cross_entropy_error",
     "get_backend", "set_backend", "use_backend", "HAVE_CYTHON", "get_num_threads",
-    "set_num_threads",
+    "set_num_threads", "load_mnist",
 ]

@@ -1,0 +1,343 @@
+"""The ``fastbp`` command: ``fastbp train``, ``fastbp gradcheck``, ``fastbp bench``.
+
+Also ``python -m fastbp``. Results go to stdout, messages and the progress bar to
+stderr. Errors the user can fix (a bad option, missing or damaged data, an unwritable
+path) end the command with one line, ``fastbp: error: ...``, and exit status 1
+(2 for a bad command line, as argparse does), never with a traceback.
+"""
+import argparse
+import importlib
+import os
+import secrets
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from . import __version__
+from . import kernels
+from .datasets import SampleDataWarning, load_mnist, locate_mnist
+from .datasets._progress import ProgressBar
+from .training import iterations_per_epoch, train_two_layer
+
+__all__ = ["main"]
+
+BOOK_ITERS = 10000
+SAMPLE_EPOCHS = 20  # default length of a run on the bundled sample: about a second
+DEFAULT_PLOT = "fastbp-train.png"
+PLOT_HINT = 'pip install "fastbp[plot]"'
+
+
+class CommandError(Exception):
+    """An error to report as one line (exit status 1)."""
+
+
+# ---------------------------------------------------------------------- argument types
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _add_common(p):
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder with the four MNIST IDX files (.gz or raw); default: "
+                        "$FASTBP_DATA, the cache, a download, else the bundled sample")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="floating-point type of the network (default: float64, as the book)")
+    p.add_argument("--hidden", type=_positive_int, default=50, metavar="N",
+                   help="hidden units (default: 50)")
+    p.add_argument("--seed", type=_seed, default=None, metavar="N",
+                   help="seed for the weights and the batches (default: a random one, printed)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastbp",
+        description="Train and check the two-layer network of 'Deep Learning from Scratch' "
+                    "(chapter 5) on MNIST, with fastbp's fast kernels.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train", help="train TwoLayerNet on MNIST with SGD (the book's defaults)",
+        description="Train the book's TwoLayerNet (784-50-10, ReLU) with mini-batch SGD: "
+                    "10,000 iterations of batch 100 at learning rate 0.1 by default. One line "
+                    "per epoch with the loss, train and test accuracy; at the end a plot of "
+                    "the curves (needs matplotlib). On the bundled sample (used when the full "
+                    f"set is not available) the default is {SAMPLE_EPOCHS} epochs.",
+    )
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=_positive_int, metavar="N",
+                        help=f"iterations (default: {BOOK_ITERS}; {SAMPLE_EPOCHS} epochs on the sample)")
+    length.add_argument("--epochs", type=_positive_int, metavar="N",
+                        help="epochs instead of iterations (an epoch is train_size // batch_size iterations)")
+    t.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
+                   help="mini-batch size (default: 100)")
+    t.add_argument("--lr", type=_positive_float, default=0.1, metavar="RATE",
+                   help="learning rate (default: 0.1)")
+    _add_common(t)
+    t.add_argument("--backend", choices=kernels.BACKENDS, default=None,
+                   help=f"kernel backend (default: {kernels.get_backend()})")
+    t.add_argument("--save", metavar="FILE.npz",
+                   help="save the trained parameters W1, b1, W2, b2 (numpy .npz, no pickle)")
+    plot = t.add_mutually_exclusive_group()
+    plot.add_argument("--plot", metavar="FILE.png", default=DEFAULT_PLOT,
+                      help=f"where to write the loss and accuracy curves (default: {DEFAULT_PLOT}; "
+                           f"needs matplotlib: {PLOT_HINT})")
+    plot.add_argument("--no-plot", dest="plot", action="store_const", const=None,
+                      help="do not write the plot")
+    t.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no per-epoch lines: only the final result")
+
+    g = sub.add_parser(
+        "gradcheck", help="compare backprop gradients with numerical ones on a real batch",
+        description="The book's gradient check: the mean absolute difference between the "
+                    "backpropagation gradients and central differences, per parameter, on the "
+                    "first training images, for each backend.",
+    )
+    g.add_argument("--backend", choices=kernels.BACKENDS + ("both",), default="both",
+                   help="backend(s) to check (default: both, when compiled)")
+    g.add_argument("--batch", type=_positive_int, default=3, metavar="N",
+                   help="number of training images (default: 3, as the book)")
+    _add_common(g)
+
+    sub.add_parser("bench", help="benchmark the kernels and a training step "
+                                 "(options: fastbp bench --help)", add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _error(message):
+    print(f"fastbp: error: {message}", file=sys.stderr)
+
+
+def _note(message):
+    print(f"fastbp: {message}", file=sys.stderr)
+
+
+def _check_writable(path, what):
+    """Fail before a long run, not after it, when an output cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise CommandError(f"{what}: {path} is a directory")
+    if not os.path.isdir(folder):
+        raise CommandError(f"{what}: no such directory: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"{what}: cannot write to {folder}")
+
+
+def _load(args, *, progress):
+    """Locate and load MNIST as the book does (normalized, flattened, integer labels);
+    report on stderr which data is used. Returns ``(source, data)``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SampleDataWarning)  # said below, in one line
+        source = locate_mnist(args.data_dir, progress=progress)
+    _note(f"data: {source}")
+    return source, load_mnist(data_dir=source.path)
+
+
+def _backend_name(requested):
+    name = requested or kernels.get_backend()
+    kernels._module(name)  # refuses an unavailable backend with a clear message
+    return name
+
+
+# ---------------------------------------------------------------------- train
+
+def _plot(history, path):
+    """Write the loss and accuracy curves to ``path``; False when matplotlib is absent."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    loss = np.asarray(history.loss)
+    ax_loss.plot(np.arange(1, loss.size + 1), loss, lw=0.5, alpha=0.5, label="batch")
+    window = min(100, loss.size // 20)
+    if window > 1:  # a centred moving average shows the trend through the noise
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        centre = np.arange(smooth.size) + (window + 1) / 2
+        ax_loss.plot(centre, smooth, label=f"mean of {window}")
+    ax_loss.set(xlabel="iteration", ylabel="loss", title="training loss")
+    ax_loss.legend()
+    epochs = [e.iteration for e in history.epochs]
+    ax_acc.plot(epochs, history.train_acc, marker="o", ms=3, label="train")
+    ax_acc.plot(epochs, history.test_acc, marker="s", ms=3, ls="--", label="test")
+    ax_acc.set(xlabel="iteration", ylabel="accuracy", title="accuracy at the end of each epoch",
+               ylim=(0, 1))
+    ax_acc.legend(loc="lower right")
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def cmd_train(args):
+    if args.save:
+        _check_writable(args.save, "--save")
+    if args.plot:
+        _check_writable(args.plot, "--plot")
+    backend = _backend_name(args.backend)
+    show = not args.quiet
+    bar_enabled = None if show else False  # None: when stderr is a terminal
+
+    source, ((x_train, t_train), (x_test, t_test)) = _load(args, progress=bar_enabled)
+    per_epoch = iterations_per_epoch(x_train.shape[0], args.batch_size)
+    if args.iters is not None:
+        iters = args.iters
+    elif args.epochs is not None:
+        iters = args.epochs * per_epoch
+    elif source.is_sample:
+        iters = SAMPLE_EPOCHS * per_epoch
+        _note(f"on the sample the default run is {SAMPLE_EPOCHS} epochs ({iters} iterations); "
+              "use --iters or --epochs to change it, --data-dir for the full set")
+    else:
+        iters = BOOK_ITERS
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    n_epochs = -(-iters // per_epoch)
+
+    if show:
+        print(f"TwoLayerNet {x_train.shape[1]}-{args.hidden}-10, {args.dtype}, {backend} backend; "
+              f"{iters} iterations of batch {args.batch_size} ({n_epochs} epochs of {per_epoch}), "
+              f"lr {args.lr:g}, seed {seed}", flush=True)
+
+    bar = ProgressBar(iters, label="train", enabled=bar_enabled)
+    width = len(str(n_epochs))
+
+    def on_epoch(r):
+        if show:
+            partial = f" ({r.steps} it)" if r.steps != per_epoch else ""
+            bar.write(f"epoch {r.epoch:>{width}}/{n_epochs}{partial}  loss {r.loss:.4f}  "
+                      f"train acc {r.train_acc:.4f}  test acc {r.test_acc:.4f}  {r.seconds:.2f} s")
+
+    with kernels.use_backend(backend), bar:
+        result = train_two_layer(
+            x_train, t_train, x_test, t_test, hidden_size=args.hidden, iters=iters,
+            batch_size=args.batch_size, learning_rate=args.lr, dtype=args.dtype, seed=seed,
+            on_step=lambda i: bar.update(), on_epoch=on_epoch,
+        )
+    last = result.history.epochs[-1]
+    print(f"done: {iters} iterations in {result.seconds:.1f} s; train acc {last.train_acc:.4f}, "
+          f"test acc {last.test_acc:.4f}", flush=True)
+
+    if args.save:
+        with open(args.save, "wb") as f:  # a file object: np.savez keeps the name as given
+            np.savez(f, **result.network.params)
+        _note(f"saved the parameters to {args.save}")
+    if args.plot:
+        if _plot(result.history, args.plot):
+            _note(f"wrote the loss and accuracy curves to {args.plot}")
+        else:
+            _note(f"no plot: matplotlib is not installed; {PLOT_HINT} to get {args.plot}")
+    return 0
+
+
+# ---------------------------------------------------------------------- gradcheck
+
+# Mean absolute difference above which the check fails. float64 central differences
+# agree to ~1e-7 at worst (the book prints up to 1.4e-7); float32 rounding makes
+# (f(x+h) - f(x-h)) / 2h uncertain at ~1e-3.
+GRADCHECK_TOL = {"float64": 1e-6, "float32": 1e-2}
+
+
+def cmd_gradcheck(args):
+    from .networks import TwoLayerNet
+
+    if args.backend == "both":
+        backends = [b for b in kernels.BACKENDS if b != "cython" or kernels.HAVE_CYTHON]
+    else:
+        backends = [_backend_name(args.backend)]
+    _, ((x_train, t_train), _) = _load(args, progress=None)
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    x, t = x_train[:args.batch].astype(args.dtype), t_train[:args.batch]
+    network = TwoLayerNet(x.shape[1], args.hidden, 10, dtype=args.dtype, rng=seed)
+    tol = GRADCHECK_TOL[args.dtype]
+    print(f"gradient check: TwoLayerNet {x.shape[1]}-{args.hidden}-10, {args.dtype}, "
+          f"{x.shape[0]} training images, seed {seed}")
+    print("mean |backprop - numerical| per parameter:")
+    worst = 0.0
+    for backend in backends:
+        with kernels.use_backend(backend):
+            start = time.perf_counter()
+            numerical = network.numerical_gradient(x, t)
+            backprop = network.gradient(x, t)
+            seconds = time.perf_counter() - start
+        diffs = {k: float(np.mean(np.abs(backprop[k] - numerical[k]))) for k in numerical}
+        worst = max(worst, *diffs.values())
+        cells = "  ".join(f"{k}:{v:.2e}" for k, v in diffs.items())
+        print(f"  {backend:<6}  {cells}  ({seconds:.1f} s)")
+    ok = worst <= tol
+    print(f"{'ok' if ok else 'FAILED'}: largest difference {worst:.2e} "
+          f"({'within' if ok else 'above'} {tol:g} for {args.dtype})")
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------------- bench
+
+def cmd_bench(argv):
+    try:
+        bench = importlib.import_module("fastbp.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name == "fastbp.bench":
+            raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
+        raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
+                           'pip install "fastbp[bench]"') from None
+    return bench.main(argv)
+
+
+# ---------------------------------------------------------------------- main
+
+def main(argv=None):
+    """Run the ``fastbp`` command with ``argv`` (default: ``sys.argv[1:]``); returns the
+    exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":  # its options belong to fastbp.bench
+        commands = {"bench": lambda: cmd_bench(argv[1:])}
+        args = None
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # exits 2 with a usage line on a bad option
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        commands = {"train": lambda: cmd_train(args), "gradcheck": lambda: cmd_gradcheck(args)}
+    command = argv[0]
+    try:
+        return commands[command]() or 0
+    except CommandError as exc:
+        _error(exc)
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
+        _error(str(exc) or type(exc).__name__)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        _error("interrupted")
+        return 130
+    return 1

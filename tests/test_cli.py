@@ -1,0 +1,263 @@
+"""The fastbp command: train, gradcheck, bench; errors as one line, never a traceback.
+
+Most tests call ``fastbp.cli.main`` in-process (fast); a few run ``python -m fastbp``
+in a subprocess to check the real entry point and exit statuses. The data is the
+bundled sample: downloads are switched off and the cache is a temporary folder.
+"""
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import cli
+from fastbp.datasets import SAMPLE_DIR
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "")
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default plot lands here, not in the source tree
+
+
+def run(*argv):
+    return cli.main(list(argv))
+
+
+def one_error_line(err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err
+    assert lines and lines[-1].startswith(("fastbp: error:", "fastbp train: error:",
+                                          "fastbp gradcheck: error:"))
+    return lines[-1]
+
+
+# ---------------------------------------------------------------------- help and usage
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run("--help")
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("train", "gradcheck", "bench"):
+        assert word in out
+
+
+def test_train_help_lists_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run("train", "--help")
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--iters", "--epochs", "--batch-size", "--lr", "--hidden", "--dtype", "--seed",
+                "--backend", "--data-dir", "--save", "--plot", "--quiet", 'fastbp[plot]'):
+        assert opt in out
+
+
+def test_no_command_shows_usage(capsys):
+    assert run() == 2
+    assert "usage: fastbp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--iters", "0"],
+    ["train", "--iters", "ten"],
+    ["train", "--lr", "-0.1"],
+    ["train", "--lr", "nan"],
+    ["train", "--batch-size", "0"],
+    ["train", "--dtype", "float16"],
+    ["train", "--backend", "fortran"],
+    ["train", "--iters", "5", "--epochs", "1"],
+    ["train", "--seed", "-1"],
+    ["train", "--bogus"],
+    ["frobnicate"],
+    ["gradcheck", "--batch", "0"],
+])
+def test_bad_options_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        run(*argv)
+    assert exc.value.code == 2
+    one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------- train
+
+def test_train_on_sample(tmp_path, capsys):
+    out_file = tmp_path / "params"  # no .npz suffix: the name is kept as given
+    assert run("train", "--iters", "60", "--seed", "1", "--save", str(out_file), "--no-plot") == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("TwoLayerNet 784-50-10, float64")
+    assert "60 iterations of batch 100 (2 epochs of 50)" in lines[0] and "seed 1" in lines[0]
+    assert lines[1].startswith("epoch 1/2  loss ")
+    assert lines[2].startswith("epoch 2/2 (10 it)  loss ")
+    for ln in lines[1:3]:
+        assert "train acc 0." in ln and "test acc 0." in ln and ln.endswith(" s")
+    assert lines[3].startswith("done: 60 iterations in ")
+    assert "bundled MNIST sample" in err and "saved the parameters" in err
+    with np.load(out_file, allow_pickle=False) as params:
+        assert sorted(params.files) == ["W1", "W2", "b1", "b2"]
+        assert params["W1"].shape == (784, 50) and params["W1"].dtype == np.float64
+        assert params["b2"].shape == (10,)
+
+
+def test_train_options(capsys):
+    argv = ["train", "--epochs", "1", "--batch-size", "250", "--lr", "0.5", "--hidden", "7",
+            "--dtype", "float32", "--backend", "numpy", "--seed", "3", "--no-plot",
+            "--data-dir", SAMPLE_DIR, "--save", "p.npz"]
+    assert run(*argv) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("TwoLayerNet 784-7-10, float32, numpy backend; "
+                                          "20 iterations of batch 250 (1 epochs of 20), lr 0.5")
+    assert "given data directory" in err
+    with np.load("p.npz", allow_pickle=False) as params:
+        assert params["W1"].shape == (784, 7) and params["W1"].dtype == np.float32
+
+
+def test_train_default_length_on_sample(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "SAMPLE_EPOCHS", 1)  # the logic, not a long run
+    assert run("train", "--no-plot", "--seed", "0") == 0
+    out, err = capsys.readouterr()
+    assert "default run is 1 epochs (50 iterations)" in err
+    assert "done: 50 iterations" in out
+
+
+def test_train_quiet(capsys):
+    assert run("train", "--iters", "10", "-q", "--no-plot") == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0].startswith("done: 10 iterations")
+    assert len(out.splitlines()) == 1
+
+
+def test_same_seed_same_result(capsys):
+    run("train", "--iters", "20", "--seed", "5", "--no-plot", "--save", "a.npz")
+    run("train", "--iters", "20", "--seed", "5", "--no-plot", "--save", "b.npz")
+    with np.load("a.npz") as a, np.load("b.npz") as b:
+        np.testing.assert_array_equal(a["W1"], b["W1"])
+
+
+def test_plot_without_matplotlib_says_how(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert run("train", "--iters", "5") == 0
+    err = capsys.readouterr().err
+    assert 'pip install "fastbp[plot]"' in err
+    assert not os.path.exists(cli.DEFAULT_PLOT)
+
+
+def test_plot_is_written(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
+    assert run("train", "--iters", "60", "--plot", "curves.png") == 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curves.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data-dir", "no/such/dir"], "no such directory"),
+    (["train", "--data-dir", "."], "no MNIST file"),
+    (["train", "--save", "no/such/dir/p.npz"], "--save: no such directory"),
+    (["train", "--plot", "no/such/dir/p.png"], "--plot: no such directory"),
+    (["train", "--save", "."], "is a directory"),
+    (["gradcheck", "--data-dir", "no/such/dir"], "no such directory"),
+])
+def test_errors_are_one_line(capsys, argv, message):
+    assert run(*argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line
+
+
+def test_corrupt_data_is_one_line(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in os.listdir(SAMPLE_DIR):
+        (d / name).write_bytes(open(os.path.join(SAMPLE_DIR, name), "rb").read())
+    (d / "t10k-images-idx3-ubyte.gz").write_bytes(b"garbage")
+    assert run("train", "--data-dir", str(d)) == 1
+    assert "t10k-images-idx3-ubyte.gz: not an IDX file" in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_backend_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(fastbp.kernels, "_cython", None)  # as if it were not compiled
+    monkeypatch.setattr(fastbp.kernels, "_cython_error", ImportError("not built"))
+    assert run("train", "--backend", "cython", "--iters", "1") == 1
+    assert "compiled kernels are not available" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------- gradcheck
+
+def test_gradcheck(capsys):
+    assert run("gradcheck", "--hidden", "5", "--seed", "0") == 0
+    out = capsys.readouterr().out
+    backends = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert sorted(rows) == sorted(backends)
+    for row in rows.values():
+        diffs = dict(cell.split(":") for cell in row.split()[1:5])
+        assert sorted(diffs) == ["W1", "W2", "b1", "b2"]
+        assert all(float(v) < 1e-6 for v in diffs.values())
+    assert out.splitlines()[-1].startswith("ok: largest difference")
+
+
+def test_gradcheck_float32_one_backend(capsys):
+    assert run("gradcheck", "--backend", "numpy", "--hidden", "4", "--dtype", "float32",
+               "--batch", "2", "--seed", "1") == 0
+    out = capsys.readouterr().out
+    assert "float32, 2 training images" in out and "  numpy " in out and "  cython" not in out
+
+
+def test_gradcheck_reports_failure(capsys, monkeypatch):
+    monkeypatch.setitem(cli.GRADCHECK_TOL, "float64", 0.0)
+    assert run("gradcheck", "--backend", "numpy", "--hidden", "3", "--seed", "0") == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- bench
+
+def test_bench_dispatches(monkeypatch):
+    seen = []
+    fake = types.ModuleType("fastbp.bench")
+    fake.main = lambda argv=None: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fastbp.bench", fake)
+    assert run("bench", "--quick", "-k", "relu") == 0
+    assert seen == [["--quick", "-k", "relu"]]
+
+
+def test_bench_missing_module(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastbp.bench", None)  # as if absent
+    assert run("bench") == 1
+    assert "fastbp.bench" in one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------- the real entry point
+
+def _python_m(*args, cwd):
+    # The fixtures' variables, and PYTHONPATH led by the folder of the fastbp under test
+    # (a relative PYTHONPATH=src would not survive the change of directory).
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return subprocess.run([sys.executable, "-m", "fastbp", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_python_m_fastbp(tmp_path):
+    r = _python_m("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"fastbp {fastbp.__version__}"
+    r = _python_m("train", "--iters", "5", "--no-plot", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("done: 5 iterations") and "\r" not in r.stderr  # no bar off a TTY
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["train", "--lr", "x"], 2),
+    (["train", "--data-dir", "missing"], 1),
+])
+def test_python_m_errors(tmp_path, argv, code):
+    r = _python_m(*argv, cwd=tmp_path)
+    assert r.returncode == code
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(("fastbp: error:", "fastbp train: error:"))

@@ -1,0 +1,460 @@
+"""fastbp.datasets: the IDX reader, load_mnist, the cache, the download and the sample.
+
+Downloads are tested against an HTTP server on 127.0.0.1 only; every test that could
+reach the network sets the mirror list itself. Tests that need the full MNIST set find
+it through FASTBP_MNIST_DIR and skip when it is unset.
+"""
+import contextlib
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.datasets import (
+    SAMPLE_DIR,
+    CorruptFileError,
+    SampleDataWarning,
+    cache_dir,
+    load_mnist,
+    locate_mnist,
+    mirrors,
+    read_idx,
+    write_idx,
+)
+from fastbp.datasets import mnist
+
+FULL_DIR = os.environ.get("FASTBP_MNIST_DIR")
+needs_full = pytest.mark.skipif(not FULL_DIR, reason="full MNIST not available (set FASTBP_MNIST_DIR)")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No test sees the user's cache, FASTBP_DATA or the real mirrors."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "")
+
+
+def _leftovers(folder):
+    return [n for n in os.listdir(folder) if n.endswith(".part")] if os.path.isdir(folder) else []
+
+
+# ---------------------------------------------------------------------- IDX reader
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    a = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
+    if dtype == np.uint8:
+        a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / ("a.idx" + suffix)
+    write_idx(path, a)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".gz")
+    b = read_idx(path)
+    assert b.dtype == np.dtype(dtype) and b.dtype.isnative
+    np.testing.assert_array_equal(a, b)
+    b[0, 0, 0] = 1  # an ordinary writable array
+
+
+def test_idx_gzip_detected_by_content_not_name(tmp_path):
+    a = np.arange(10, dtype=np.uint8)
+    write_idx(tmp_path / "x.bin", a, compress=True)
+    write_idx(tmp_path / "y.gz", a, compress=False)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.bin"), a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "y.gz"), a)
+
+
+def test_idx_header_layout(tmp_path):
+    write_idx(tmp_path / "l", np.array([7, 2, 1], dtype=np.uint8))
+    assert (tmp_path / "l").read_bytes() == bytes.fromhex("00000801 00000003 070201")
+
+
+def test_idx_checksum(tmp_path):
+    a = np.arange(100, dtype=np.uint8)
+    path = tmp_path / "a.gz"
+    write_idx(path, a)
+    raw = bytes.fromhex("00000801 00000064") + a.tobytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    np.testing.assert_array_equal(read_idx(path, sha256=digest), a)
+    np.testing.assert_array_equal(read_idx(path, sha256=["0" * 64, digest]), a)
+    with pytest.raises(CorruptFileError, match="SHA-256"):
+        read_idx(path, sha256="0" * 64)
+
+
+def test_idx_bad_magic(tmp_path):
+    (tmp_path / "m").write_bytes(b"\x00\x01\x08\x01" + b"\x00\x00\x00\x01" + b"\x05")
+    with pytest.raises(CorruptFileError, match="not an IDX file"):
+        read_idx(tmp_path / "m")
+    (tmp_path / "t").write_bytes(b"\x00\x00\x07\x01" + b"\x00\x00\x00\x01" + b"\x05")  # type 7
+    with pytest.raises(CorruptFileError, match="not an IDX file"):
+        read_idx(tmp_path / "t")
+    (tmp_path / "h").write_bytes(b"<html>not found</html>")
+    with pytest.raises(CorruptFileError, match=r"h: not an IDX file"):
+        read_idx(tmp_path / "h")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_truncated_and_trailing(tmp_path, compress):
+    raw = bytes.fromhex("00000803 00000002 00000002 00000002") + bytes(range(8))
+
+    def put(name, data):
+        p = tmp_path / name
+        p.write_bytes(gzip.compress(data) if compress else data)
+        return p
+
+    assert read_idx(put("ok", raw)).shape == (2, 2, 2)
+    with pytest.raises(CorruptFileError, match="truncated: expected 8 bytes"):
+        read_idx(put("short", raw[:-1]))
+    with pytest.raises(CorruptFileError, match="truncated.*dimensions"):
+        read_idx(put("short_dims", raw[:10]))
+    with pytest.raises(CorruptFileError, match="truncated.*header"):
+        read_idx(put("tiny", raw[:3]))
+    with pytest.raises(CorruptFileError, match="trailing bytes"):
+        read_idx(put("long", raw + b"\x00"))
+
+
+def test_idx_broken_gzip_stream(tmp_path):
+    a = np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8)
+    write_idx(tmp_path / "a.gz", a)
+    data = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "cut.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFileError, match="cut.gz"):
+        read_idx(tmp_path / "cut.gz")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    (tmp_path / "flip.gz").write_bytes(bytes(flipped))
+    with pytest.raises(CorruptFileError):
+        read_idx(tmp_path / "flip.gz")
+
+
+def test_idx_implausible_header_is_refused_without_reading(tmp_path):
+    (tmp_path / "big").write_bytes(bytes.fromhex("00000803 ffffffff ffffffff 00000010"))
+    with pytest.raises(CorruptFileError, match="implausible"):
+        read_idx(tmp_path / "big")
+
+
+def test_idx_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_idx(tmp_path / "nope")
+
+
+# ---------------------------------------------------------------------- bundled sample
+
+def test_sample_is_small_and_verified():
+    files = sorted(os.listdir(SAMPLE_DIR))
+    assert files == sorted(n + ".gz" for n in mnist.NAMES)
+    total = sum(os.path.getsize(os.path.join(SAMPLE_DIR, f)) for f in files)
+    assert total <= 2 * 1024 * 1024
+    for name in mnist.NAMES:
+        read_idx(os.path.join(SAMPLE_DIR, name + ".gz"), sha256=mnist.SAMPLE_SHA256[name])
+
+
+def test_sample_is_stratified():
+    (_, t_train), (_, t_test) = load_mnist(data_dir=SAMPLE_DIR)
+    full_train = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    full_test = np.array([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    assert np.abs(np.bincount(t_train, minlength=10) - full_train / 12).max() <= 1
+    assert np.abs(np.bincount(t_test, minlength=10) - full_test / 10).max() <= 1
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("flatten", [True, False])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_load_mnist_formats(normalize, flatten, one_hot):
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        normalize=normalize, flatten=flatten, one_hot_label=one_hot, data_dir=SAMPLE_DIR)
+    for x, t, n in ((x_train, t_train, 5000), (x_test, t_test, 1000)):
+        assert x.shape == ((n, 784) if flatten else (n, 1, 28, 28))
+        if normalize:
+            assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+        else:
+            assert x.dtype == np.uint8 and x.max() == 255
+        if one_hot:
+            assert t.shape == (n, 10) and t.dtype == np.float32
+            assert np.array_equal(t.sum(1), np.ones(n)) and set(np.unique(t)) == {0.0, 1.0}
+        else:
+            assert t.shape == (n,) and t.dtype == np.uint8 and t.max() == 9
+
+
+def test_load_mnist_values_agree_across_formats():
+    (xf, tl), _ = load_mnist(data_dir=SAMPLE_DIR)
+    (xr, th), _ = load_mnist(normalize=False, flatten=False, one_hot_label=True, data_dir=SAMPLE_DIR)
+    np.testing.assert_array_equal(xf, xr.reshape(-1, 784).astype(np.float32) / 255)
+    np.testing.assert_array_equal(th.argmax(1), tl)
+
+
+def test_fastbp_load_mnist_is_exported():
+    assert fastbp.load_mnist is load_mnist
+    assert "load_mnist" in fastbp.__all__
+
+
+# ---------------------------------------------------------------------- where data comes from
+
+def test_fallback_to_sample_says_so():
+    with pytest.warns(SampleDataWarning, match="bundled MNIST sample.*no download mirror"):
+        (x, _), _ = load_mnist()
+    assert x.shape == (5000, 784)
+    with pytest.warns(SampleDataWarning):
+        source = locate_mnist()
+    assert source.is_sample and source.path == SAMPLE_DIR and "sample" in str(source)
+
+
+def test_download_false_falls_back(monkeypatch):
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    with pytest.warns(SampleDataWarning, match="downloading is off"):
+        assert locate_mnist(download=False).is_sample
+
+
+def test_choice_is_logged(caplog):
+    with caplog.at_level("INFO", logger="fastbp.datasets"):
+        load_mnist(data_dir=SAMPLE_DIR)
+    assert "given data directory" in caplog.text
+
+
+def test_cache_dir_follows_xdg(tmp_path, monkeypatch):
+    assert cache_dir() == str(tmp_path / "xdg" / "fastbp" / "mnist")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == str(tmp_path / "home" / ".cache" / "fastbp" / "mnist")
+    assert not cache_dir().startswith(os.path.dirname(fastbp.__file__))
+
+
+def test_mirror_list_from_env(monkeypatch):
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "http://a/, http://b/  http://c/")
+    assert mirrors() == ["http://a/", "http://b/", "http://c/"]
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "")
+    assert mirrors() == []
+    monkeypatch.delenv("FASTBP_MNIST_MIRRORS")
+    assert mirrors() == list(mnist.DEFAULT_MIRRORS)
+
+
+def _copy_sample(dest, raw=False):
+    os.makedirs(dest, exist_ok=True)
+    for name in mnist.NAMES:
+        src = os.path.join(SAMPLE_DIR, name + ".gz")
+        if raw:
+            with gzip.open(src) as f, open(os.path.join(dest, name), "wb") as out:
+                out.write(f.read())
+        else:
+            shutil.copy(src, dest)
+    return str(dest)
+
+
+def test_cache_is_used(tmp_path):
+    _copy_sample(cache_dir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        source = locate_mnist()
+        (x, _), _ = load_mnist()
+    assert source.kind == "cache" and source.path == cache_dir()
+    assert x.shape == (5000, 784)
+
+
+def test_search_order(tmp_path, monkeypatch):
+    _copy_sample(cache_dir())
+    env_dir = _copy_sample(tmp_path / "env")
+    arg_dir = _copy_sample(tmp_path / "arg", raw=True)  # raw IDX is read too
+    monkeypatch.setenv("FASTBP_DATA", env_dir)
+    assert locate_mnist().kind == "FASTBP_DATA"
+    src = locate_mnist(arg_dir)
+    assert (src.kind, src.path) == ("data_dir", arg_dir)
+    (x, _), _ = load_mnist(data_dir=arg_dir)
+    assert x.shape == (5000, 784)
+
+
+def test_explicit_folders_are_strict(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load_mnist(data_dir=tmp_path / "missing")
+    partial = _copy_sample(tmp_path / "partial")
+    os.remove(os.path.join(partial, "t10k-labels-idx1-ubyte.gz"))
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        load_mnist(data_dir=partial)
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match="FASTBP_DATA"):
+        load_mnist()
+
+
+def test_corrupt_or_foreign_file_is_refused(tmp_path):
+    d = _copy_sample(tmp_path / "d")
+    labels = read_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"))
+    labels[0] = (labels[0] + 1) % 10  # valid IDX, wrong contents
+    write_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), labels)
+    with pytest.raises(CorruptFileError, match="t10k-labels.*SHA-256"):
+        load_mnist(data_dir=d)
+
+
+def test_corrupt_cache_file_says_how_to_recover(tmp_path):
+    c = _copy_sample(cache_dir())
+    path = os.path.join(c, "train-images-idx3-ubyte.gz")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:1000])
+    with pytest.raises(CorruptFileError, match="delete the file"):
+        load_mnist()
+
+
+# ---------------------------------------------------------------------- full MNIST
+
+@pytest.fixture(scope="module")
+def full():
+    if not FULL_DIR:
+        pytest.skip("full MNIST not available (set FASTBP_MNIST_DIR)")
+    return load_mnist(data_dir=FULL_DIR, normalize=False)
+
+
+@pytest.mark.mnist
+def test_full_set(full):
+    (x_train, t_train), (x_test, t_test) = full
+    assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
+    assert x_train.dtype == np.uint8 and t_train.dtype == np.uint8
+    assert np.bincount(t_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(t_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert t_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # the well-known first digits
+
+
+@pytest.mark.mnist
+@needs_full
+def test_sample_is_a_subset_of_the_full_set(full):
+    (x_train, _), (x_test, _) = full
+    (s_train, _), (s_test, _) = load_mnist(data_dir=SAMPLE_DIR, normalize=False)
+    full_rows = {r.tobytes() for r in x_test}
+    assert all(r.tobytes() in full_rows for r in s_test)
+    full_rows = {r.tobytes() for r in x_train}
+    assert all(r.tobytes() in full_rows for r in s_train[:500])
+
+
+@pytest.mark.mnist
+@needs_full
+def test_mixed_sets_are_refused(tmp_path):
+    d = _copy_sample(tmp_path / "mixed")
+    for name in mnist.FILES["test"]:
+        shutil.copy(os.path.join(FULL_DIR, name + ".gz"), d)
+    with pytest.raises(CorruptFileError, match="different sets"):
+        load_mnist(data_dir=d)
+
+
+# ---------------------------------------------------------------------- download
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class _CutShort(_Quiet):
+    """Announces the whole file, sends half of it, then hangs up."""
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        data = open(path, "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
+
+
+@contextlib.contextmanager
+def _serve(folder, handler=_Quiet):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.mark.mnist
+@needs_full
+def test_download_into_cache(tmp_path, monkeypatch, capsys):
+    with _serve(FULL_DIR) as url:
+        monkeypatch.setenv("FASTBP_MNIST_MIRRORS", url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            source = locate_mnist(timeout=5, progress=True)
+    assert source.kind == "download" and source.path == cache_dir()
+    assert sorted(os.listdir(cache_dir())) == sorted(n + ".gz" for n in mnist.NAMES)
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err  # the progress bar
+    # The next call finds the cache and needs no server.
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", "")
+    assert locate_mnist().kind == "cache"
+    (x, _), (xt, _) = load_mnist()
+    assert x.shape == (60000, 784) and xt.shape == (10000, 784)
+
+
+@pytest.mark.mnist
+@needs_full
+def test_failing_mirrors_are_skipped(tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in mnist.NAMES:  # a mirror that serves damaged files
+        (bad / (name + ".gz")).write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abc"))
+    # Only the small label files are missing: keep the test fast.
+    c = cache_dir()
+    os.makedirs(c)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        shutil.copy(os.path.join(FULL_DIR, name + ".gz"), c)
+    (tmp_path / "empty").mkdir()
+    with _serve(bad) as bad_url, _serve(tmp_path / "empty") as url404, _serve(FULL_DIR) as good:
+        mirror_list = [_closed_port_url(), url404, bad_url, good]
+        source = locate_mnist(timeout=5, progress=False, mirror_list=mirror_list)
+    assert source.kind == "download"
+    assert not _leftovers(c)
+    (_, t), _ = load_mnist()
+    assert t.shape == (60000,)
+
+
+@pytest.mark.mnist
+@needs_full
+def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch):
+    with _serve(FULL_DIR, _CutShort) as url:
+        monkeypatch.setenv("FASTBP_MNIST_MIRRORS", url)
+        with pytest.warns(SampleDataWarning, match="could not be downloaded"):
+            source = locate_mnist(timeout=5, progress=False)
+    assert source.is_sample
+    assert os.listdir(cache_dir()) == []
+
+
+def test_all_mirrors_fail_falls_back_to_sample(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with _serve(tmp_path / "empty") as url404:
+        monkeypatch.setenv("FASTBP_MNIST_MIRRORS", f"{_closed_port_url()} {url404}")
+        with pytest.warns(SampleDataWarning) as record:
+            (x, _), _ = load_mnist(timeout=2, progress=False)
+    message = str(record[0].message)
+    assert "could not be downloaded" in message and "HTTP 404" in message
+    assert x.shape == (5000, 784)
+    assert os.listdir(cache_dir()) == []  # no partial or temporary file
+
+
+def test_damaged_download_is_not_kept(tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in mnist.NAMES:
+        (bad / (name + ".gz")).write_bytes(b"\x1f\x8b" + os.urandom(100))
+    with _serve(bad) as url:
+        with pytest.warns(SampleDataWarning, match="cannot decompress|not an IDX|truncated"):
+            assert locate_mnist(timeout=2, progress=False, mirror_list=[url]).is_sample
+    assert os.listdir(cache_dir()) == []
