@@ -216,6 +216,7 @@ def test_data_parallel_steps_equal_single_process_steps(tmp_path, ranks, batch, 
     ("raise", "injected failure on rank 1"),
     ("raise-in-train", "injected failure in gradient on rank 1"),
     ("hang", "did not complete within 2 s"),
+    ("leave", "did not complete within 2 s"),
     ("die", "exited"),  # mpirun's own report of a rank that vanished
 ])
 def test_a_failing_rank_stops_the_job_with_a_clear_error(mode, message):
@@ -273,3 +274,17 @@ def test_command_line_under_mpirun(tmp_path):
     assert acc > 0.6, out
     with np.load(ck, allow_pickle=False) as z:
         assert int(z["meta/epoch"]) == 3
+
+
+@needs_mpi
+@pytest.mark.mnist
+@pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="needs FASTBP_MNIST_DIR (the full MNIST)")
+def test_full_mnist_under_mpirun_rank_0_loads_and_broadcasts():
+    rc, out, _ = mpirun(2, "-m", "fastbp.distributed", "--data-dir",
+                        os.environ["FASTBP_MNIST_DIR"], "--iters", 100, "--timeout", 60,
+                        timeout=120)
+    assert rc == 0, out
+    assert "39,760 parameters, allreduce of 318,096 bytes per step" in out
+    assert out.count("epoch 0.17:") == 1, out  # 100 of the 600 iterations of an epoch
+    acc = float(out.split("test acc ")[1].split()[0])
+    assert acc > 0.7, out

@@ -1,6 +1,9 @@
 """Rank 1 fails in the way MODE says; the job must stop with a clear error, not hang.
 
-usage: fail.py MODE    (raise | die | hang | raise-in-train)
+usage: fail.py MODE    (raise | die | hang | leave | raise-in-train)
+
+"leave": rank 1 skips the steps and exits normally (as a rank with fewer iterations
+would); rank 0 must not wait forever in a collective that will never complete.
 """
 import os
 import sys
@@ -46,7 +49,7 @@ if mode == "raise-in-train":
 with abort_on_error() as comm:
     rank = comm.Get_rank()
     x, t = problem.data()
-    dp = DataParallel(problem.network(), lr=0.1, timeout=2 if mode == "hang" else 30)
+    dp = DataParallel(problem.network(), lr=0.1, timeout=2 if mode in ("hang", "leave") else 30)
     if rank == 1:
         if mode == "raise":
             raise RuntimeError("injected failure on rank 1")
@@ -54,6 +57,8 @@ with abort_on_error() as comm:
             os._exit(3)
         if mode == "hang":
             time.sleep(300)
+        if mode == "leave":
+            sys.exit(0)
     for _ in range(3):
         dp.step(x[:10], t[:10])
 print(f"rank {rank}: finished without noticing the failure", flush=True)
