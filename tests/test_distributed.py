@@ -215,8 +215,8 @@ def test_data_parallel_steps_equal_single_process_steps(tmp_path, ranks, batch, 
 @pytest.mark.parametrize("mode, message", [
     ("raise", "injected failure on rank 1"),
     ("raise-in-train", "injected failure in gradient on rank 1"),
-    ("hang", "did not complete within 2 s"),
-    ("leave", "did not complete within 2 s"),
+    ("hang", "the gradient Allreduce did not complete within 2 s"),
+    ("leave", "the gradient Allreduce did not complete within 2 s"),
     ("die", "exited"),  # mpirun's own report of a rank that vanished
 ])
 def test_a_failing_rank_stops_the_job_with_a_clear_error(mode, message):
