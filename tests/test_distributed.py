@@ -68,6 +68,15 @@ def mpirun(n, *args, timeout=60):
     return proc.returncode, out, time.monotonic() - tic
 
 
+def test_importing_the_module_does_not_start_mpi():
+    # `fastbp train` may import it on machines without MPI; MPI starts on first use only.
+    code = "import sys, fastbp.distributed; assert 'mpi4py' not in sys.modules"
+    env = dict(os.environ)
+    src = str(Path(fastbp.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
 # --------------------------------------------------------------------------- sharding
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 10, 100])
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
