@@ -264,6 +264,13 @@ def test_resume_from_a_checkpoint_equals_training_straight_through(tmp_path):
                 np.testing.assert_array_equal(resumed[name], value, err_msg=f"rank {r} {name}")
         np.testing.assert_array_equal(resumed["train_acc"], straight["train_acc"])
         np.testing.assert_array_equal(resumed["test_acc"], straight["test_acc"])
+        if r == 0:  # the batch losses reach root only, once per iteration
+            assert resumed["loss_iters"].tolist() == list(range(11, 21))
+            np.testing.assert_array_equal(resumed["losses"], straight["losses"][10:])
+        else:
+            assert resumed["losses"].size == 0
+    assert straight["loss_iters"].tolist() == list(range(1, 21))
+    assert straight["losses"][-5:].mean() < straight["losses"][:5].mean()
     assert straight["train_acc"][-1] > 0.5  # and it learned something
 
 

@@ -25,11 +25,12 @@ if rank != 0:
     x = t = x_test = t_test = None
 net = problem.network(seed=rank)
 opt = problem.OPTIMIZERS[opt_name]()
-epochs = []
+epochs, losses = [], []
 hist = train_distributed(
     net, x, t, x_test, t_test, iters=iters, batch_size=24, lr=0.1, optimizer=opt, seed=3,
     on_epoch=lambda e, a, b: epochs.append((e, a, b)),
-    checkpoint=None if ckpt == "-" else ckpt, resume=resume, timeout=30)
+    checkpoint=None if ckpt == "-" else ckpt, resume=resume, timeout=30,
+    on_iteration=lambda i, loss: losses.append((i, loss)))
 if rank == 0:
     for e, a, b in epochs:
         print(f"epoch {e}: train acc {a:.4f}, test acc {b:.4f}", flush=True)
@@ -37,4 +38,5 @@ np.savez(f"{prefix}.rank{rank}.npz",
          **{f"param/{k}": v for k, v in net.params.items()},
          **_optimizer_state(opt),
          train_acc=np.array(hist["train_acc"]), test_acc=np.array(hist["test_acc"]),
-         iterations=np.array(hist["iterations"]), epochs_seen=np.array([e for e, _, _ in epochs]))
+         iterations=np.array(hist["iterations"]), epochs_seen=np.array([e for e, _, _ in epochs]),
+         loss_iters=np.array([i for i, _ in losses]), losses=np.array([v for _, v in losses]))
