@@ -187,8 +187,7 @@ def _reference(batch, steps, opt_name, dtype):
     return start, net.params, np.array(losses)
 
 
-@needs_mpi
-@pytest.mark.parametrize("ranks, batch, steps, opt, dtype, rtol", [
+STEP_CASES = [  # ranks, batch, steps, optimizer, dtype, rtol
     (2, 10, 1, "sgd", "float64", 1e-12),      # the issue's check: one step, batch split in two
     (2, 7, 1, "sgd", "float64", 1e-12),       # uneven shards (4 + 3): weighted mean
     (2, 1, 2, "sgd", "float64", 1e-12),       # rank 1's shard is empty
@@ -196,13 +195,27 @@ def _reference(batch, steps, opt_name, dtype):
     (2, 10, 5, "adam", "float64", 1e-10),
     (2, 10, 3, "sgd", "float32", 2e-5),
     (3, 10, 3, "sgd", "float64", 1e-12),      # more ranks than cores: --oversubscribe
-])
-def test_data_parallel_steps_equal_single_process_steps(tmp_path, ranks, batch, steps, opt,
-                                                        dtype, rtol):
-    rc, out, secs = mpirun(ranks, SCRIPTS / "steps.py", tmp_path, batch, steps, opt, dtype)
-    assert rc == 0, out
+]
+
+
+@pytest.fixture(scope="module")
+def step_results(tmp_path_factory):
+    """Run every case of STEP_CASES: one mpirun per number of ranks (launches are slow)."""
+    out = tmp_path_factory.mktemp("steps")
+    for ranks in sorted({c[0] for c in STEP_CASES}):
+        cases = [f"{b}:{s}:{o}:{d}" for r, b, s, o, d, _ in STEP_CASES if r == ranks]
+        rc, log, _ = mpirun(ranks, SCRIPTS / "steps.py", out, *cases)
+        assert rc == 0, log
+    return out
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks, batch, steps, opt, dtype, rtol", STEP_CASES)
+def test_data_parallel_steps_equal_single_process_steps(step_results, ranks, batch, steps,
+                                                        opt, dtype, rtol):
     start, params, losses = _reference(batch, steps, opt, np.dtype(dtype))
-    saved = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(ranks)]
+    case = f"{batch}:{steps}:{opt}:{dtype}"
+    saved = [dict(np.load(step_results / f"{case}.rank{r}.npz")) for r in range(ranks)]
     for r, got in enumerate(saved):
         assert int(got["size"]) == ranks and bool(got["in_sync"])
         for k in params:
