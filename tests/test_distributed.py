@@ -303,6 +303,9 @@ def test_command_line_under_mpirun(tmp_path):
     assert acc > 0.6, out
     with np.load(ck, allow_pickle=False) as z:
         assert int(z["meta/epoch"]) == 3
+    # a checkpoint of another run's batches is refused, not silently mixed in
+    rc, out, _ = mpirun(2, *args, "--iters", 40, "--resume", "--batch-size", 12)
+    assert rc != 0 and "batch_size: the checkpoint" in out and "batch_size=24" in out, out
 
 
 @needs_mpi
