@@ -1,6 +1,6 @@
 """fastbp.distributed: data-parallel training over MPI.
 
-The sharding, checkpoint and IDX helpers are tested in this process. Everything that
+The sharding, checkpoint and IDX functions are tested in this process. Everything that
 needs several ranks runs the scripts in tests/mpi_scripts/ under ``mpirun`` (with a
 timeout, in its own process group) and reads back what each rank saved; the
 single-process reference is computed here from the same ``problem`` module. Those tests
