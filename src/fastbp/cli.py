@@ -114,6 +114,9 @@ def build_parser():
                            f"needs matplotlib: {PLOT_HINT})")
     plot.add_argument("--no-plot", dest="plot", action="store_const", const=None,
                       help="do not write the plot")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: run under `mpirun -n N fastbp train --distributed`; "
+                        "takes the options of `python -m fastbp.distributed --help` (needs fastbp[mpi])")
     t.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no per-epoch lines: only the final result")
 
@@ -322,6 +325,10 @@ def main(argv=None):
     if argv and argv[0] == "bench":  # its options belong to fastbp.bench
         commands = {"bench": lambda: cmd_bench(argv[1:])}
         args = None
+    elif argv[:1] == ["train"] and "--distributed" in argv:
+        # data-parallel training over MPI (under mpirun): fastbp.distributed's options
+        from . import distributed
+        return distributed.main([a for a in argv[1:] if a != "--distributed"])
     else:
         parser = build_parser()
         args = parser.parse_args(argv)  # exits 2 with a usage line on a bad option
