@@ -17,3 +17,11 @@ __all__ = [
     "TwoLayerNet", "numerical_gradient", "sigmoid", "softmax", "cross_entropy_error",
     "get_backend", "set_backend", "use_backend", "HAVE_CYTHON",
 ]
+
+# Chapter 6: the optimizers (fastbp.optimizers), the deeper networks, their layers, the trainer.
+from . import optimizers  # noqa: E402
+from .layers import BatchNormalization, Dropout  # noqa: E402
+from .networks import MultiLayerNet, MultiLayerNetExtend  # noqa: E402
+from .trainer import Trainer  # noqa: E402
+
+__all__ += ["optimizers", "Dropout", "BatchNormalization", "MultiLayerNet", "MultiLayerNetExtend", "Trainer"]
