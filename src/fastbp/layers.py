@@ -293,7 +293,7 @@ class BatchNormalization:
         if x.ndim < 2:
             raise ValueError(f"x: expected a batch of shape (N, D) or (N, ...), got shape {x.shape}")
         self.input_shape = x.shape
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
         rm, rv = self._stats(x2.shape[1], x2.dtype)
         k = _kernels.active()
         if train_flg:
@@ -308,7 +308,7 @@ class BatchNormalization:
         if self.xn is None:
             raise _forward_first(self)
         dout = as_array("dout", dout)
-        d2 = dout.reshape(dout.shape[0], -1) if dout.ndim != 2 else dout
+        d2 = dout.reshape(dout.shape[0], int(np.prod(dout.shape[1:]))) if dout.ndim != 2 else dout
         dx, self.dgamma, self.dbeta = _kernels.active().batchnorm_backward(
             d2, self.xn, self.std, self.gamma)
         return dx.reshape(self.input_shape)
