@@ -256,3 +256,11 @@ def test_get_optimizer_by_name():
     assert get_optimizer("Momentum", momentum=0.5).momentum == 0.5
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         get_optimizer("adamw")
+
+
+@pytest.mark.parametrize("cls,kw", [(SGD, {"lr": None}), (Momentum, {"momentum": "0.9"}),
+                                    (RMSprop, {"decay_rate": None}), (Adam, {"beta1": [0.9]}),
+                                    (Adam, {"lr": True})])
+def test_hyperparameters_are_checked(cls, kw):
+    with pytest.raises(TypeError, match=list(kw)[0]):
+        cls(**kw)

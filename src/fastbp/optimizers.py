@@ -15,6 +15,7 @@ parameter is updated in float32 arithmetic, with the hyperparameters (and Adam's
 float64 (its ``lr_t`` is a NumPy float64), so the two can differ in the last bit.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -23,6 +24,13 @@ from . import kernels as _kernels
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "get_optimizer"]
 
 EPS = 1e-7  # the book's constant in the AdaGrad, RMSprop and Adam denominators
+
+
+def _real(name, value):
+    """A hyperparameter: a real number (not a string, not None), returned as given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    return value
 
 
 def _state(store, params, key):
@@ -38,7 +46,7 @@ class SGD:
     """Stochastic gradient descent: ``W -= lr * dW``."""
 
     def __init__(self, lr=0.01):
-        self.lr = lr
+        self.lr = _real("lr", lr)
 
     def update(self, params, grads):
         k = _kernels.active()
@@ -50,8 +58,8 @@ class Momentum:
     """Momentum SGD: ``v = momentum * v - lr * dW; W += v``. ``v`` is a dict of arrays."""
 
     def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
+        self.lr = _real("lr", lr)
+        self.momentum = _real("momentum", momentum)
         self.v = None
 
     def update(self, params, grads):
@@ -68,8 +76,8 @@ class Nesterov:
     ``v = momentum * v - lr * dW; W += momentum**2 * v - (1 + momentum) * lr * dW``."""
 
     def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
+        self.lr = _real("lr", lr)
+        self.momentum = _real("momentum", momentum)
         self.v = None
 
     def update(self, params, grads):
@@ -85,7 +93,7 @@ class AdaGrad:
     """AdaGrad: ``h += dW * dW; W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
     def __init__(self, lr=0.01):
-        self.lr = lr
+        self.lr = _real("lr", lr)
         self.h = None
 
     def update(self, params, grads):
@@ -102,8 +110,8 @@ class RMSprop:
     W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
     def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr = lr
-        self.decay_rate = decay_rate
+        self.lr = _real("lr", lr)
+        self.decay_rate = _real("decay_rate", decay_rate)
         self.h = None
 
     def update(self, params, grads):
@@ -125,9 +133,9 @@ class Adam:
     """
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
+        self.lr = _real("lr", lr)
+        self.beta1 = _real("beta1", beta1)
+        self.beta2 = _real("beta2", beta2)
         self.iter = 0
         self.m = None
         self.v = None
