@@ -472,7 +472,9 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
 # the rows of the C-ordered (N, D) input and accumulates the per-column sums in double
 # scratch vectors, so every pass reads memory in order.
 
+from cython cimport floating
 from libc.math cimport sqrt, sqrtf
+from libc.stdlib cimport free, malloc
 
 from ._numpy import _bn_inputs, _param_inputs
 
