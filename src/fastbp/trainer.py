@@ -111,6 +111,7 @@ class Trainer:
         self.current_iter = 0
         self.current_epoch = 0
         self._order = None
+        self._bar = None
 
         self.train_loss_list = []
         self.train_acc_list = []
@@ -151,8 +152,6 @@ class Trainer:
             if self.verbose:
                 print(f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
         return loss
-
-    _bar = None
 
     def train(self):
         """Run ``epochs`` epochs; returns the final accuracy on the whole test set."""
