@@ -24,9 +24,11 @@ import os
 import numpy as np
 import pytest
 
-import fastbp
-from fastbp import MultiLayerNet
-from fastbp.optimizers import Adam
+pytest.importorskip("pytest_benchmark", reason="the bench extra (pytest-benchmark) is not installed")
+
+import fastbp  # noqa: E402
+from fastbp import MultiLayerNet  # noqa: E402
+from fastbp.optimizers import Adam  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
