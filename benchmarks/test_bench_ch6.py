@@ -209,9 +209,11 @@ def _run(benchmark, kind, dtype, batches):
         benchmark.pedantic(one_step, rounds=300, iterations=1, warmup_rounds=20)
     for p in net.params.values():
         assert np.isfinite(p).all()
-    # an epoch of the full MNIST is 600 such steps (min: the least disturbed figure)
-    benchmark.extra_info["epoch_seconds_min"] = benchmark.stats.stats.min * STEPS_PER_EPOCH
-    benchmark.extra_info["epoch_seconds_median"] = benchmark.stats.stats.median * STEPS_PER_EPOCH
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        # an epoch of the full MNIST is 600 such steps (min: the least disturbed figure)
+        stats = benchmark.stats.stats
+        benchmark.extra_info["epoch_seconds_min"] = stats.min * STEPS_PER_EPOCH
+        benchmark.extra_info["epoch_seconds_median"] = stats.median * STEPS_PER_EPOCH
 
 
 @pytest.mark.benchmark(group="ch6-step-float64")
