@@ -1,8 +1,10 @@
 """MultiLayerNet and MultiLayerNetExtend: the book's structure, gradient checks, float32,
 and the MNIST proof (Adam, 5 epochs)."""
-import contextlib
 import gzip
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -228,25 +230,41 @@ def _mnist(root):
     return x_tr, t_tr, x_te, t_te
 
 
+def _mnist_run(root):
+    """Train 784-100-100-100-10 with Adam for 5 epochs; print the result as JSON."""
+    x_tr, t_tr, x_te, t_te = _mnist(root)
+    net = MultiLayerNet(784, [100, 100, 100], 10, rng=0)
+    trainer = Trainer(net, x_tr, t_tr, x_te, t_te, epochs=5, mini_batch_size=100,
+                      optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False, rng=0)
+    start = time.perf_counter()
+    acc = trainer.train()
+    print(json.dumps({"acc": float(acc), "seconds": time.perf_counter() - start,
+                      "backend": fastbp.get_backend(),
+                      "test_acc_list": [float(a) for a in trainer.test_acc_list]}))
+
+
 @pytest.mark.slow
 @pytest.mark.mnist
 @pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="FASTBP_MNIST_DIR is not set (full MNIST)")
 def test_mnist_multilayernet_adam_5_epochs():
-    """784-100-100-100-10, Adam (lr 0.001), batch 100, 5 epochs on the full MNIST."""
-    x_tr, t_tr, x_te, t_te = _mnist(os.environ["FASTBP_MNIST_DIR"])
-    try:  # one BLAS thread: on a shared machine, threads fighting for cores cost 5x
-        from threadpoolctl import threadpool_limits
-        limit = threadpool_limits(limits=1, user_api="blas")
-    except ImportError:
-        limit = contextlib.nullcontext()
-    with limit:
-        net = MultiLayerNet(784, [100, 100, 100], 10, rng=0)
-        trainer = Trainer(net, x_tr, t_tr, x_te, t_te, epochs=5, mini_batch_size=100,
-                          optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False, rng=0)
-        start = time.perf_counter()
-        acc = trainer.train()
-        seconds = time.perf_counter() - start
-    print(f"MNIST 784-100-100-100-10 Adam, 5 epochs ({fastbp.get_backend()}): "
-          f"test accuracy {acc:.4f}, {seconds:.1f} s")
-    assert len(trainer.test_acc_list) == 5 and trainer.test_acc_list[-1] == acc
-    assert acc >= 0.975
+    """784-100-100-100-10, Adam (lr 0.001), batch 100, 5 epochs on the full MNIST.
+
+    Runs in a child process with one BLAS thread: on a shared machine, BLAS threads
+    fighting for the cores made this run take 164 s instead of 20 s. Over the seeds 0 to 7
+    the final accuracy was 0.9716 to 0.9788 (mean 0.9750); seed 0 gives 0.9755 on both
+    backends and in float32 too.
+    """
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_multilayer as m; "
+            "m._mnist_run(sys.argv[2])")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)),
+         os.environ["FASTBP_MNIST_DIR"]],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"MNIST 784-100-100-100-10 Adam, 5 epochs ({result['backend']}): "
+          f"test accuracy {result['acc']:.4f}, {result['seconds']:.1f} s")
+    assert len(result["test_acc_list"]) == 5 and result["test_acc_list"][-1] == result["acc"]
+    assert result["acc"] >= 0.975
