@@ -83,20 +83,23 @@ def test_seeded_runs_are_repeatable():
     assert run() == run()  # np.random.seed drives the shuffles by default
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
-def test_trainer_learns(backend):
+def test_trainer_learns(backend, dtype):
     if backend == "cython" and not fastbp.HAVE_CYTHON:
         pytest.skip("the compiled kernels are not built")
     x_tr, t_tr = _blobs(600, 1)
     x_te, t_te = _blobs(200, 2)
+    x_tr, x_te = x_tr.astype(dtype), x_te.astype(dtype)
     with fastbp.use_backend(backend):
-        net = MultiLayerNet(4, [16, 16], 3, rng=0)
+        net = MultiLayerNet(4, [16, 16], 3, dtype=dtype, rng=0)
         tr = Trainer(net, x_tr, t_tr, x_te, t_te, epochs=3, mini_batch_size=50,
                      optimizer="adam", optimizer_param={"lr": 0.01}, verbose=False, rng=0)
         acc = tr.train()
     assert acc == tr.test_acc_list[-1] > 0.95
     assert np.mean(tr.train_loss_list[-5:]) < np.mean(tr.train_loss_list[:5])
     assert all(isinstance(v, float) for v in tr.train_loss_list)
+    assert all(p.dtype == dtype for p in net.params.values())
 
 
 def test_optimizer_by_name_or_object():
