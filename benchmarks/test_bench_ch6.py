@@ -3,7 +3,8 @@
 Run:  python -m pytest benchmarks/test_bench_ch6.py --benchmark-only
 (``testpaths`` keeps this folder out of the default test run.)
 
-Three contenders per group, side by side:
+Three contenders per group, side by side (the steps also with batch normalization,
+MultiLayerNetExtend, and Dropout alone):
 - ``book``: the book's idiom written plainly in NumPy (Affine with ``np.dot``, Relu with
   a boolean mask, softmax + cross-entropy with ``1e-7`` in the log, Adam rebinding
   nothing but allocating temporaries), float64 as in the book;
@@ -27,7 +28,7 @@ import pytest
 pytest.importorskip("pytest_benchmark", reason="the bench extra (pytest-benchmark) is not installed")
 
 import fastbp  # noqa: E402
-from fastbp import MultiLayerNet  # noqa: E402
+from fastbp import Dropout, MultiLayerNet, MultiLayerNetExtend  # noqa: E402
 from fastbp.optimizers import Adam  # noqa: E402
 
 try:
@@ -92,16 +93,62 @@ class BookSoftmaxWithLoss:
         return dx / n
 
 
+class BookBatchNorm:
+    """The book's training-mode batch normalization (running statistics included)."""
+
+    def __init__(self, gamma, beta, momentum=0.9):
+        self.gamma, self.beta, self.momentum = gamma, beta, momentum
+        self.running_mean = self.running_var = None
+
+    def forward(self, x):
+        if self.running_mean is None:
+            self.running_mean, self.running_var = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = np.mean(xc ** 2, axis=0)
+        std = np.sqrt(var + 10e-7)
+        self.n, self.xc, self.std = x.shape[0], xc, std
+        self.xn = xc / std
+        self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+        self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        return self.gamma * self.xn + self.beta
+
+    def backward(self, dout):
+        self.dbeta = dout.sum(axis=0)
+        self.dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.n) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        return dxc - dmu / self.n
+
+
+class BookDropout:
+    def __init__(self, ratio=0.5):
+        self.ratio = ratio
+
+    def forward(self, x):
+        self.mask = np.random.rand(*x.shape) > self.ratio
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
 class BookNet:
     """The book's MultiLayerNet (ReLU, no weight decay), written plainly."""
 
-    def __init__(self, params):
+    def __init__(self, params, batchnorm=False):
         self.params = params
         self.layers = []
         last = len(SIZES) - 1
         for i in range(1, last + 1):
             self.layers.append(BookAffine(params[f"W{i}"], params[f"b{i}"]))
             if i < last:
+                if batchnorm:
+                    self.layers.append(BookBatchNorm(params[f"gamma{i}"], params[f"beta{i}"]))
                 self.layers.append(BookRelu())
         self.last = BookSoftmaxWithLoss()
 
@@ -116,6 +163,9 @@ class BookNet:
         grads = {}
         for i, a in enumerate(affines, 1):
             grads[f"W{i}"], grads[f"b{i}"] = a.dW, a.db
+        norms = [layer for layer in self.layers if isinstance(layer, BookBatchNorm)]
+        for i, bn in enumerate(norms, 1):
+            grads[f"gamma{i}"], grads[f"beta{i}"] = bn.dgamma, bn.dbeta
         return grads
 
 
@@ -157,18 +207,23 @@ def batches():
     return [(x[i:i + BATCH].copy(), t[i:i + BATCH].copy()) for i in range(0, n, BATCH)]
 
 
-def _init_params(dtype=np.float64):
-    net = MultiLayerNet(784, SIZES[1:-1], 10, dtype=dtype, rng=0)
-    return {k: v.copy() for k, v in net.params.items()}
+def _fastbp_net(dtype, batchnorm):
+    if batchnorm:
+        return MultiLayerNetExtend(784, SIZES[1:-1], 10, use_batchnorm=True, dtype=dtype, rng=0)
+    return MultiLayerNet(784, SIZES[1:-1], 10, dtype=dtype, rng=0)
 
 
-def _trainer(kind, dtype):
-    """A step function ``step(x, t)`` and the params it trains."""
-    params = _init_params(dtype)
+def _init_params(dtype=np.float64, batchnorm=False):
+    return {k: v.copy() for k, v in _fastbp_net(dtype, batchnorm).params.items()}
+
+
+def _trainer(kind, dtype, batchnorm=False):
+    """A step function ``step(x, t)`` and the network it trains."""
+    params = _init_params(dtype, batchnorm)
     if kind == "book":
-        net, opt = BookNet(params), BookAdam()
+        net, opt = BookNet(params, batchnorm), BookAdam()
     else:
-        net = MultiLayerNet(784, SIZES[1:-1], 10, dtype=dtype, rng=0)
+        net = _fastbp_net(dtype, batchnorm)
         for k in net.params:
             net.params[k][...] = params[k]
         opt = Adam()
@@ -179,11 +234,11 @@ def _trainer(kind, dtype):
     return step, net
 
 
-def _check_against_book(kind, dtype, batches):
+def _check_against_book(kind, dtype, batches, batchnorm=False):
     """A few steps of this contender agree with the book idiom (float64)."""
-    step_b, net_b = _trainer("book", np.float64)
+    step_b, net_b = _trainer("book", np.float64, batchnorm)
     with fastbp.use_backend("numpy" if kind == "book" else kind.split("-")[1]):
-        step_f, net_f = _trainer(kind, dtype)
+        step_f, net_f = _trainer(kind, dtype, batchnorm)
         for x, t in batches[:3]:
             step_b(x, t)
             step_f(x.astype(dtype), t)
@@ -192,14 +247,14 @@ def _check_against_book(kind, dtype, batches):
         np.testing.assert_allclose(net_f.params[k], net_b.params[k], rtol=0, atol=tol)
 
 
-def _run(benchmark, kind, dtype, batches):
-    _check_against_book(kind, dtype, batches)
+def _run(benchmark, kind, dtype, batches, batchnorm=False):
+    _check_against_book(kind, dtype, batches, batchnorm)
     data = [(x.astype(dtype), t) for x, t in batches]
     backend = "numpy" if kind in ("book", "fastbp-numpy") else "cython"
     if backend == "cython" and not fastbp.HAVE_CYTHON:
         pytest.skip("the compiled kernels are not built")
     with fastbp.use_backend(backend):
-        step, net = _trainer(kind, dtype)
+        step, net = _trainer(kind, dtype, batchnorm)
         it = iter(range(10**9))
 
         def one_step():
@@ -226,6 +281,35 @@ def test_step_float64(benchmark, kind, batches):
 @pytest.mark.parametrize("kind", ["fastbp-numpy", "fastbp-cython"])
 def test_step_float32(benchmark, kind, batches):
     _run(benchmark, kind, np.float32, batches)
+
+
+@pytest.mark.benchmark(group="ch6-step-batchnorm-float64")
+@pytest.mark.parametrize("kind", ["book", "fastbp-numpy", "fastbp-cython"])
+def test_step_batchnorm_float64(benchmark, kind, batches):
+    """MultiLayerNetExtend with batch normalization after every hidden Affine."""
+    _run(benchmark, kind, np.float64, batches, batchnorm=True)
+
+
+@pytest.mark.benchmark(group="ch6-dropout-float64")
+@pytest.mark.parametrize("kind", ["book", "fastbp-numpy", "fastbp-cython"])
+def test_dropout_forward_backward(benchmark, kind):
+    """Dropout (ratio 0.5) forward and backward on a (100, 100) hidden activation."""
+    if kind == "fastbp-cython" and not fastbp.HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    rng = np.random.default_rng(2)
+    x, dout = rng.standard_normal((100, 100)), rng.standard_normal((100, 100))
+    layer = BookDropout(0.5) if kind == "book" else Dropout(0.5, inverted=False)
+    with fastbp.use_backend("cython" if kind == "fastbp-cython" else "numpy"):
+        def run():
+            return layer.forward(x), layer.backward(dout)
+
+        out, dx = benchmark.pedantic(run, rounds=300, iterations=5, warmup_rounds=10)
+        np.random.seed(0)
+        out, dx = run()
+        np.random.seed(0)
+        mask = np.random.rand(100, 100) > 0.5  # the book's draws: the same result
+        np.testing.assert_array_equal(out, x * mask)
+        np.testing.assert_array_equal(dx, dout * mask)
 
 
 @pytest.mark.benchmark(group="ch6-adam-update-float64")

@@ -296,3 +296,20 @@ def test_kernels_refuse_alike():
                     case(kernels.active())
                 errors.append((type(info.value), str(info.value)))
         assert errors[0] == errors[1], (i, errors)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_kernels_special_values(backend, dtype):
+    """A dropped unit is x * 0, as the book's x * mask: NaN and inf give NaN, -1 gives -0."""
+    x = np.array([np.nan, -1.0, 2.0, np.inf, -np.inf, np.nan], dtype=dtype)
+    u = np.array([0.1, 0.1, 0.9, 0.1, 0.9, 0.9], dtype=dtype)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, mask = kernels.active().dropout_forward(x, u, 0.5, 2.0)
+        dx = kernels.active().dropout_backward(x, mask, 2.0)
+    np.testing.assert_array_equal(mask, [False, False, True, False, True, True])
+    for got in (out, dx):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.array([np.nan, -0.0, 4.0, np.nan, -np.inf, np.nan], dtype))
+        assert np.signbit(got[1])

@@ -285,24 +285,27 @@ def dropout_forward(x, u, ratio, scale, out=None):
     """Dropout with given uniform draws: ``(out, mask)``.
 
     ``mask = u > ratio`` (the book's rule; ``u`` uniform in [0, 1), the shape of
-    ``x``); ``out = where(mask, x * scale, +0.0)``. ``scale`` is ``1 / (1 - ratio)``
-    for inverted dropout, 1 for the book's. ``scale`` is rounded to ``x``'s dtype.
+    ``x``, converted to ``x``'s dtype); ``out = x * (mask * scale)``, with ``scale``
+    ``1 / (1 - ratio)`` for inverted dropout, 1 for the book's, rounded to ``x``'s
+    dtype. A dropped unit is ``x * 0`` as in the book's ``x * mask`` (so NaN and inf
+    give NaN there).
     """
     x, u = _uniform_inputs(x, u)
     out = out_or_empty("out", out, x.shape, x.dtype)
     mask = np.greater(u, float(ratio))
-    np.multiply(x, x.dtype.type(scale), out=out)
-    np.copyto(out, 0, where=~mask)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, silently, as in the compiled twin
+        np.multiply(x, mask * x.dtype.type(scale), out=out)
     return out, mask
 
 
 def dropout_backward(dout, mask, scale, out=None):
-    """Dropout gradient: ``where(mask, dout * scale, +0.0)``."""
+    """Dropout gradient: ``dout * (mask * scale)`` (the book's ``dout * mask`` when
+    ``scale`` is 1)."""
     dout = float_array("dout", dout)
     mask = mask_array("mask", mask, dout.shape)
     out = out_or_empty("out", out, dout.shape, dout.dtype)
-    np.multiply(dout, dout.dtype.type(scale), out=out)
-    np.copyto(out, 0, where=~mask)
+    with np.errstate(invalid="ignore"):
+        np.multiply(dout, mask * dout.dtype.type(scale), out=out)
     return out
 
 
