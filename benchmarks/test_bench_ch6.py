@@ -291,19 +291,34 @@ def test_step_batchnorm_float64(benchmark, kind, batches):
 
 
 @pytest.mark.benchmark(group="ch6-dropout-float64")
-@pytest.mark.parametrize("kind", ["book", "fastbp-numpy", "fastbp-cython"])
+@pytest.mark.parametrize("kind", ["book", "fastbp-numpy", "fastbp-cython", "fastbp-cython-generator"])
 def test_dropout_forward_backward(benchmark, kind):
-    """Dropout (ratio 0.5) forward and backward on a (100, 100) hidden activation."""
-    if kind == "fastbp-cython" and not fastbp.HAVE_CYTHON:
+    """Dropout (ratio 0.5) forward and backward on a (100, 100) hidden activation.
+
+    ``np.random.rand`` (the book's draws, fastbp's default) costs most of the time;
+    ``fastbp-cython-generator`` draws from a ``numpy.random.Generator`` (``rng=``).
+    """
+    if kind.startswith("fastbp-cython") and not fastbp.HAVE_CYTHON:
         pytest.skip("the compiled kernels are not built")
     rng = np.random.default_rng(2)
     x, dout = rng.standard_normal((100, 100)), rng.standard_normal((100, 100))
-    layer = BookDropout(0.5) if kind == "book" else Dropout(0.5, inverted=False)
-    with fastbp.use_backend("cython" if kind == "fastbp-cython" else "numpy"):
+    if kind == "book":
+        layer = BookDropout(0.5)
+    elif kind == "fastbp-cython-generator":
+        layer = Dropout(0.5, inverted=False, rng=0)
+    else:
+        layer = Dropout(0.5, inverted=False)
+    with fastbp.use_backend("numpy" if kind in ("book", "fastbp-numpy") else "cython"):
         def run():
             return layer.forward(x), layer.backward(dout)
 
         out, dx = benchmark.pedantic(run, rounds=300, iterations=5, warmup_rounds=10)
+        if kind == "fastbp-cython-generator":
+            mask = layer.mask
+            assert 0.4 < mask.mean() < 0.6
+            np.testing.assert_array_equal(out, x * mask)
+            np.testing.assert_array_equal(dx, dout * mask)
+            return
         np.random.seed(0)
         out, dx = run()
         np.random.seed(0)
