@@ -20,3 +20,11 @@ __all__ = [
     "get_backend", "set_backend", "use_backend", "HAVE_CYTHON", "get_num_threads",
     "set_num_threads", "load_mnist",
 ]
+
+# Chapter 6: the optimizers (fastbp.optimizers), the deeper networks, their layers, the trainer.
+from . import optimizers  # noqa: E402
+from .layers import BatchNormalization, Dropout  # noqa: E402
+from .networks import MultiLayerNet, MultiLayerNetExtend  # noqa: E402
+from .trainer import Trainer  # noqa: E402
+
+__all__ += ["optimizers", "Dropout", "BatchNormalization", "MultiLayerNet", "MultiLayerNetExtend", "Trainer"]

@@ -182,3 +182,144 @@ class SoftmaxWithLoss:
             y, t = y.reshape(1, -1), t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
         dx = _kernels.active().softmax_cross_entropy_backward(y, t, dout)
         return dx[0] if self._single else dx
+
+
+# =========================================================================== chapter 6
+# Dropout and BatchNormalization (the book's chapter 6). Where they differ from the
+# book, on purpose (docs/chapter6.md says more):
+# - Dropout is inverted by default: kept units are scaled by 1 / (1 - dropout_ratio)
+#   at training time and the test-time forward is the identity. The book scales by
+#   (1 - dropout_ratio) at test time instead. Both give the same expected activation,
+#   so a network trained from scratch learns the same function; ``inverted=False``
+#   gives the book's scaling (needed to evaluate weights trained with the book's layer).
+# - BatchNormalization keeps the book's epsilon (1e-6, written ``10e-7`` there), so
+#   ported code gets the book's numbers; ``eps=`` changes it. Its running statistics
+#   are updated in place, in the input's dtype, and arrays passed to the constructor
+#   are copied first, so the caller's arrays are never written to.
+
+def _uniform(rng, shape, dtype):
+    """Uniform draws in [0, 1): NumPy's global state (the book's ``np.random.rand``,
+    so ``np.random.seed`` gives the book's masks) or a ``numpy.random.Generator``."""
+    if rng is None:
+        return np.random.rand(*shape)
+    return rng.random(shape, dtype=dtype)
+
+
+class Dropout:
+    """Dropout (arXiv:1207.0580): ``forward(x, train_flg=True)``, ``backward(dout)``.
+
+    At training time each unit is kept where a uniform draw exceeds ``dropout_ratio``
+    (``mask``, a bool array of ``x``'s shape), and scaled by ``1 / (1 - dropout_ratio)``
+    (inverted dropout, the default) or by 1 (``inverted=False``, the book). At test time
+    the forward returns ``x`` itself (inverted) or ``x * (1 - dropout_ratio)`` (book).
+    ``rng``: a seed or ``numpy.random.Generator`` for the masks; by default NumPy's
+    global state, drawn exactly as the book does.
+    """
+
+    def __init__(self, dropout_ratio=0.5, *, inverted=True, rng=None):
+        self.dropout_ratio = dropout_ratio
+        self.inverted = bool(inverted)
+        self.rng = None if rng is None else np.random.default_rng(rng)
+        self._check_ratio()
+        self.mask = None
+        self._scale = 1.0
+
+    def _check_ratio(self):
+        r = self.dropout_ratio
+        ok = isinstance(r, (int, float, np.floating, np.integer)) and not isinstance(r, bool)
+        # inverted dropout divides by the kept fraction 1 - r, which must not be 0
+        if not (ok and (0 <= r < 1 if self.inverted else 0 <= r <= 1)):
+            interval = "[0, 1)" if self.inverted else "[0, 1]"
+            raise ValueError(f"dropout_ratio: expected a number in {interval}, got {r!r}")
+        return float(r)
+
+    def forward(self, x, train_flg=True):
+        ratio = self._check_ratio()
+        x = as_array("x", x)
+        if train_flg:
+            x = float_array("x", x)
+            self._scale = 1.0 / (1.0 - ratio) if self.inverted else 1.0
+            u = _uniform(self.rng, x.shape, x.dtype)
+            out, self.mask = _kernels.active().dropout_forward(x, u, ratio, self._scale)
+            return out
+        if self.inverted:
+            return x
+        x = float_array("x", x)
+        return x * x.dtype.type(1.0 - ratio)
+
+    def backward(self, dout):
+        if self.mask is None:
+            raise _forward_first(self)
+        return _kernels.active().dropout_backward(dout, self.mask, self._scale)
+
+
+class BatchNormalization:
+    """Batch normalization (arXiv:1502.03167) over the features of ``x`` (N, ...).
+
+    ``gamma`` and ``beta`` (D,) are held by reference (in-place updates reach the
+    layer); D is the number of features per sample (an (N, C, H, W) input is
+    flattened to (N, C*H*W), as in the book). ``forward(x, train_flg=True)``
+    normalizes with the batch statistics and updates ``running_mean``/``running_var``
+    (``r = momentum * r + (1 - momentum) * stat``, biased variance, starting from zeros
+    as in the book) in place; with ``train_flg=False`` it uses the running statistics.
+    ``backward(dout)`` returns ``dx`` in the input's shape and sets ``dgamma``,
+    ``dbeta``; it uses the last training-mode forward. ``eps`` is the book's 1e-6.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
+                 *, eps=1e-6):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.eps = eps
+        self.input_shape = None
+        # copies: the running statistics are updated in place, never the caller's arrays
+        self.running_mean = None if running_mean is None else np.array(running_mean, dtype=float)
+        self.running_var = None if running_var is None else np.array(running_var, dtype=float)
+        self.batch_size = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def _stats(self, d, dtype):
+        """The running statistics as writable C-ordered (d,) arrays of ``dtype``."""
+        for name in ("running_mean", "running_var"):
+            r = getattr(self, name)
+            if r is None:
+                r = np.zeros(d, dtype=dtype)
+            elif not (isinstance(r, np.ndarray) and r.dtype == dtype and r.flags.c_contiguous
+                      and r.flags.writeable):
+                r = np.array(r, dtype=dtype)
+            if r.shape != (d,):
+                raise ValueError(f"{name}: expected shape ({d},), got {r.shape}")
+            setattr(self, name, r)
+        return self.running_mean, self.running_var
+
+    def forward(self, x, train_flg=True):
+        x = float_array("x", x)
+        if x.ndim < 2:
+            raise ValueError(f"x: expected a batch of shape (N, D) or (N, ...), got shape {x.shape}")
+        self.input_shape = x.shape
+        x2 = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        rm, rv = self._stats(x2.shape[1], x2.dtype)
+        k = _kernels.active()
+        if train_flg:
+            out, self.xn, self.std = k.batchnorm_forward(
+                x2, self.gamma, self.beta, rm, rv, self.momentum, self.eps)
+            self.batch_size = x2.shape[0]
+        else:
+            out = k.batchnorm_inference(x2, self.gamma, self.beta, rm, rv, self.eps)
+        return out.reshape(self.input_shape)
+
+    def backward(self, dout):
+        if self.xn is None:
+            raise _forward_first(self)
+        dout = as_array("dout", dout)
+        d2 = dout.reshape(dout.shape[0], int(np.prod(dout.shape[1:]))) if dout.ndim != 2 else dout
+        dx, self.dgamma, self.dbeta = _kernels.active().batchnorm_backward(
+            d2, self.xn, self.std, self.gamma)
+        return dx.reshape(self.input_shape)
+
+
+__all__ += ["Dropout", "BatchNormalization"]

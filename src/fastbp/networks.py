@@ -80,3 +80,203 @@ class TwoLayerNet:
             first.backward(dout)
         a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
         return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+# =========================================================================== chapter 6
+# The book's ``common/multi_layer_net.py`` and ``common/multi_layer_net_extend.py``.
+
+from . import kernels as _kernels  # noqa: E402 (this section's own imports)
+from .layers import BatchNormalization, Dropout, Sigmoid  # noqa: E402
+
+
+def _init_scale(weight_init_std, fan_in):
+    """The book's rule: 'relu'/'he' -> sqrt(2 / fan_in), 'sigmoid'/'xavier' ->
+    sqrt(1 / fan_in), a number -> that standard deviation."""
+    name = str(weight_init_std).lower()
+    if name in ("relu", "he"):
+        return np.sqrt(2.0 / fan_in)
+    if name in ("sigmoid", "xavier"):
+        return np.sqrt(1.0 / fan_in)
+    if isinstance(weight_init_std, str):
+        raise ValueError(
+            "weight_init_std: expected 'relu', 'he', 'sigmoid', 'xavier' or a number, "
+            f"got {weight_init_std!r}"
+        )
+    return float(weight_init_std)
+
+
+class _MultiLayer:
+    """Shared body of MultiLayerNet and MultiLayerNetExtend (see their docstrings)."""
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation,
+                 weight_init_std, weight_decay_lambda, use_dropout, dropout_ration,
+                 use_batchnorm, dtype, rng):
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        activation_layer = {"relu": Relu, "sigmoid": Sigmoid}
+        if activation not in activation_layer:
+            raise ValueError(f"activation: expected 'relu' or 'sigmoid', got {activation!r}")
+        self.input_size = input_size
+        self.output_size = output_size
+        self.hidden_size_list = list(hidden_size_list)
+        self.hidden_layer_num = len(self.hidden_size_list)
+        self.weight_decay_lambda = weight_decay_lambda
+        self.use_dropout = use_dropout
+        self.use_batchnorm = use_batchnorm
+        self.dtype = dtype
+        randn = _normal(rng)
+
+        # Weights first, in the book's order, so a seeded global state gives its draws.
+        self.params = {}
+        sizes = [input_size] + self.hidden_size_list + [output_size]
+        for idx in range(1, len(sizes)):
+            scale = _init_scale(weight_init_std, sizes[idx - 1])
+            self.params[f"W{idx}"] = (scale * randn(sizes[idx - 1], sizes[idx])).astype(dtype)
+            self.params[f"b{idx}"] = np.zeros(sizes[idx], dtype=dtype)
+
+        self.layers = OrderedDict()
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+            if use_batchnorm:
+                size = self.hidden_size_list[idx - 1]
+                self.params[f"gamma{idx}"] = np.ones(size, dtype=dtype)
+                self.params[f"beta{idx}"] = np.zeros(size, dtype=dtype)
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(
+                    self.params[f"gamma{idx}"], self.params[f"beta{idx}"])
+            self.layers[f"Activation_function{idx}"] = activation_layer[activation]()
+            if use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(
+                    dropout_ration, rng=None if rng is None else _child_rng(rng))
+        idx = self.hidden_layer_num + 1
+        self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x, train_flg=False):
+        """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and
+        batch normalization to training mode."""
+        for layer in self.layers.values():
+            if isinstance(layer, (Dropout, BatchNormalization)):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def _weight_decay(self):
+        lam = self.weight_decay_lambda
+        if not lam:
+            return 0.0
+        total = 0.0
+        for idx in range(1, self.hidden_layer_num + 2):
+            W = self.params[f"W{idx}"]
+            total += 0.5 * lam * float(np.square(W, dtype=np.float64).sum())
+        return total
+
+    def loss(self, x, t, train_flg=False):
+        """Mean cross-entropy of the batch plus the weight decay
+        ``0.5 * weight_decay_lambda * sum(W**2)`` over every weight matrix."""
+        y = self.predict(x, train_flg)
+        loss = self.last_layer.forward(y, t)
+        return loss + self._weight_decay() if self.weight_decay_lambda else loss
+
+    def accuracy(self, x, t):
+        """Fraction of ``x`` classified as ``t`` (labels or one-hot), in test mode."""
+        y = np.argmax(self.predict(x, train_flg=False), axis=1)
+        t = np.asarray(t)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(np.shape(x)[0])
+
+    def _grad_keys(self):
+        keys = []
+        for idx in range(1, self.hidden_layer_num + 2):
+            keys += [f"W{idx}", f"b{idx}"]
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                keys += [f"gamma{idx}", f"beta{idx}"]
+        return keys
+
+    def numerical_gradient(self, x, t):
+        """Gradients by central differences (training mode, as the book): slow, for
+        checking ``gradient``. With dropout, fix the masks (seed) for a meaningful check."""
+        loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731 (the book's idiom)
+        return {key: numerical_gradient(loss_W, self.params[key]) for key in self._grad_keys()}
+
+    def gradient(self, x, t):
+        """Gradients by backpropagation (training mode): ``{"W1": ..., "b1": ..., ...}``,
+        with ``gamma``/``beta`` for batch normalization and the weight decay term
+        ``weight_decay_lambda * W`` in every ``W`` gradient."""
+        self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        layers = list(self.layers.values())
+        first = layers[0]
+        for layer in reversed(layers[1:]):
+            dout = layer.backward(dout)
+        if getattr(dout, "ndim", 0) == 2 and first.x is not None and len(first.original_x_shape) == 2:
+            # Nobody uses the input's gradient: skip that matrix product (a fifth of a step).
+            _, first.dW, first.db = _kernels.active().affine_backward(
+                dout, first.x, first.W, need_dx=False)
+        else:
+            first.backward(dout)
+
+        lam = self.weight_decay_lambda
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers[f"Affine{idx}"]
+            grads[f"W{idx}"] = affine.dW + lam * self.params[f"W{idx}"] if lam else affine.dW
+            grads[f"b{idx}"] = affine.db
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                bn = self.layers[f"BatchNorm{idx}"]
+                grads[f"gamma{idx}"] = bn.dgamma
+                grads[f"beta{idx}"] = bn.dbeta
+        return grads
+
+
+def _child_rng(rng):
+    """A generator for a dropout layer, drawn from the network's ``rng``."""
+    return np.random.default_rng(rng.integers(2**63))
+
+
+class MultiLayerNet(_MultiLayer):
+    """Fully connected network: (Affine - activation) x len(hidden_size_list) - Affine -
+    SoftmaxWithLoss, as the book's ``MultiLayerNet``.
+
+    ``params`` holds ``W1``, ``b1``, ..., ``W{L}``, ``b{L}`` (L = hidden layers + 1);
+    ``layers`` is an ``OrderedDict`` with the book's names ``Affine1``,
+    ``Activation_function1``, ...; the layers hold the parameter arrays by reference.
+    ``activation``: ``'relu'`` or ``'sigmoid'``. ``weight_init_std``: ``'relu'``/``'he'``
+    (He: std ``sqrt(2 / fan_in)``), ``'sigmoid'``/``'xavier'`` (Xavier:
+    ``sqrt(1 / fan_in)``) or a number. ``weight_decay_lambda``: L2 penalty
+    ``0.5 * lambda * sum(W**2)`` in the loss, ``lambda * W`` in the gradient.
+    Keyword-only extras as ``TwoLayerNet``: ``dtype`` (float64 or float32) and ``rng``.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, *, dtype=np.float64, rng=None):
+        super().__init__(input_size, hidden_size_list, output_size, activation,
+                         weight_init_std, weight_decay_lambda, False, 0.5, False,
+                         dtype, _as_generator(rng))
+
+
+class MultiLayerNetExtend(_MultiLayer):
+    """``MultiLayerNet`` with optional batch normalization and dropout, as the book's
+    ``MultiLayerNetExtend``: per hidden layer, Affine - [BatchNorm] - activation -
+    [Dropout], with the book's names (``BatchNorm1``, ``Dropout1``, ...) and parameters
+    ``gamma1``, ``beta1``, ... (ones and zeros). ``predict``/``loss`` take
+    ``train_flg`` (default False); ``gradient`` runs in training mode.
+    ``dropout_ration`` keeps the book's spelling. Dropout is inverted (see ``Dropout``).
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
+                 dropout_ration=0.5, use_batchnorm=False, *, dtype=np.float64, rng=None):
+        super().__init__(input_size, hidden_size_list, output_size, activation,
+                         weight_init_std, weight_decay_lambda, use_dropout, dropout_ration,
+                         use_batchnorm, dtype, _as_generator(rng))
+
+
+def _as_generator(rng):
+    """None (NumPy's global state, as the book) or a ``numpy.random.Generator``."""
+    return None if rng is None else np.random.default_rng(rng)
+
+
+__all__ += ["MultiLayerNet", "MultiLayerNetExtend"]

@@ -454,3 +454,593 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
                 sce_grad_targets_f32(<const float*>py, <const float*>pt, <float*>po, n * c,
                                      <float>scale)
     return o
+
+
+# =========================================================================== chapter 6
+# Optimizer updates, dropout and batch normalization: the twins of the chapter-6 section
+# of ``_numpy.py`` (read the contract there). The optimizer kernels are one fused pass
+# over each parameter and its state, in the book's order of operations and in the
+# parameter's own precision (hyperparameters rounded to it once), so they give the
+# NumPy twin's results bit for bit; they allocate nothing. Batch normalization walks
+# the rows of the C-ordered (N, D) input and accumulates the per-column sums in double
+# scratch vectors, so every pass reads memory in order.
+
+from cython cimport floating
+from libc.math cimport sqrt, sqrtf
+from libc.stdlib cimport free, malloc
+
+from ._numpy import _bn_inputs, _param_inputs
+
+
+cdef inline bint _is_writable_float(object a):
+    """A C-contiguous, aligned, writable float32/float64 ndarray (updatable in place)."""
+    if not isinstance(a, cnp.ndarray):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int typenum = cnp.PyArray_TYPE(arr)
+    return ((typenum == cnp.NPY_DOUBLE or typenum == cnp.NPY_FLOAT)
+            and cnp.PyArray_ISCARRAY(arr))
+
+
+cdef inline bint _like(object a, cnp.ndarray ref, bint writable):
+    """``a`` is an ndarray of ``ref``'s dtype and shape, C-contiguous (and writable)."""
+    if not isinstance(a, cnp.ndarray):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(ref) or not cnp.PyArray_SAMESHAPE(arr, ref):
+        return False
+    return cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)
+
+
+cdef cnp.ndarray _opt_grad(object param, object grad, object s1, str n1, object s2, str n2):
+    """Checked ``grad`` of an in-place update (in ``param``'s dtype); the checks of
+    ``_param_inputs`` run in C for the usual case, through it otherwise."""
+    cdef cnp.ndarray p
+    if _is_writable_float(param):
+        p = <cnp.ndarray>param
+        if (_like(grad, p, False) and (n1 is None or _like(s1, p, True))
+                and (n2 is None or _like(s2, p, True))):
+            return <cnp.ndarray>grad
+    state = []
+    if n1 is not None:
+        state.append((n1, s1))
+    if n2 is not None:
+        state.append((n2, s2))
+    return _param_inputs(param, grad, *state)
+
+
+cdef inline floating _sqrt(floating a) noexcept nogil:
+    if floating is float:
+        return sqrtf(a)
+    else:
+        return sqrt(a)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+cdef void _sgd(floating* p, const floating* g, floating lr, intp_t n) noexcept nogil:
+    cdef intp_t i
+    for i in range(n):
+        p[i] = p[i] - lr * g[i]
+
+
+cdef void _momentum(floating* p, const floating* g, floating* v, floating lr,
+                    floating mom, intp_t n) noexcept nogil:
+    cdef intp_t i
+    for i in range(n):
+        v[i] = v[i] * mom - lr * g[i]
+        p[i] = p[i] + v[i]
+
+
+cdef void _nesterov(floating* p, const floating* g, floating* v, floating lr,
+                    floating mom, floating mom2, floating c, intp_t n) noexcept nogil:
+    # mom2 = momentum**2 and c = (1 + momentum) * lr, rounded once, as NumPy does
+    cdef intp_t i
+    for i in range(n):
+        v[i] = v[i] * mom - lr * g[i]
+        p[i] = (p[i] + mom2 * v[i]) - c * g[i]
+
+
+cdef void _adagrad(floating* p, const floating* g, floating* h, floating lr,
+                   floating eps, intp_t n) noexcept nogil:
+    cdef intp_t i
+    for i in range(n):
+        h[i] = h[i] + g[i] * g[i]
+        p[i] = p[i] - (lr * g[i]) / (_sqrt(h[i]) + eps)
+
+
+cdef void _rmsprop(floating* p, const floating* g, floating* h, floating lr,
+                   floating decay, floating one_minus_decay, floating eps,
+                   intp_t n) noexcept nogil:
+    cdef intp_t i
+    for i in range(n):
+        h[i] = h[i] * decay + (one_minus_decay * g[i]) * g[i]
+        p[i] = p[i] - (lr * g[i]) / (_sqrt(h[i]) + eps)
+
+
+cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floating lr_t,
+                floating a1, floating a2, floating eps, intp_t n) noexcept nogil:
+    # a1 = 1 - beta1, a2 = 1 - beta2
+    cdef intp_t i
+    cdef floating gi
+    for i in range(n):
+        gi = g[i]
+        m[i] = m[i] + a1 * (gi - m[i])
+        v[i] = v[i] + a2 * (gi * gi - v[i])
+        p[i] = p[i] - (lr_t * m[i]) / (_sqrt(v[i]) + eps)
+
+
+def sgd_update(param, grad, lr):
+    """SGD in place: ``param -= lr * grad``. Returns ``param``."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, None, None, None, None)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _sgd(<double*>pp, <const double*>pg, lr_, n)
+    else:
+        with nogil:
+            _sgd(<float*>pp, <const float*>pg, <float>lr_, n)
+    return param
+
+
+def momentum_update(param, grad, v, lr, momentum):
+    """Momentum SGD in place: ``v = momentum * v - lr * grad; param += v``."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, v, "v", None, None)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr, mom = momentum
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    cdef void* pv = _data(<cnp.ndarray>v)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _momentum(<double*>pp, <const double*>pg, <double*>pv, lr_, mom, n)
+    else:
+        with nogil:
+            _momentum(<float*>pp, <const float*>pg, <float*>pv, <float>lr_, <float>mom, n)
+    return param
+
+
+def nesterov_update(param, grad, v, lr, momentum):
+    """The book's Nesterov variant, in place: ``v = momentum * v - lr * grad;
+    param += momentum**2 * v - (1 + momentum) * lr * grad`` (in that order)."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, v, "v", None, None)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr, mom = momentum
+    cdef double mom2 = mom * mom, c = (1 + mom) * lr_
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    cdef void* pv = _data(<cnp.ndarray>v)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _nesterov(<double*>pp, <const double*>pg, <double*>pv, lr_, mom, mom2, c, n)
+    else:
+        with nogil:
+            _nesterov(<float*>pp, <const float*>pg, <float*>pv, <float>lr_, <float>mom,
+                      <float>mom2, <float>c, n)
+    return param
+
+
+def adagrad_update(param, grad, h, lr, eps):
+    """AdaGrad in place: ``h += grad * grad; param -= lr * grad / (sqrt(h) + eps)``."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, h, "h", None, None)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr, eps_ = eps
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    cdef void* ph = _data(<cnp.ndarray>h)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _adagrad(<double*>pp, <const double*>pg, <double*>ph, lr_, eps_, n)
+    else:
+        with nogil:
+            _adagrad(<float*>pp, <const float*>pg, <float*>ph, <float>lr_, <float>eps_, n)
+    return param
+
+
+def rmsprop_update(param, grad, h, lr, decay_rate, eps):
+    """RMSprop in place: ``h = decay_rate * h + (1 - decay_rate) * grad * grad;
+    param -= lr * grad / (sqrt(h) + eps)``."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, h, "h", None, None)
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr, d = decay_rate, eps_ = eps
+    cdef double omd = 1 - d
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    cdef void* ph = _data(<cnp.ndarray>h)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _rmsprop(<double*>pp, <const double*>pg, <double*>ph, lr_, d, omd, eps_, n)
+    else:
+        with nogil:
+            _rmsprop(<float*>pp, <const float*>pg, <float*>ph, <float>lr_, <float>d,
+                     <float>omd, <float>eps_, n)
+    return param
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam in place, the book's form: ``m += (1 - beta1) * (grad - m);
+    v += (1 - beta2) * (grad**2 - v); param -= lr_t * m / (sqrt(v) + eps)``."""
+    cdef cnp.ndarray g = _opt_grad(param, grad, m, "m", v, "v")
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    cdef intp_t n = cnp.PyArray_SIZE(p)
+    cdef double lr_ = lr_t, a1 = 1 - <double>beta1, a2 = 1 - <double>beta2, eps_ = eps
+    cdef void* pp = _data(p)
+    cdef void* pg = _data(g)
+    cdef void* pm = _data(<cnp.ndarray>m)
+    cdef void* pv = _data(<cnp.ndarray>v)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
+        with nogil:
+            _adam(<double*>pp, <const double*>pg, <double*>pm, <double*>pv, lr_, a1, a2,
+                  eps_, n)
+    else:
+        with nogil:
+            _adam(<float*>pp, <const float*>pg, <float*>pm, <float*>pv, <float>lr_,
+                  <float>a1, <float>a2, <float>eps_, n)
+    return param
+
+
+# --------------------------------------------------------------------------- Dropout
+
+cdef void _dropout_fwd(const floating* x, const floating* u, floating ratio,
+                       floating scale, floating* out, unsigned char* mask,
+                       intp_t n) noexcept nogil:
+    # Branch-free (a random mask defeats branch prediction), so gcc vectorises it:
+    # out = x * (mask * scale), exactly the NumPy twin's arithmetic.
+    cdef intp_t i
+    for i in range(n):
+        mask[i] = u[i] > ratio
+    for i in range(n):
+        out[i] = x[i] * (<floating>mask[i] * scale)
+
+
+cdef void _dropout_bwd(const floating* dout, const unsigned char* mask, floating scale,
+                       floating* out, intp_t n) noexcept nogil:
+    cdef intp_t i
+    for i in range(n):
+        out[i] = dout[i] * (<floating>mask[i] * scale)
+
+
+def dropout_forward(x, u, ratio, scale, out=None):
+    """Dropout with given uniform draws: ``(out, mask)``, ``mask = u > ratio``,
+    ``out = x * (mask * scale)``; see the NumPy twin."""
+    cdef cnp.ndarray xa = _floats("x", x)
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    cdef cnp.ndarray ua
+    if _like(u, xa, False):
+        ua = <cnp.ndarray>u
+    else:
+        ua = _floats_as("u", u, typenum)
+        check_same_shape("u", ua, "x", (<object>xa).shape)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    cdef intp_t* shape = cnp.PyArray_DIMS(xa)
+    cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
+    cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
+    cdef intp_t n = cnp.PyArray_SIZE(xa)
+    cdef double r = ratio, s = scale
+    cdef unsigned char* pm = <unsigned char*>_data(mask)
+    cdef void* px = _data(xa)
+    cdef void* pu = _data(ua)
+    cdef void* po = _data(o)
+    if typenum == cnp.NPY_DOUBLE:
+        with nogil:
+            _dropout_fwd(<const double*>px, <const double*>pu, r, s, <double*>po, pm, n)
+    else:
+        with nogil:
+            _dropout_fwd(<const float*>px, <const float*>pu, <float>r, <float>s,
+                         <float*>po, pm, n)
+    return o, mask
+
+
+def dropout_backward(dout, mask, scale, out=None):
+    """Dropout gradient: ``dout * (mask * scale)``."""
+    cdef cnp.ndarray d = _floats("dout", dout)
+    cdef int typenum = cnp.PyArray_TYPE(d)
+    cdef int nd = cnp.PyArray_NDIM(d)
+    cdef intp_t* shape = cnp.PyArray_DIMS(d)
+    cdef cnp.ndarray ma
+    if (isinstance(mask, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>mask) == cnp.NPY_BOOL
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask)
+            and cnp.PyArray_SAMESHAPE(<cnp.ndarray>mask, d)):
+        ma = <cnp.ndarray>mask
+    else:
+        ma = mask_array("mask", mask, (<object>d).shape)
+    cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
+    cdef intp_t n = cnp.PyArray_SIZE(d)
+    cdef double s = scale
+    cdef const unsigned char* pm = <const unsigned char*>_data(ma)
+    cdef void* pd = _data(d)
+    cdef void* po = _data(o)
+    if typenum == cnp.NPY_DOUBLE:
+        with nogil:
+            _dropout_bwd(<const double*>pd, pm, s, <double*>po, n)
+    else:
+        with nogil:
+            _dropout_bwd(<const float*>pd, pm, <float>s, <float*>po, n)
+    return o
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+cdef int _bn_fwd(const floating* x, const floating* gamma, const floating* beta,
+                 floating* rmean, floating* rvar, floating mom, floating one_minus_mom,
+                 floating eps, floating* out, floating* xn, floating* std,
+                 intp_t n, intp_t d) noexcept nogil:
+    """Training-mode batch norm over the columns of x (n, d). -1 on no memory."""
+    cdef intp_t i, j
+    cdef const floating* xr
+    cdef floating* xnr
+    cdef floating* outr
+    cdef floating c
+    cdef double* acc = <double*>malloc(max(d, 1) * sizeof(double))
+    cdef floating* mu = <floating*>malloc(max(d, 1) * sizeof(floating))
+    if acc == NULL or mu == NULL:
+        free(acc)
+        free(mu)
+        return -1
+    # mean, rounded once to the element type
+    for j in range(d):
+        acc[j] = 0
+    for i in range(n):
+        xr = x + i * d
+        for j in range(d):
+            acc[j] += xr[j]
+    for j in range(d):
+        mu[j] = <floating>(acc[j] / n)
+        acc[j] = 0
+    # biased variance of the centred values (second pass: no cancellation)
+    for i in range(n):
+        xr = x + i * d
+        for j in range(d):
+            c = xr[j] - mu[j]
+            acc[j] += <double>c * <double>c
+    for j in range(d):
+        std[j] = _sqrt(<floating>(acc[j] / n) + eps)
+        rmean[j] = rmean[j] * mom + one_minus_mom * mu[j]
+        rvar[j] = rvar[j] * mom + one_minus_mom * <floating>(acc[j] / n)
+    for i in range(n):
+        xr = x + i * d
+        xnr = xn + i * d
+        outr = out + i * d
+        for j in range(d):
+            xnr[j] = (xr[j] - mu[j]) / std[j]
+            outr[j] = gamma[j] * xnr[j] + beta[j]
+    free(acc)
+    free(mu)
+    return 0
+
+
+cdef int _bn_infer(const floating* x, const floating* gamma, const floating* beta,
+                   const floating* rmean, const floating* rvar, floating eps,
+                   floating* out, intp_t n, intp_t d) noexcept nogil:
+    cdef intp_t i, j
+    cdef const floating* xr
+    cdef floating* outr
+    cdef floating* std = <floating*>malloc(max(d, 1) * sizeof(floating))
+    if std == NULL:
+        return -1
+    for j in range(d):
+        std[j] = _sqrt(rvar[j] + eps)
+    for i in range(n):
+        xr = x + i * d
+        outr = out + i * d
+        for j in range(d):
+            outr[j] = ((xr[j] - rmean[j]) / std[j]) * gamma[j] + beta[j]
+    free(std)
+    return 0
+
+
+cdef int _bn_bwd(const floating* dout, const floating* xn, const floating* std,
+                 const floating* gamma, floating* dx, floating* dgamma, floating* dbeta,
+                 intp_t n, intp_t d) noexcept nogil:
+    cdef intp_t i, j
+    cdef const floating* dr
+    cdef const floating* xr
+    cdef floating* dxr
+    cdef double* acc = <double*>malloc(2 * max(d, 1) * sizeof(double))
+    cdef floating* coef = <floating*>malloc(3 * max(d, 1) * sizeof(floating))
+    if acc == NULL or coef == NULL:
+        free(acc)
+        free(coef)
+        return -1
+    cdef double* accb = acc
+    cdef double* accg = acc + d
+    cdef floating* a = coef
+    cdef floating* c1 = coef + d
+    cdef floating* c2 = coef + 2 * d
+    for j in range(d):
+        accb[j] = 0
+        accg[j] = 0
+    for i in range(n):
+        dr = dout + i * d
+        xr = xn + i * d
+        for j in range(d):
+            accb[j] += dr[j]
+            accg[j] += <double>dr[j] * <double>xr[j]
+    for j in range(d):
+        dbeta[j] = <floating>accb[j]
+        dgamma[j] = <floating>accg[j]
+        a[j] = <floating>(<double>gamma[j] / <double>std[j])
+        c1[j] = <floating>(accb[j] / n)
+        c2[j] = <floating>(accg[j] / n)
+    for i in range(n):
+        dr = dout + i * d
+        xr = xn + i * d
+        dxr = dx + i * d
+        for j in range(d):
+            dxr[j] = (dr[j] - (xr[j] * c2[j] + c1[j])) * a[j]
+    free(acc)
+    free(coef)
+    return 0
+
+
+cdef tuple _bn_args(x, gamma, beta, running_mean, running_var, bint writable_stats):
+    """(x, gamma, beta, running_mean, running_var) checked: in C when usual."""
+    cdef cnp.ndarray xa
+    if _is_native(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2:
+        xa = <cnp.ndarray>x
+        if (_vec_like(gamma, xa, False) and _vec_like(beta, xa, False)
+                and _vec_like(running_mean, xa, writable_stats)
+                and _vec_like(running_var, xa, writable_stats)):
+            return xa, gamma, beta, running_mean, running_var
+    if writable_stats:
+        xa, gamma, beta = _bn_inputs(x, gamma, beta, running_mean, running_var)
+    else:
+        xa, gamma, beta = _bn_inputs(x, gamma, beta, None, None)
+        d = (<object>xa).shape[1:]
+        running_mean = float_array("running_mean", running_mean, (<object>xa).dtype)
+        running_var = float_array("running_var", running_var, (<object>xa).dtype)
+        check_same_shape("running_mean", running_mean, "a row of x", d)
+        check_same_shape("running_var", running_var, "a row of x", d)
+    return xa, gamma, beta, running_mean, running_var
+
+
+cdef inline bint _vec_like(object a, cnp.ndarray x, bint writable):
+    """``a`` is a C-contiguous (D,) array of x's dtype, D = x.shape[1]."""
+    if not isinstance(a, cnp.ndarray):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(x) or cnp.PyArray_NDIM(arr) != 1
+            or cnp.PyArray_DIM(arr, 0) != cnp.PyArray_DIM(x, 1)):
+        return False
+    return cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out=None):
+    """Batch normalization of the columns of ``x`` (N, D), training mode:
+    ``(out, xn, std)``; updates the running statistics in place. See the NumPy twin."""
+    xa_, g_, b_, rm_, rv_ = _bn_args(x, gamma, beta, running_mean, running_var, True)
+    cdef cnp.ndarray xa = <cnp.ndarray>xa_
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    cdef intp_t n = cnp.PyArray_DIM(xa, 0), d = cnp.PyArray_DIM(xa, 1)
+    if n == 0:
+        raise ValueError("x: empty batch (shape (0, D)): the batch statistics are undefined")
+    cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(xa), typenum)
+    cdef cnp.ndarray xn = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(xa), typenum, 0)
+    cdef cnp.ndarray std = cnp.PyArray_EMPTY(1, &d, typenum, 0)
+    cdef double mom = momentum, omm = 1 - mom, eps_ = eps
+    cdef int status
+    cdef void* px = _data(xa)
+    cdef void* pg = _data(<cnp.ndarray>g_)
+    cdef void* pb = _data(<cnp.ndarray>b_)
+    cdef void* prm = _data(<cnp.ndarray>rm_)
+    cdef void* prv = _data(<cnp.ndarray>rv_)
+    cdef void* po = _data(o)
+    cdef void* pxn = _data(xn)
+    cdef void* ps = _data(std)
+    if typenum == cnp.NPY_DOUBLE:
+        with nogil:
+            status = _bn_fwd(<const double*>px, <const double*>pg, <const double*>pb,
+                             <double*>prm, <double*>prv, mom, omm, eps_, <double*>po,
+                             <double*>pxn, <double*>ps, n, d)
+    else:
+        with nogil:
+            status = _bn_fwd(<const float*>px, <const float*>pg, <const float*>pb,
+                             <float*>prm, <float*>prv, <float>mom, <float>omm,
+                             <float>eps_, <float*>po, <float*>pxn, <float*>ps, n, d)
+    if status != 0:
+        raise MemoryError()
+    return o, xn, std
+
+
+def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, out=None):
+    """Batch normalization with the running statistics (test mode):
+    ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
+    xa_, g_, b_, rm_, rv_ = _bn_args(x, gamma, beta, running_mean, running_var, False)
+    cdef cnp.ndarray xa = <cnp.ndarray>xa_
+    cdef int typenum = cnp.PyArray_TYPE(xa)
+    cdef intp_t n = cnp.PyArray_DIM(xa, 0), d = cnp.PyArray_DIM(xa, 1)
+    cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(xa), typenum)
+    cdef double eps_ = eps
+    cdef int status
+    cdef void* px = _data(xa)
+    cdef void* pg = _data(<cnp.ndarray>g_)
+    cdef void* pb = _data(<cnp.ndarray>b_)
+    cdef void* prm = _data(<cnp.ndarray>rm_)
+    cdef void* prv = _data(<cnp.ndarray>rv_)
+    cdef void* po = _data(o)
+    if typenum == cnp.NPY_DOUBLE:
+        with nogil:
+            status = _bn_infer(<const double*>px, <const double*>pg, <const double*>pb,
+                               <const double*>prm, <const double*>prv, eps_,
+                               <double*>po, n, d)
+    else:
+        with nogil:
+            status = _bn_infer(<const float*>px, <const float*>pg, <const float*>pb,
+                               <const float*>prm, <const float*>prv, <float>eps_,
+                               <float*>po, n, d)
+    if status != 0:
+        raise MemoryError()
+    return o
+
+
+def batchnorm_backward(dout, xn, std, gamma, out=None):
+    """Gradients of training-mode batch normalization: ``(dx, dgamma, dbeta)``;
+    ``dx = gamma / std * (dout - (dbeta + xn * dgamma) / N)``. See the NumPy twin."""
+    cdef cnp.ndarray d = _floats("dout", dout)
+    if cnp.PyArray_NDIM(d) != 2:
+        raise ValueError(f"dout: expected a 2-D array (batch, features), got shape {(<object>d).shape}")
+    cdef int typenum = cnp.PyArray_TYPE(d)
+    cdef cnp.ndarray xa, sa, ga
+    if _like(xn, d, False):
+        xa = <cnp.ndarray>xn
+    else:
+        xa = _floats_as("xn", xn, typenum)
+        check_same_shape("xn", xa, "dout", (<object>d).shape)
+    if _vec_like(std, d, False):
+        sa = <cnp.ndarray>std
+    else:
+        sa = _floats_as("std", std, typenum)
+        check_same_shape("std", sa, "a row of dout", (<object>d).shape[1:])
+    if _vec_like(gamma, d, False):
+        ga = <cnp.ndarray>gamma
+    else:
+        ga = _floats_as("gamma", gamma, typenum)
+        check_same_shape("gamma", ga, "a row of dout", (<object>d).shape[1:])
+    cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1)
+    cdef cnp.ndarray dx = _result("out", out, 2, cnp.PyArray_DIMS(d), typenum)
+    cdef cnp.ndarray dgamma = cnp.PyArray_EMPTY(1, &m, typenum, 0)
+    cdef cnp.ndarray dbeta = cnp.PyArray_EMPTY(1, &m, typenum, 0)
+    cdef int status
+    cdef void* pd = _data(d)
+    cdef void* pxn = _data(xa)
+    cdef void* ps = _data(sa)
+    cdef void* pg = _data(ga)
+    cdef void* pdx = _data(dx)
+    cdef void* pdg = _data(dgamma)
+    cdef void* pdb = _data(dbeta)
+    if typenum == cnp.NPY_DOUBLE:
+        with nogil:
+            status = _bn_bwd(<const double*>pd, <const double*>pxn, <const double*>ps,
+                             <const double*>pg, <double*>pdx, <double*>pdg,
+                             <double*>pdb, n, m)
+    else:
+        with nogil:
+            status = _bn_bwd(<const float*>pd, <const float*>pxn, <const float*>ps,
+                             <const float*>pg, <float*>pdx, <float*>pdg,
+                             <float*>pdb, n, m)
+    if status != 0:
+        raise MemoryError()
+    return dx, dgamma, dbeta
+
+
+__all__ += [
+    "sgd_update",
+    "momentum_update",
+    "nesterov_update",
+    "adagrad_update",
+    "rmsprop_update",
+    "adam_update",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_inference",
+    "batchnorm_backward",
+]

@@ -171,3 +171,250 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
         np.subtract(y, onehot, out=out)
         out *= scale
     return out
+
+
+# =========================================================================== chapter 6
+# Optimizer updates, dropout and batch normalization (fastbp.optimizers, Dropout,
+# BatchNormalization). The optimizer kernels update ``param`` and the state buffers in
+# place, in the book's order of operations, so a float64 trajectory equals the book's
+# formulas to the last bit. Hyperparameters are Python floats, rounded to the
+# parameter's dtype where they meet it (NumPy's rule for a Python scalar with an
+# array): a float32 parameter is updated in float32 arithmetic.
+#
+# This twin is the reference: it allocates temporaries the size of the parameter.
+# The compiled twin makes one fused pass per parameter and allocates nothing.
+
+from ._checks import check_out  # noqa: E402 (this section's own import)
+
+
+def _param_inputs(param, grad, *state):
+    """Check an in-place optimizer update: ``param`` and the state buffers must be
+    writable C-contiguous float arrays of one shape and dtype (no silent copy: they are
+    updated in place); ``grad`` is converted to ``param``'s dtype if needed.
+
+    ``state`` holds ``(name, array)`` pairs. Returns ``grad`` as a C-contiguous array.
+    """
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"param: expected an ndarray (it is updated in place), got type {type(param).__name__}")
+    if param.dtype not in (np.float32, np.float64):
+        raise TypeError(f"param: expected a float32 or float64 array, got dtype {param.dtype}")
+    check_out("param", param, param.shape, param.dtype)
+    for name, a in state:
+        check_out(name, a, param.shape, param.dtype)
+    grad = float_array("grad", grad)
+    check_same_shape("grad", grad, "param", param.shape)
+    return np.ascontiguousarray(grad, dtype=param.dtype)
+
+
+def sgd_update(param, grad, lr):
+    """SGD in place: ``param -= lr * grad``. Returns ``param``."""
+    grad = _param_inputs(param, grad)
+    param -= float(lr) * grad
+    return param
+
+
+def momentum_update(param, grad, v, lr, momentum):
+    """Momentum SGD in place: ``v = momentum * v - lr * grad; param += v``."""
+    grad = _param_inputs(param, grad, ("v", v))
+    v *= float(momentum)
+    v -= float(lr) * grad
+    param += v
+    return param
+
+
+def nesterov_update(param, grad, v, lr, momentum):
+    """The book's Nesterov variant, in place: ``v = momentum * v - lr * grad;
+    param += momentum**2 * v - (1 + momentum) * lr * grad`` (in that order)."""
+    lr, momentum = float(lr), float(momentum)
+    grad = _param_inputs(param, grad, ("v", v))
+    v *= momentum
+    v -= lr * grad
+    param += (momentum * momentum) * v
+    param -= ((1 + momentum) * lr) * grad
+    return param
+
+
+def adagrad_update(param, grad, h, lr, eps):
+    """AdaGrad in place: ``h += grad * grad; param -= lr * grad / (sqrt(h) + eps)``."""
+    grad = _param_inputs(param, grad, ("h", h))
+    h += grad * grad
+    param -= float(lr) * grad / (np.sqrt(h) + float(eps))
+    return param
+
+
+def rmsprop_update(param, grad, h, lr, decay_rate, eps):
+    """RMSprop in place: ``h = decay_rate * h + (1 - decay_rate) * grad * grad;
+    param -= lr * grad / (sqrt(h) + eps)``."""
+    decay_rate = float(decay_rate)
+    grad = _param_inputs(param, grad, ("h", h))
+    h *= decay_rate
+    h += (1 - decay_rate) * grad * grad
+    param -= float(lr) * grad / (np.sqrt(h) + float(eps))
+    return param
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam in place, the book's form: ``m += (1 - beta1) * (grad - m);
+    v += (1 - beta2) * (grad**2 - v); param -= lr_t * m / (sqrt(v) + eps)``.
+
+    ``lr_t`` is the step's bias-corrected rate,
+    ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` (``fastbp.optimizers.Adam`` computes it).
+    """
+    beta1, beta2 = float(beta1), float(beta2)
+    grad = _param_inputs(param, grad, ("m", m), ("v", v))
+    m += (1 - beta1) * (grad - m)
+    v += (1 - beta2) * (grad * grad - v)
+    param -= float(lr_t) * m / (np.sqrt(v) + float(eps))
+    return param
+
+
+# --------------------------------------------------------------------------- Dropout
+
+def _uniform_inputs(x, u):
+    x = float_array("x", x)
+    u = float_array("u", u, x.dtype)
+    check_same_shape("u", u, "x", x.shape)
+    return x, u
+
+
+def dropout_forward(x, u, ratio, scale, out=None):
+    """Dropout with given uniform draws: ``(out, mask)``.
+
+    ``mask = u > ratio`` (the book's rule; ``u`` uniform in [0, 1), the shape of
+    ``x``, converted to ``x``'s dtype); ``out = x * (mask * scale)``, with ``scale``
+    ``1 / (1 - ratio)`` for inverted dropout, 1 for the book's, rounded to ``x``'s
+    dtype. A dropped unit is ``x * 0`` as in the book's ``x * mask`` (so NaN and inf
+    give NaN there).
+    """
+    x, u = _uniform_inputs(x, u)
+    out = out_or_empty("out", out, x.shape, x.dtype)
+    mask = np.greater(u, float(ratio))
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, silently, as in the compiled twin
+        np.multiply(x, mask * x.dtype.type(scale), out=out)
+    return out, mask
+
+
+def dropout_backward(dout, mask, scale, out=None):
+    """Dropout gradient: ``dout * (mask * scale)`` (the book's ``dout * mask`` when
+    ``scale`` is 1)."""
+    dout = float_array("dout", dout)
+    mask = mask_array("mask", mask, dout.shape)
+    out = out_or_empty("out", out, dout.shape, dout.dtype)
+    with np.errstate(invalid="ignore"):
+        np.multiply(dout, mask * dout.dtype.type(scale), out=out)
+    return out
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+def _bn_inputs(x, gamma, beta, running_mean, running_var):
+    """``x`` (N, D) float; ``gamma``, ``beta`` (D,) in ``x``'s dtype; the running
+    statistics (D,) writable C-contiguous in ``x``'s dtype (they are updated in place)."""
+    x = float_array("x", x)
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a 2-D array (batch, features), got shape {x.shape}")
+    d = x.shape[1:]
+    gamma = float_array("gamma", gamma, x.dtype)
+    beta = float_array("beta", beta, x.dtype)
+    check_same_shape("gamma", gamma, "a row of x", d)
+    check_same_shape("beta", beta, "a row of x", d)
+    if running_mean is not None:
+        check_out("running_mean", running_mean, d, x.dtype)
+        check_out("running_var", running_var, d, x.dtype)
+    return x, gamma, beta
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out=None):
+    """Batch normalization of the columns of ``x`` (N, D), training mode: ``(out, xn, std)``.
+
+    Per column: ``mu = mean(x)``, ``var = mean((x - mu)**2)`` (biased, two passes,
+    accumulated in float64), ``std = sqrt(var + eps)``, ``xn = (x - mu) / std``,
+    ``out = gamma * xn + beta``. ``running_mean`` and ``running_var`` (D,) are updated
+    in place: ``r = momentum * r + (1 - momentum) * stat``. ``xn`` (N, D) and ``std``
+    (D,) are what the backward pass needs. Needs N >= 1.
+    """
+    x, gamma, beta = _bn_inputs(x, gamma, beta, running_mean, running_var)
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("x: empty batch (shape (0, D)): the batch statistics are undefined")
+    out = out_or_empty("out", out, x.shape, x.dtype)
+    mu = x.sum(axis=0, dtype=np.float64) / n
+    xc = x - mu.astype(x.dtype)
+    var = np.square(xc, dtype=np.float64).sum(axis=0) / n
+    std = np.sqrt(var.astype(x.dtype) + x.dtype.type(eps))
+    xn = xc / std
+    np.multiply(gamma, xn, out=out)
+    out += beta
+    momentum = float(momentum)
+    running_mean *= momentum
+    running_mean += (1 - momentum) * mu.astype(x.dtype)
+    running_var *= momentum
+    running_var += (1 - momentum) * var.astype(x.dtype)
+    return out, xn, std
+
+
+def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, out=None):
+    """Batch normalization with the running statistics (test mode):
+    ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
+    x, gamma, beta = _bn_inputs(x, gamma, beta, None, None)
+    d = x.shape[1:]
+    running_mean = float_array("running_mean", running_mean, x.dtype)
+    running_var = float_array("running_var", running_var, x.dtype)
+    check_same_shape("running_mean", running_mean, "a row of x", d)
+    check_same_shape("running_var", running_var, "a row of x", d)
+    out = out_or_empty("out", out, x.shape, x.dtype)
+    std = np.sqrt(running_var + x.dtype.type(eps))
+    np.subtract(x, running_mean, out=out)
+    out /= std
+    out *= gamma
+    out += beta
+    return out
+
+
+def batchnorm_backward(dout, xn, std, gamma, out=None):
+    """Gradients of training-mode batch normalization: ``(dx, dgamma, dbeta)``.
+
+    ``dout``, ``xn`` (N, D); ``std``, ``gamma`` (D,). ``dbeta = sum(dout)``,
+    ``dgamma = sum(dout * xn)`` (column sums in float64),
+    ``dx = gamma / std * (dout - (dbeta + xn * dgamma) / N)``: the closed form of the
+    book's step-by-step backward pass.
+    """
+    dout = float_array("dout", dout)
+    if dout.ndim != 2:
+        raise ValueError(f"dout: expected a 2-D array (batch, features), got shape {dout.shape}")
+    dt = dout.dtype
+    xn = float_array("xn", xn, dt)
+    std = float_array("std", std, dt)
+    gamma = float_array("gamma", gamma, dt)
+    check_same_shape("xn", xn, "dout", dout.shape)
+    check_same_shape("std", std, "a row of dout", dout.shape[1:])
+    check_same_shape("gamma", gamma, "a row of dout", dout.shape[1:])
+    n = dout.shape[0]
+    out = out_or_empty("out", out, dout.shape, dt)
+    dbeta64 = dout.sum(axis=0, dtype=np.float64)
+    dgamma64 = np.multiply(dout, xn, dtype=np.float64).sum(axis=0)
+    dbeta, dgamma = dbeta64.astype(dt), dgamma64.astype(dt)
+    # Per column: a = gamma / std, c1 = dbeta / N, c2 = dgamma / N, in float64 once.
+    a = (gamma.astype(np.float64) / std).astype(dt)
+    c1 = (dbeta64 / n).astype(dt)
+    c2 = (dgamma64 / n).astype(dt)
+    np.multiply(xn, c2, out=out)
+    out += c1
+    np.subtract(dout, out, out=out)
+    out *= a
+    return out, dgamma, dbeta
+
+
+__all__ += [
+    "sgd_update",
+    "momentum_update",
+    "nesterov_update",
+    "adagrad_update",
+    "rmsprop_update",
+    "adam_update",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_inference",
+    "batchnorm_backward",
+]

@@ -1,0 +1,170 @@
+"""The optimizers of "Deep Learning from Scratch", chapter 6 (the book's ``common/optimizer.py``).
+
+``SGD``, ``Momentum``, ``Nesterov``, ``AdaGrad``, ``RMSprop`` and ``Adam`` with the
+book's constructors and ``update(params, grads)``: every array in ``params`` is updated
+**in place** (the layers hold the same arrays by reference), with the book's formulas
+in the book's order of operations. Each parameter is updated by one kernel call of the
+active backend (``fastbp.kernels``): the compiled kernel is a single fused pass over the
+parameter, its gradient and its state, and allocates nothing. The state buffers (``v``,
+``h``, ``m``) are created on the first update, one per parameter, and are updated in
+place after that (the book rebinds new arrays at every step).
+
+Precision: a float64 parameter follows the book's formulas to the last bit. A float32
+parameter is updated in float32 arithmetic, with the hyperparameters (and Adam's
+``lr_t``) rounded to float32 once; the book on NumPy 2 computes Adam's float32 step in
+float64 (its ``lr_t`` is a NumPy float64), so the two can differ in the last bit.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import kernels as _kernels
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "get_optimizer"]
+
+EPS = 1e-7  # the book's constant in the AdaGrad, RMSprop and Adam denominators
+
+
+def _real(name, value):
+    """A hyperparameter: a real number (not a string, not None), returned as given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    return value
+
+
+def _state(store, params, key):
+    """The state buffer of ``params[key]``, created (zeros, C-ordered) on first use."""
+    buf = store.get(key)
+    if buf is None:
+        p = params[key]
+        buf = store[key] = np.zeros(np.shape(p), dtype=getattr(p, "dtype", np.float64))
+    return buf
+
+
+class SGD:
+    """Stochastic gradient descent: ``W -= lr * dW``."""
+
+    def __init__(self, lr=0.01):
+        self.lr = _real("lr", lr)
+
+    def update(self, params, grads):
+        k = _kernels.active()
+        for key in params.keys():
+            k.sgd_update(params[key], grads[key], self.lr)
+
+
+class Momentum:
+    """Momentum SGD: ``v = momentum * v - lr * dW; W += v``. ``v`` is a dict of arrays."""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _real("lr", lr)
+        self.momentum = _real("momentum", momentum)
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {}
+        k = _kernels.active()
+        for key in params.keys():
+            k.momentum_update(params[key], grads[key], _state(self.v, params, key),
+                              self.lr, self.momentum)
+
+
+class Nesterov:
+    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901):
+    ``v = momentum * v - lr * dW; W += momentum**2 * v - (1 + momentum) * lr * dW``."""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = _real("lr", lr)
+        self.momentum = _real("momentum", momentum)
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {}
+        k = _kernels.active()
+        for key in params.keys():
+            k.nesterov_update(params[key], grads[key], _state(self.v, params, key),
+                              self.lr, self.momentum)
+
+
+class AdaGrad:
+    """AdaGrad: ``h += dW * dW; W -= lr * dW / (sqrt(h) + 1e-7)``."""
+
+    def __init__(self, lr=0.01):
+        self.lr = _real("lr", lr)
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {}
+        k = _kernels.active()
+        for key in params.keys():
+            k.adagrad_update(params[key], grads[key], _state(self.h, params, key),
+                             self.lr, EPS)
+
+
+class RMSprop:
+    """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * dW * dW;
+    W -= lr * dW / (sqrt(h) + 1e-7)``."""
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = _real("lr", lr)
+        self.decay_rate = _real("decay_rate", decay_rate)
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {}
+        k = _kernels.active()
+        for key in params.keys():
+            k.rmsprop_update(params[key], grads[key], _state(self.h, params, key),
+                             self.lr, self.decay_rate, EPS)
+
+
+class Adam:
+    """Adam (arXiv:1412.6980) in the book's form.
+
+    ``iter`` counts the updates; each step uses
+    ``lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter)`` and, per parameter,
+    ``m += (1 - beta1) * (dW - m); v += (1 - beta2) * (dW**2 - v);
+    W -= lr_t * m / (sqrt(v) + 1e-7)``.
+    """
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr = _real("lr", lr)
+        self.beta1 = _real("beta1", beta1)
+        self.beta2 = _real("beta2", beta2)
+        self.iter = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m, self.v = {}, {}
+        self.iter += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        k = _kernels.active()
+        for key in params.keys():
+            k.adam_update(params[key], grads[key], _state(self.m, params, key),
+                          _state(self.v, params, key), lr_t, self.beta1, self.beta2, EPS)
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get_optimizer(name, **params):
+    """An optimizer by its case-insensitive name (``"SGD"``, ``"Adam"``, ...)."""
+    try:
+        cls = OPTIMIZERS[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {name!r}") from None
+    return cls(**params)

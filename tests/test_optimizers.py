@@ -1,0 +1,266 @@
+"""fastbp.optimizers: the book's update formulas, in place, on both backends."""
+import inspect
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import kernels
+from fastbp.kernels import _numpy as knp
+from fastbp.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
+
+BACKENDS = ["numpy"] + (["cython"] if kernels.HAVE_CYTHON else [])
+DTYPES = [np.float32, np.float64]
+KERNELS = ["sgd_update", "momentum_update", "nesterov_update", "adagrad_update",
+           "rmsprop_update", "adam_update"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastbp.use_backend(request.param):
+        yield request.param
+
+
+# --------------------------------------------------------------------------- the book
+
+class BookFormulas:
+    """The book's ``common/optimizer.py`` formulas, written out plainly.
+
+    Hyperparameters are Python floats (so a float32 parameter is updated in float32
+    arithmetic, NumPy's rule for a Python scalar with an array).
+    """
+
+    def __init__(self, name, **hp):
+        self.name, self.hp, self.state, self.iter = name, hp, {}, 0
+
+    def update(self, params, grads):
+        hp, st = self.hp, self.state
+        self.iter += 1
+        for key in params:
+            p, g = params[key], grads[key]
+            if key not in st:
+                st[key] = [np.zeros_like(p), np.zeros_like(p)]
+            a, b = st[key]
+            if self.name == "SGD":
+                p -= hp["lr"] * g
+            elif self.name == "Momentum":
+                a[...] = hp["momentum"] * a - hp["lr"] * g
+                p += a
+            elif self.name == "Nesterov":
+                a *= hp["momentum"]
+                a -= hp["lr"] * g
+                p += hp["momentum"] * hp["momentum"] * a
+                p -= (1 + hp["momentum"]) * hp["lr"] * g
+            elif self.name == "AdaGrad":
+                a += g * g
+                p -= hp["lr"] * g / (np.sqrt(a) + 1e-7)
+            elif self.name == "RMSprop":
+                a *= hp["decay_rate"]
+                a += (1 - hp["decay_rate"]) * g * g
+                p -= hp["lr"] * g / (np.sqrt(a) + 1e-7)
+            elif self.name == "Adam":
+                b1, b2 = hp["beta1"], hp["beta2"]
+                lr_t = hp["lr"] * math.sqrt(1.0 - b2 ** self.iter) / (1.0 - b1 ** self.iter)
+                a += (1 - b1) * (g - a)
+                b += (1 - b2) * (g ** 2 - b)
+                p -= lr_t * a / (np.sqrt(b) + 1e-7)
+
+
+CASES = [
+    (SGD, {"lr": 0.01}),
+    (SGD, {"lr": 0.3}),
+    (Momentum, {"lr": 0.01, "momentum": 0.9}),
+    (Momentum, {"lr": 0.05, "momentum": 0.5}),
+    (Nesterov, {"lr": 0.01, "momentum": 0.9}),
+    (Nesterov, {"lr": 0.1, "momentum": 0.7}),
+    (AdaGrad, {"lr": 0.01}),
+    (AdaGrad, {"lr": 1.5}),
+    (RMSprop, {"lr": 0.01, "decay_rate": 0.99}),
+    (RMSprop, {"lr": 0.002, "decay_rate": 0.9}),
+    (Adam, {"lr": 0.001, "beta1": 0.9, "beta2": 0.999}),
+    (Adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.99}),
+]
+
+
+def _problem(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"W1": (6, 5), "b1": (5,), "W2": (5, 3), "b2": (3,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+             for _ in range(7)]
+    grads[3]["b1"][:] = 0  # a zero gradient: AdaGrad/RMSprop/Adam divide by ~eps
+    return params, grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls,hp", CASES, ids=lambda c: getattr(c, "__name__", None))
+def test_trajectory_equals_the_book_step_by_step(backend, dtype, cls, hp):
+    params, grads = _problem(dtype)
+    ref = {k: v.copy() for k, v in params.items()}
+    opt, book = cls(**hp), BookFormulas(cls.__name__, **hp)
+    for step, g in enumerate(grads):
+        opt.update(params, g)
+        book.update(ref, g)
+        for k in params:
+            assert params[k].dtype == dtype
+            # the same operations in the same order: equal to the last bit
+            np.testing.assert_array_equal(params[k], ref[k], err_msg=f"{k} at step {step}")
+
+
+@pytest.mark.parametrize("cls", [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam])
+def test_defaults_are_the_books(cls):
+    expected = {"SGD": {"lr": 0.01}, "Momentum": {"lr": 0.01, "momentum": 0.9},
+                "Nesterov": {"lr": 0.01, "momentum": 0.9}, "AdaGrad": {"lr": 0.01},
+                "RMSprop": {"lr": 0.01, "decay_rate": 0.99},
+                "Adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999}}[cls.__name__]
+    sig = inspect.signature(cls)
+    assert {k: p.default for k, p in sig.parameters.items()} == expected
+
+
+@pytest.mark.parametrize("cls", [Momentum, Nesterov, AdaGrad, RMSprop, Adam])
+def test_state_buffers_are_created_once_and_updated_in_place(backend, cls):
+    params, grads = _problem(np.float64)
+    ids_params = {k: id(v) for k, v in params.items()}
+    opt = cls()
+    opt.update(params, grads[0])
+    stores = [s for s in (getattr(opt, n, None) for n in ("v", "h", "m")) if s is not None]
+    ids_state = [{k: id(a) for k, a in s.items()} for s in stores]
+    for g in grads[1:]:
+        opt.update(params, g)
+    assert [{k: id(a) for k, a in s.items()} for s in stores] == ids_state
+    assert {k: id(v) for k, v in params.items()} == ids_params
+
+
+@pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
+@pytest.mark.parametrize("cls", [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam])
+def test_compiled_updates_allocate_nothing_after_the_first_step(cls):
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((100, 100)), "b": rng.standard_normal(100)}
+    grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    opt = cls()
+    with fastbp.use_backend("cython"):
+        opt.update(params, grads)
+        tracemalloc.start()
+        try:
+            for _ in range(3):
+                opt.update(params, grads)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4096  # the parameter alone is 80 kB: no array was allocated
+
+
+def test_layers_see_the_updates():
+    net = fastbp.TwoLayerNet(4, 3, 2, rng=0)
+    W1 = net.layers["Affine1"].W
+    before = W1.copy()
+    grads = {k: np.ones_like(v) for k, v in net.params.items()}
+    Adam(lr=0.1).update(net.params, grads)
+    assert net.layers["Affine1"].W is W1 and not np.array_equal(W1, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_float64_gradients_for_float32_params_are_converted(backend, dtype):
+    p = {"W": np.ones(4, dtype=np.float32)}
+    SGD(lr=0.5).update(p, {"W": np.ones(4, dtype=dtype)})
+    assert p["W"].dtype == np.float32
+    np.testing.assert_array_equal(p["W"], np.full(4, 0.5, np.float32))
+
+
+def test_grads_are_not_modified(backend):
+    params, grads = _problem(np.float64)
+    saved = {k: v.copy() for k, v in grads[0].items()}
+    for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam):
+        cls().update({k: v.copy() for k, v in params.items()}, grads[0])
+    for k in saved:
+        np.testing.assert_array_equal(grads[0][k], saved[k])
+
+
+# --------------------------------------------------------------------------- kernels
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_kernel_signatures_match(name):
+    if not kernels.HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    from fastbp.kernels import _cython as kcy
+    assert inspect.signature(getattr(kcy, name)) == inspect.signature(getattr(knp, name))
+    assert name in kcy.__all__ and name in knp.__all__
+
+
+def _call(name, param, grad, state=None):
+    args = {"sgd_update": (0.1,), "momentum_update": (0.1, 0.9),
+            "nesterov_update": (0.1, 0.9), "adagrad_update": (0.1, 1e-7),
+            "rmsprop_update": (0.1, 0.99, 1e-7), "adam_update": (0.01, 0.9, 0.999, 1e-7)}[name]
+    nstate = {"sgd_update": 0, "adam_update": 2}.get(name, 1)
+    if state is None:
+        state = [np.zeros_like(param) for _ in range(nstate)]
+    return getattr(kernels.active(), name)(param, grad, *state[:nstate], *args)
+
+
+def _error(fn):
+    with pytest.raises((TypeError, ValueError)) as info:
+        fn()
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_bad_arguments_are_refused_alike_on_both_backends(name):
+    ok = np.ones((3, 4))
+    cases = {
+        "int param": lambda: _call(name, np.ones((3, 4), dtype=np.int64), ok),
+        "list param": lambda: _call(name, [[1.0]], ok),
+        "fortran param": lambda: _call(name, np.asfortranarray(np.ones((3, 4))), ok),
+        "read-only param": lambda: _call(name, np.broadcast_to(np.ones(4), (3, 4)), ok),
+        "grad shape": lambda: _call(name, np.ones((3, 4)), np.ones((4, 3))),
+        "grad dtype": lambda: _call(name, np.ones((3, 4)), np.ones((3, 4), dtype=np.complex128)),
+    }
+    if name != "sgd_update":
+        cases["state dtype"] = lambda: _call(name, np.ones((3, 4)), ok,
+                                             [np.zeros((3, 4), np.float32)] * 2)
+        cases["state shape"] = lambda: _call(name, np.ones((3, 4)), ok, [np.zeros(12)] * 2)
+    for label, fn in cases.items():
+        results = []
+        for be in BACKENDS:
+            with fastbp.use_backend(be):
+                results.append(_error(fn))
+        assert all(r == results[0] for r in results), (label, results)
+        kind, message = results[0]
+        assert any(w in message for w in ("param", "grad", "v:", "h:", "m:")), (label, message)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_are_twins(name, dtype):
+    if not kernels.HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal((17, 9)).astype(dtype)
+    results = []
+    for be in ("numpy", "cython"):
+        p = p0.copy()
+        state = [np.zeros_like(p), np.zeros_like(p)]
+        with fastbp.use_backend(be):
+            for s in range(4):
+                g = np.random.default_rng(s).standard_normal(p.shape)
+                g = g.astype(dtype)[::-1]  # a strided gradient is fine (read only)
+                assert _call(name, p, g, state) is p
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_get_optimizer_by_name():
+    assert isinstance(get_optimizer("adam", lr=0.1), Adam)
+    assert isinstance(get_optimizer("RMSprop"), RMSprop)
+    assert get_optimizer("Momentum", momentum=0.5).momentum == 0.5
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        get_optimizer("adamw")
+
+
+@pytest.mark.parametrize("cls,kw", [(SGD, {"lr": None}), (Momentum, {"momentum": "0.9"}),
+                                    (RMSprop, {"decay_rate": None}), (Adam, {"beta1": [0.9]}),
+                                    (Adam, {"lr": True})])
+def test_hyperparameters_are_checked(cls, kw):
+    with pytest.raises(TypeError, match=list(kw)[0]):
+        cls(**kw)
