@@ -91,7 +91,7 @@ def test_train_on_sample(tmp_path, capsys):
     assert run("train", "--iters", "60", "--seed", "1", "--save", str(out_file), "--no-plot") == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0].startswith("TwoLayerNet 784-50-10, float64")
+    assert lines[0].startswith("TwoLayerNet 784-50-10, sgd lr 0.1, float64")
     assert "60 iterations of batch 100 (2 epochs of 50)" in lines[0] and "seed 1" in lines[0]
     assert lines[1].startswith("epoch 1/2  loss ")
     assert lines[2].startswith("epoch 2/2 (10 it)  loss ")
@@ -111,8 +111,8 @@ def test_train_options(capsys):
             "--data-dir", SAMPLE_DIR, "--save", "p.npz"]
     assert run(*argv) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[0].startswith("TwoLayerNet 784-7-10, float32, numpy backend; "
-                                          "20 iterations of batch 250 (1 epochs of 20), lr 0.5")
+    assert out.splitlines()[0].startswith("TwoLayerNet 784-7-10, sgd lr 0.5, float32, numpy backend; "
+                                          "20 iterations of batch 250 (1 epochs of 20)")
     assert "given data directory" in err
     with np.load("p.npz", allow_pickle=False) as params:
         assert params["W1"].shape == (784, 7) and params["W1"].dtype == np.float32
@@ -156,7 +156,30 @@ def test_plot_is_written(tmp_path, capsys):
     assert "curves.png" in capsys.readouterr().err
 
 
+def test_train_chapter6_network(capsys):
+    argv = ["train", "--net", "multi", "--hidden", "30,20", "--optimizer", "adam", "--batchnorm",
+            "--dropout", "0.1", "--weight-decay", "0.001", "--iters", "30", "--seed", "1",
+            "--no-plot", "--save", "m.npz"]
+    assert run(*argv) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0].startswith("MultiLayerNetExtend 784-30-20-10, adam lr 0.001, float64")
+    with np.load("m.npz", allow_pickle=False) as params:
+        assert {"W1", "W2", "W3", "gamma1", "beta2"} <= set(params.files)
+        assert params["W2"].shape == (30, 20)
+
+
+def test_train_optimizer_keeps_learning(capsys):
+    assert run("train", "--optimizer", "momentum", "--iters", "100", "--seed", "2", "--no-plot") == 0
+    out = capsys.readouterr().out
+    assert "momentum lr 0.01" in out.splitlines()[0]
+    assert float(out.split("test acc ")[-1].split()[0]) > 0.5
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["train", "--dropout", "0.5"], "--dropout needs --net multi"),
+    (["train", "--batchnorm", "--weight-decay", "1"], "--batchnorm, --weight-decay need --net multi"),
+    (["train", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
+    (["gradcheck", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
     (["train", "--data-dir", "no/such/dir"], "no such directory"),
     (["train", "--data-dir", "."], "no MNIST file"),
     (["train", "--save", "no/such/dir/p.npz"], "--save: no such directory"),

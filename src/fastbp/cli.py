@@ -19,6 +19,8 @@ from . import __version__
 from . import kernels
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
 from .datasets._progress import ProgressBar
+from .networks import MultiLayerNetExtend, TwoLayerNet
+from .optimizers import OPTIMIZERS, get_optimizer
 from .training import iterations_per_epoch, train_two_layer
 
 __all__ = ["main"]
@@ -65,14 +67,46 @@ def _seed(text):
     return value
 
 
+def _hidden_sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas (e.g. 50 or 100,100,100), got {text!r}")
+    return sizes
+
+
+def _ratio(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
 def _add_common(p):
     p.add_argument("--data-dir", metavar="DIR",
                    help="folder with the four MNIST IDX files (.gz or raw); default: "
                         "$FASTBP_DATA, the cache, a download, else the bundled sample")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="floating-point type of the network (default: float64, as the book)")
-    p.add_argument("--hidden", type=_positive_int, default=50, metavar="N",
-                   help="hidden units (default: 50)")
+    p.add_argument("--hidden", type=_hidden_sizes, default=None, metavar="N[,N...]",
+                   help="hidden units: one size for TwoLayerNet (default: 50), a comma list "
+                        "for --net multi (default: 100,100,100)")
     p.add_argument("--seed", type=_seed, default=None, metavar="N",
                    help="seed for the weights and the batches (default: a random one, printed)")
 
@@ -101,8 +135,20 @@ def build_parser():
                         help="epochs instead of iterations (an epoch is train_size // batch_size iterations)")
     t.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
                    help="mini-batch size (default: 100)")
-    t.add_argument("--lr", type=_positive_float, default=0.1, metavar="RATE",
-                   help="learning rate (default: 0.1)")
+    t.add_argument("--lr", type=_positive_float, default=None, metavar="RATE",
+                   help="learning rate (default: 0.1 for sgd, else the book's default of the "
+                        "optimizer, e.g. 0.001 for adam)")
+    t.add_argument("--net", choices=("two", "multi"), default="two",
+                   help="two: the book's TwoLayerNet (default); multi: MultiLayerNetExtend "
+                        "(chapter 6) with the hidden sizes of --hidden")
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd",
+                   help="update rule (default: sgd, as in chapter 5)")
+    t.add_argument("--batchnorm", action="store_true",
+                   help="batch normalization after every hidden Affine (--net multi)")
+    t.add_argument("--dropout", type=_ratio, default=0.0, metavar="R",
+                   help="dropout ratio of every hidden layer (--net multi; default: 0, none)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L",
+                   help="L2 weight decay lambda (--net multi; default: 0)")
     _add_common(t)
     t.add_argument("--backend", choices=kernels.BACKENDS, default=None,
                    help=f"kernel backend (default: {kernels.get_backend()})")
@@ -203,7 +249,40 @@ def _plot(history, path):
     return True
 
 
+def _check_net_options(args):
+    """Refuse chapter-6 options on the book's TwoLayerNet (before any data is loaded)."""
+    if args.net != "two":
+        return
+    extras = [name for name, used in (("--batchnorm", args.batchnorm), ("--dropout", args.dropout),
+                                      ("--weight-decay", args.weight_decay)) if used]
+    if extras:
+        raise CommandError(f"{', '.join(extras)} {'needs' if len(extras) == 1 else 'need'} --net multi")
+    if args.hidden and len(args.hidden) != 1:
+        raise CommandError(f"--hidden: TwoLayerNet has one hidden layer, got {len(args.hidden)} "
+                           "sizes (use --net multi)")
+
+
+def _build(args, n_in, n_out, rng):
+    """The network and optimizer that the options ask for, and a one-line description."""
+    if args.net == "two":
+        hidden = args.hidden or (50,)
+        network = TwoLayerNet(n_in, hidden[0], n_out, dtype=args.dtype, rng=rng)
+        name = "TwoLayerNet"
+    else:
+        hidden = args.hidden or (100, 100, 100)
+        network = MultiLayerNetExtend(
+            n_in, list(hidden), n_out, weight_decay_lambda=args.weight_decay,
+            use_dropout=args.dropout > 0, dropout_ration=args.dropout,
+            use_batchnorm=args.batchnorm, dtype=args.dtype, rng=rng)
+        name = "MultiLayerNetExtend" if (args.batchnorm or args.dropout) else "MultiLayerNet"
+    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else None)
+    optimizer = get_optimizer(args.optimizer, **({} if lr is None else {"lr": lr}))
+    sizes = "-".join(str(n) for n in (n_in, *hidden, n_out))
+    return network, optimizer, f"{name} {sizes}, {args.optimizer} lr {optimizer.lr:g}"
+
+
 def cmd_train(args):
+    _check_net_options(args)
     if args.save:
         _check_writable(args.save, "--save")
     if args.plot:
@@ -226,11 +305,13 @@ def cmd_train(args):
         iters = BOOK_ITERS
     seed = args.seed if args.seed is not None else secrets.randbits(32)
     n_epochs = -(-iters // per_epoch)
+    rng = np.random.default_rng(seed)  # the weights, then the batches
+    network, optimizer, description = _build(args, x_train.shape[1], 10, rng)
 
     if show:
-        print(f"TwoLayerNet {x_train.shape[1]}-{args.hidden}-10, {args.dtype}, {backend} backend; "
+        print(f"{description}, {args.dtype}, {backend} backend; "
               f"{iters} iterations of batch {args.batch_size} ({n_epochs} epochs of {per_epoch}), "
-              f"lr {args.lr:g}, seed {seed}", flush=True)
+              f"seed {seed}", flush=True)
 
     bar = ProgressBar(iters, label="train", enabled=bar_enabled)
     width = len(str(n_epochs))
@@ -243,8 +324,8 @@ def cmd_train(args):
 
     with kernels.use_backend(backend), bar:
         result = train_two_layer(
-            x_train, t_train, x_test, t_test, hidden_size=args.hidden, iters=iters,
-            batch_size=args.batch_size, learning_rate=args.lr, dtype=args.dtype, seed=seed,
+            x_train, t_train, x_test, t_test, network=network, optimizer=optimizer,
+            iters=iters, batch_size=args.batch_size, seed=rng,
             on_step=lambda i: bar.update(), on_epoch=on_epoch,
         )
     last = result.history.epochs[-1]
@@ -272,8 +353,6 @@ GRADCHECK_TOL = {"float64": 1e-6, "float32": 1e-2}
 
 
 def cmd_gradcheck(args):
-    from .networks import TwoLayerNet
-
     if args.backend == "both":
         backends = [b for b in kernels.BACKENDS if b != "cython" or kernels.HAVE_CYTHON]
     else:
@@ -281,9 +360,12 @@ def cmd_gradcheck(args):
     _, ((x_train, t_train), _) = _load(args, progress=None)
     seed = args.seed if args.seed is not None else secrets.randbits(32)
     x, t = x_train[:args.batch].astype(args.dtype), t_train[:args.batch]
-    network = TwoLayerNet(x.shape[1], args.hidden, 10, dtype=args.dtype, rng=seed)
+    hidden = args.hidden or (50,)
+    if len(hidden) != 1:
+        raise CommandError(f"--hidden: TwoLayerNet has one hidden layer, got {len(hidden)} sizes")
+    network = TwoLayerNet(x.shape[1], hidden[0], 10, dtype=args.dtype, rng=seed)
     tol = GRADCHECK_TOL[args.dtype]
-    print(f"gradient check: TwoLayerNet {x.shape[1]}-{args.hidden}-10, {args.dtype}, "
+    print(f"gradient check: TwoLayerNet {x.shape[1]}-{hidden[0]}-10, {args.dtype}, "
           f"{x.shape[0]} training images, seed {seed}")
     print("mean |backprop - numerical| per parameter:")
     worst = 0.0

@@ -20,6 +20,7 @@ from typing import List
 import numpy as np
 
 from .networks import TwoLayerNet
+from .optimizers import SGD
 
 __all__ = ["History", "EpochRecord", "TrainResult", "iterations_per_epoch", "train_two_layer", "sgd_step"]
 
@@ -75,9 +76,15 @@ class TrainResult:
 
 def sgd_step(params, grads, learning_rate):
     """``params[k] -= learning_rate * grads[k]``, in place: the layers hold these very
-    arrays, so the network learns (rebinding ``params[k]`` would not reach them)."""
-    for key, grad in grads.items():
-        params[key] -= learning_rate * grad
+    arrays, so the network learns (rebinding ``params[k]`` would not reach them). One
+    fused kernel pass per parameter, with no temporary array."""
+    SGD(lr=learning_rate).update(params, grads)
+
+
+def _batch_loss(network):
+    """The data loss of the last forward pass (without any weight-decay term)."""
+    last = getattr(network, "lastLayer", None) or getattr(network, "last_layer")
+    return float(last.loss)
 
 
 def _accuracy(network, x, t, chunk=10000):
@@ -91,7 +98,8 @@ def _accuracy(network, x, t, chunk=10000):
 
 def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=10000,
                     batch_size=100, learning_rate=0.1, dtype=np.float64, seed=None,
-                    weight_init_std=0.01, network=None, on_step=None, on_epoch=None):
+                    weight_init_std=0.01, network=None, optimizer=None, on_step=None,
+                    on_epoch=None):
     """Train the book's ``TwoLayerNet`` with mini-batch SGD; return a :class:`TrainResult`.
 
     ``x_*``: (N, D) inputs (float32 from ``load_mnist``); ``t_*``: labels (N,) or
@@ -101,7 +109,10 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
     ``numpy.random.Generator`` that draws the initial weights and then the batches, so
     a seed gives the same run on either backend. ``network``: train this network
     instead of a new one (``hidden_size``, ``dtype`` and ``weight_init_std`` are then
-    ignored). Each batch is converted to the network's dtype.
+    ignored): any network with the book's ``params``, ``gradient`` and ``accuracy``, such
+    as ``MultiLayerNetExtend``. ``optimizer``: anything with the book's
+    ``update(params, grads)`` (default: ``SGD(lr=learning_rate)``, in place). Each batch
+    is converted to the network's dtype.
 
     Callbacks: ``on_step(i)`` after iteration ``i`` (1-based), ``on_epoch(record)`` with
     an :class:`EpochRecord` at the end of each epoch.
@@ -128,6 +139,8 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
         n_classes = t_train.shape[1] if t_train.ndim == 2 else 10
         network = TwoLayerNet(x_train.shape[1], int(hidden_size), n_classes,
                               weight_init_std, dtype=dtype, rng=rng)
+    if optimizer is None:
+        optimizer = SGD(lr=learning_rate)
     dtype = network.params["W1"].dtype
     train_size = x_train.shape[0]
     per_epoch = iterations_per_epoch(train_size, batch_size)
@@ -140,8 +153,8 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
         x_batch = x_train[batch].astype(dtype, copy=False)
         t_batch = t_train[batch]
         grads = network.gradient(x_batch, t_batch)
-        sgd_step(network.params, grads, learning_rate)
-        loss = float(network.lastLayer.loss)  # from this step's forward pass
+        optimizer.update(network.params, grads)
+        loss = _batch_loss(network)  # from this step's forward pass
         history.loss.append(loss)
         epoch_losses.append(loss)
         if on_step is not None:
