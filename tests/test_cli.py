@@ -271,3 +271,23 @@ def test_default_plot_failure_is_a_note(capsys, monkeypatch):
     assert "no plot: cannot write fastbp-train.png (Permission denied)" in capsys.readouterr().err
     assert run("train", "--iters", "5", "--plot", "x.png") == 1  # asked for by name: an error
     assert "Permission denied" in one_error_line(capsys.readouterr().err)
+
+
+def test_progress_bar(capsys):
+    import io
+    from fastbp.datasets._progress import ProgressBar
+
+    stream = io.StringIO()
+    with ProgressBar(200, label="train", stream=stream, enabled=True) as bar:
+        for _ in range(200):
+            bar.update()
+        bar.write("epoch line")
+    text = stream.getvalue()
+    assert text.startswith("\rtrain [") and "100% 200/200" in text
+    assert text.endswith("\r")  # cleared at the end: the terminal is left clean
+    assert capsys.readouterr().out == "epoch line\n"
+    quiet = io.StringIO()  # not a terminal: nothing drawn
+    with ProgressBar(10, stream=quiet) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
+    assert ProgressBar(None, unit="B", stream=quiet, enabled=True)._render().startswith("0 B ")
