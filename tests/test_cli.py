@@ -112,7 +112,7 @@ def test_train_options(capsys):
     assert run(*argv) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith("TwoLayerNet 784-7-10, sgd lr 0.5, float32, numpy backend; "
-                                          "20 iterations of batch 250 (1 epochs of 20)")
+                                          "20 iterations of batch 250 (1 epoch of 20)")
     assert "given data directory" in err
     with np.load("p.npz", allow_pickle=False) as params:
         assert params["W1"].shape == (784, 7) and params["W1"].dtype == np.float32
@@ -122,7 +122,7 @@ def test_train_default_length_on_sample(capsys, monkeypatch):
     monkeypatch.setattr(cli, "SAMPLE_EPOCHS", 1)  # the logic, not a long run
     assert run("train", "--no-plot", "--seed", "0") == 0
     out, err = capsys.readouterr()
-    assert "default run is 1 epochs (50 iterations)" in err
+    assert "default run is 1 epoch (50 iterations)" in err
     assert "done: 50 iterations" in out
 
 
@@ -284,3 +284,33 @@ def test_python_m_errors(tmp_path, argv, code):
     assert r.returncode == code
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(("fastbp: error:", "fastbp train: error:"))
+
+
+def test_default_plot_failure_is_a_note(capsys, monkeypatch):
+    def cannot_write(history, path):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cli, "_plot", cannot_write)
+    assert run("train", "--iters", "5") == 0  # the default plot is best effort
+    assert "no plot: cannot write fastbp-train.png (Permission denied)" in capsys.readouterr().err
+    assert run("train", "--iters", "5", "--plot", "x.png") == 1  # asked for by name: an error
+    assert "Permission denied" in one_error_line(capsys.readouterr().err)
+
+
+def test_progress_bar(capsys):
+    import io
+    from fastbp.datasets._progress import ProgressBar
+
+    stream = io.StringIO()
+    with ProgressBar(200, label="train", stream=stream, enabled=True) as bar:
+        for _ in range(200):
+            bar.update()
+        bar.write("epoch line")
+    text = stream.getvalue()
+    assert text.startswith("\rtrain [") and "100% 200/200" in text
+    assert text.endswith("\r")  # cleared at the end: the terminal is left clean
+    assert capsys.readouterr().out == "epoch line\n"
+    quiet = io.StringIO()  # not a terminal: nothing drawn
+    with ProgressBar(10, stream=quiet) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
+    assert ProgressBar(None, unit="B", stream=quiet, enabled=True)._render().startswith("0 B ")

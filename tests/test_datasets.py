@@ -291,6 +291,17 @@ def test_corrupt_or_foreign_file_is_refused(tmp_path):
         load_mnist(data_dir=d)
 
 
+def test_load_a_located_source():
+    with pytest.warns(SampleDataWarning):
+        source = locate_mnist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, by locate_mnist
+        (x, _), _ = load_mnist(source=source)
+    assert x.shape == (5000, 784)
+    with pytest.raises(TypeError, match="source"):
+        load_mnist(source=SAMPLE_DIR)
+
+
 def test_corrupt_cache_file_says_how_to_recover(tmp_path):
     c = _copy_sample(cache_dir())
     path = os.path.join(c, "train-images-idx3-ubyte.gz")
@@ -299,6 +310,8 @@ def test_corrupt_cache_file_says_how_to_recover(tmp_path):
         f.write(data[:1000])
     with pytest.raises(CorruptFileError, match="delete the file"):
         load_mnist()
+    with pytest.raises(CorruptFileError, match="delete the file"):
+        load_mnist(source=locate_mnist())
 
 
 # ---------------------------------------------------------------------- full MNIST

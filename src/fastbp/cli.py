@@ -155,11 +155,10 @@ def build_parser():
     t.add_argument("--save", metavar="FILE.npz",
                    help="save the trained parameters W1, b1, W2, b2 (numpy .npz, no pickle)")
     plot = t.add_mutually_exclusive_group()
-    plot.add_argument("--plot", metavar="FILE.png", default=DEFAULT_PLOT,
+    plot.add_argument("--plot", metavar="FILE.png",
                       help=f"where to write the loss and accuracy curves (default: {DEFAULT_PLOT}; "
                            f"needs matplotlib: {PLOT_HINT})")
-    plot.add_argument("--no-plot", dest="plot", action="store_const", const=None,
-                      help="do not write the plot")
+    plot.add_argument("--no-plot", action="store_true", help="do not write the plot")
     t.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: run under `mpirun -n N fastbp train --distributed`; "
                         "takes the options of `python -m fastbp.distributed --help` (needs fastbp[mpi])")
@@ -189,6 +188,10 @@ def _error(message):
     print(f"fastbp: error: {message}", file=sys.stderr)
 
 
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _note(message):
     print(f"fastbp: {message}", file=sys.stderr)
 
@@ -211,7 +214,7 @@ def _load(args, *, progress):
         warnings.simplefilter("ignore", SampleDataWarning)  # said below, in one line
         source = locate_mnist(args.data_dir, progress=progress)
     _note(f"data: {source}")
-    return source, load_mnist(data_dir=source.path)
+    return source, load_mnist(source=source)
 
 
 def _backend_name(requested):
@@ -285,8 +288,9 @@ def cmd_train(args):
     _check_net_options(args)
     if args.save:
         _check_writable(args.save, "--save")
-    if args.plot:
+    if args.plot:  # asked for by name: must be writable (the default is best effort)
         _check_writable(args.plot, "--plot")
+    plot_path = None if args.no_plot else (args.plot or DEFAULT_PLOT)
     backend = _backend_name(args.backend)
     show = not args.quiet
     bar_enabled = None if show else False  # None: when stderr is a terminal
@@ -299,7 +303,8 @@ def cmd_train(args):
         iters = args.epochs * per_epoch
     elif source.is_sample:
         iters = SAMPLE_EPOCHS * per_epoch
-        _note(f"on the sample the default run is {SAMPLE_EPOCHS} epochs ({iters} iterations); "
+        _note(f"on the sample the default run is {_plural(SAMPLE_EPOCHS, 'epoch')} "
+              f"({_plural(iters, 'iteration')}); "
               "use --iters or --epochs to change it, --data-dir for the full set")
     else:
         iters = BOOK_ITERS
@@ -310,8 +315,8 @@ def cmd_train(args):
 
     if show:
         print(f"{description}, {args.dtype}, {backend} backend; "
-              f"{iters} iterations of batch {args.batch_size} ({n_epochs} epochs of {per_epoch}), "
-              f"seed {seed}", flush=True)
+              f"{_plural(iters, 'iteration')} of batch {args.batch_size} "
+              f"({_plural(n_epochs, 'epoch')} of {per_epoch}), seed {seed}", flush=True)
 
     bar = ProgressBar(iters, label="train", enabled=bar_enabled)
     width = len(str(n_epochs))
@@ -329,18 +334,25 @@ def cmd_train(args):
             on_step=lambda i: bar.update(), on_epoch=on_epoch,
         )
     last = result.history.epochs[-1]
-    print(f"done: {iters} iterations in {result.seconds:.1f} s; train acc {last.train_acc:.4f}, "
+    print(f"done: {_plural(iters, 'iteration')} in {result.seconds:.1f} s; train acc {last.train_acc:.4f}, "
           f"test acc {last.test_acc:.4f}", flush=True)
 
     if args.save:
         with open(args.save, "wb") as f:  # a file object: np.savez keeps the name as given
             np.savez(f, **result.network.params)
         _note(f"saved the parameters to {args.save}")
-    if args.plot:
-        if _plot(result.history, args.plot):
-            _note(f"wrote the loss and accuracy curves to {args.plot}")
+    if plot_path:
+        try:
+            written = _plot(result.history, plot_path)
+        except OSError as exc:
+            if args.plot:
+                raise
+            _note(f"no plot: cannot write {plot_path} ({exc.strerror or exc}); see --plot")
         else:
-            _note(f"no plot: matplotlib is not installed; {PLOT_HINT} to get {args.plot}")
+            if written:
+                _note(f"wrote the loss and accuracy curves to {plot_path}")
+            else:
+                _note(f"no plot: matplotlib is not installed; {PLOT_HINT} to get {plot_path}")
     return 0
 
 

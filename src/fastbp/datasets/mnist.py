@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -193,6 +194,16 @@ def _fetch(url, dest, name, *, timeout, progress):
     return size
 
 
+def _host(url):
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _why(exc):
+    """A short reason: ``Name or service not known`` rather than ``<urlopen error ...>``."""
+    reason = getattr(exc, "reason", None) or exc
+    return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+
+
 def _download_missing(folder, *, mirror_list, timeout, progress):
     """Download every missing file into ``folder``; ``DownloadError`` if one fails."""
     os.makedirs(folder, exist_ok=True)
@@ -208,9 +219,9 @@ def _download_missing(folder, *, mirror_list, timeout, progress):
                 size = _fetch(url, os.path.join(folder, name + ".gz"), name,
                               timeout=timeout, progress=progress)
             except urllib.error.HTTPError as exc:  # the server answered: try the next file too
-                errors.append(f"{url}: HTTP {exc.code} {exc.reason}")
+                errors.append(f"{_host(url)}: HTTP {exc.code} {exc.reason}")
             except (OSError, HTTPException, CorruptFileError, ValueError) as exc:
-                errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+                errors.append(f"{_host(url)}: {_why(exc)}")
                 if not isinstance(exc, CorruptFileError):
                     dead.add(base)
             else:
@@ -287,7 +298,8 @@ def _one_hot(labels):
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None,
-               download=True, timeout=DEFAULT_TIMEOUT, progress=None, mirror_list=None):
+               download=True, timeout=DEFAULT_TIMEOUT, progress=None, mirror_list=None,
+               source=None):
     """The MNIST set, as the book's ``dataset.mnist.load_mnist``.
 
     Returns ``(x_train, t_train), (x_test, t_test)``:
@@ -302,13 +314,17 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
     arguments choose where the data comes from, as in :func:`locate_mnist` (see the
     module docstring: ``data_dir``, ``FASTBP_DATA``, the user cache, a download, the
     sample); the choice is logged on the ``fastbp.datasets`` logger, and the sample
-    comes with a :class:`SampleDataWarning`.
+    comes with a :class:`SampleDataWarning`. ``source``: a :class:`MnistSource` from
+    :func:`locate_mnist`, to read exactly that data without searching again.
     Raises ``FileNotFoundError`` for a ``data_dir`` without the files and
     ``CorruptFileError`` (a ``ValueError``) for a damaged or unknown file.
     """
-    source = _locate(data_dir, download, timeout, progress, mirror_list)
-    if source.is_sample:
-        warnings.warn(f"fastbp: using {source}", SampleDataWarning, stacklevel=2)
+    if source is None:
+        source = _locate(data_dir, download, timeout, progress, mirror_list)
+        if source.is_sample:
+            warnings.warn(f"fastbp: using {source}", SampleDataWarning, stacklevel=2)
+    elif not isinstance(source, MnistSource):
+        raise TypeError(f"source: expected a MnistSource from locate_mnist, got {type(source).__name__}")
     log.info("using %s", source)
     try:
         (x_train, t_train), (x_test, t_test) = (_read_split(source.path, s) for s in ("train", "test"))
