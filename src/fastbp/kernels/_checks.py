@@ -69,7 +69,7 @@ def float_array(name, a, dtype=None):
 
 def common_dtype(*pairs):
     """NumPy's promoted dtype of several (name, array) float arguments."""
-    return np.result_type(*(float_dtype(name, a) for name, a in pairs))
+    return np.result_type(*(float_dtype(name, as_array(name, a)) for name, a in pairs))
 
 
 def check_same_shape(name, a, expected_name, shape):
