@@ -79,7 +79,7 @@ def _layer_steps():
 @pytest.mark.parametrize("name", sorted(_layer_steps()))
 def test_layers_do_not_leak(backend, name):
     step = _layer_steps()[name]
-    calls = calls_for(backend)
+    calls = calls_for(kernels.get_backend())
     grown = _growth(step, calls)
     assert grown < SLACK_MB, f"{name}: resident memory grew by {grown:.1f} MB over {calls} calls"
 
@@ -112,5 +112,5 @@ def test_kernels_with_out_and_error_paths_do_not_leak(backend):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        grown = _growth(step, calls_for(backend) // 20)
-    assert grown < SLACK_MB, f"resident memory grew by {grown:.1f} MB over {calls_for(backend) // 20} calls"
+        grown = _growth(step, calls_for(kernels.get_backend()) // 20)
+    assert grown < SLACK_MB, f"resident memory grew by {grown:.1f} MB over {calls_for(kernels.get_backend()) // 20} calls"

@@ -123,7 +123,7 @@ def _unchanged(before, after, where):
             np.testing.assert_array_equal(a, b, err_msg=where)
 
 
-def _same_values(a, b, exact, where):
+def _same_values(a, b, exact, where, tol_dtype=None):
     if a is None or b is None:
         assert a is None and b is None, where
         return
@@ -133,7 +133,7 @@ def _same_values(a, b, exact, where):
     if exact or a.dtype.kind not in "f":
         np.testing.assert_array_equal(a, b, err_msg=where)
     else:
-        np.testing.assert_allclose(a, b, err_msg=where, **TOL[a.dtype])
+        np.testing.assert_allclose(a, b, err_msg=where, **TOL[tol_dtype or a.dtype])
 
 
 def both(name, *args, exact=False, out_of=None, **kw):
@@ -314,8 +314,16 @@ def test_softmax_agrees_with_log_sum_exp(data):
 
 # --------------------------------------------------------------------------- layers
 
-def _layer_both(make, steps):
-    """Run the same sequence of layer calls on both backends; compare every result."""
+def _has_float32(*values):
+    return any(np.asarray(v).dtype == np.float32 for v in values
+               if isinstance(v, np.ndarray) or np.isscalar(v))
+
+
+def _layer_both(make, steps, tol_dtype=None):
+    """Run the same sequence of layer calls on both backends; compare every result.
+
+    ``tol_dtype``: the tolerance to hold results to when a float32 value upstream was
+    promoted to float64 (its rounding differences travel with it)."""
     res = {}
     for backend in ("numpy", "cython"):
         layer = make()
@@ -332,7 +340,7 @@ def _layer_both(make, steps):
         if kn == "err":
             assert type(vn) is type(vc) and str(vn) == str(vc), (vn, vc)
         else:
-            _same_values(vn, vc, False, f"step {i}")
+            _same_values(vn, vc, False, f"step {i}", tol_dtype)
     return res["numpy"]
 
 
@@ -344,8 +352,9 @@ def test_elementwise_layers(data):
     if data.draw(st.booleans()):
         steps.insert(0, ("backward", (dout,)))  # before any forward
     before = _snap([x, dout])
+    loose = np.dtype(np.float32) if _has_float32(x, dout) else None
     for make in (Relu, Sigmoid):
-        _layer_both(make, steps)
+        _layer_both(make, steps, loose)
     _unchanged(before, [x, dout], "a layer wrote to an argument")
 
 
@@ -363,7 +372,8 @@ def test_affine_layer(data):
     out_shape = (m,) if np.ndim(x) == 1 else (np.shape(x)[0] if np.ndim(x) else 0, m)
     dout = data.draw(arrays(shape=out_shape if data.draw(st.integers(0, 3)) else None))
     W0, b0 = np.array(W), np.array(b)
-    res = _layer_both(lambda: Affine(W, b), [("forward", (x,)), ("backward", (dout,))])
+    loose = np.dtype(np.float32) if _has_float32(x, dout, W, b) else None
+    res = _layer_both(lambda: Affine(W, b), [("forward", (x,)), ("backward", (dout,))], loose)
     np.testing.assert_array_equal(W, W0)  # parameters are only read
     np.testing.assert_array_equal(b, b0)
     if res[1][0] == "ok":
@@ -382,7 +392,8 @@ def test_softmax_with_loss_layer(data):
     else:
         t = data.draw(arrays(shape=(c,) if single else (n, c), dtypes=GOOD, finite=True, bound=1.0))
     dout = data.draw(st.sampled_from([1, 0.5, 2.0]))
-    res = _layer_both(SoftmaxWithLoss, [("forward", (x, t)), ("backward", (dout,))])
+    loose = np.dtype(np.float32) if _has_float32(x, t) else None
+    res = _layer_both(SoftmaxWithLoss, [("forward", (x, t)), ("backward", (dout,))], loose)
     if res[0][0] == "ok":
         assert res[1][1].shape == np.shape(x)
 
@@ -426,8 +437,8 @@ def test_two_layer_net_gradient(data):
             grads[backend] = (net.loss(x, t), g)
     ln, gn = grads["numpy"]
     lc, gc = grads["cython"]
-    tol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(ln, lc, rtol=max(tol["rtol"], 1e-11))
+    # a whole training step sums and cancels: looser than one kernel
+    rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-10, 1e-13)
+    np.testing.assert_allclose(ln, lc, rtol=rtol)
     for k in gn:
-        np.testing.assert_allclose(gn[k], gc[k], rtol=max(tol["rtol"], 1e-10),
-                                   atol=1e-6 if dtype == np.float32 else 1e-13)
+        np.testing.assert_allclose(gn[k], gc[k], rtol=rtol, atol=atol)
