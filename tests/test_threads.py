@@ -36,35 +36,36 @@ def _kernel_calls():
 @needs_cython
 @pytest.mark.parametrize("name", sorted(_kernel_calls()))
 def test_kernel_releases_the_gil(name):
-    """With a huge switch interval, a thread that holds the GIL is never preempted: the
-    main thread can only run while the worker is inside a kernel that released it."""
+    """With a huge switch interval a thread holding the GIL is never preempted, so the
+    main thread can only run while the worker is inside a kernel that released it.
+    The worker calls the kernel until the main thread has run once (or for 3 s: then
+    the kernel kept the GIL, and the test fails)."""
     call = _kernel_calls()[name]
     k = kernels._cython
     call(k)  # warm up outside the measurement
-    state = {"started": False, "done": False}
+    state = {"started": False, "seen": False, "calls": 0, "released": False}
 
     def worker():
         state["started"] = True
-        for _ in range(30):
+        deadline = time.monotonic() + 3.0
+        while not state["seen"] and time.monotonic() < deadline:
             call(k)
-        state["done"] = True
+            state["calls"] += 1
+        state["released"] = state["seen"]  # read here: later sightings do not count
 
-    seen_inside = 0
     old = sys.getswitchinterval()
     sys.setswitchinterval(1000.0)
     try:
         thread = threading.Thread(target=worker)
         thread.start()
-        deadline = time.monotonic() + 60
-        while not state["done"] and time.monotonic() < deadline:
+        while thread.is_alive():
             if state["started"]:
-                seen_inside += 1
+                state["seen"] = True
             time.sleep(1e-5)   # lets the worker take the GIL back
         thread.join()
     finally:
         sys.setswitchinterval(old)
-    assert state["done"]
-    assert seen_inside > 0, f"{name} held the GIL through 30 calls"
+    assert state["released"], f"{name} held the GIL through {state['calls']} calls"
 
 
 def _train(seed, x, t, dtype, steps=15):
