@@ -92,6 +92,20 @@ class TestShapes:
         with raises(ValueError, "t:", "(1, 3)", "(1, 4)"):
             SoftmaxWithLoss().forward(rand(3), t[0])
 
+    def test_softmax_backward_dout(self, backend):
+        layer = SoftmaxWithLoss()
+        layer.forward(rand(3, 4), labels(3, 4))
+        with raises(ValueError, "dout:", "scalar", "(3, 4)"):
+            layer.backward(rand(3, 4))
+        with raises(ValueError, "dout:", "scalar", "(1,)"):
+            layer.backward(np.ones(1))
+        with raises(TypeError, "dout:", "<U3"):
+            layer.backward("1.0")
+        with raises(TypeError, "dout:", "complex"):
+            layer.backward(1j)
+        same(layer.backward(np.float32(2.0)), layer.backward(2))
+        same(layer.backward(np.array(2.0)), layer.backward(2.0))
+
     def test_softmax_logits_rank(self, backend):
         with raises(ValueError, "x:", "2-D", "(2, 3, 4)"):
             SoftmaxWithLoss().forward(rand(2, 3, 4), labels(2, 3))
