@@ -48,6 +48,9 @@ def _elements(dtype, finite, bound):
         return st.floats(width=width)
     if dtype.kind == "c":
         return st.complex_numbers(max_magnitude=10)
+    if finite and dtype.kind in "iu":  # e.g. targets: no 1e18 weights that cancel
+        info = np.iinfo(dtype)
+        return st.integers(max(int(info.min), -int(bound)), min(int(info.max), int(bound)))
     return None  # hypothesis' default for integers and bool
 
 
