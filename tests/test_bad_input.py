@@ -112,13 +112,13 @@ class TestShapes:
         with raises(ValueError, "x:", "2-D", "()"):
             SoftmaxWithLoss().forward(np.float64(1.0), 0)
 
-    @pytest.mark.parametrize("layer, args", [
-        (Relu(), ()), (Sigmoid(), ()), (Affine(rand(2, 2), rand(2)), ()),
-        (SoftmaxWithLoss(), ()), (MulLayer(), ()),
-    ], ids=lambda v: type(v).__name__ if not isinstance(v, tuple) else "")
-    def test_backward_before_forward(self, backend, layer, args):
+    @pytest.mark.parametrize("make", [Relu, Sigmoid, lambda: Affine(rand(2, 2), rand(2)),
+                                      SoftmaxWithLoss, MulLayer],
+                             ids=["Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "MulLayer"])
+    def test_backward_before_forward(self, backend, make):
+        layer = make()
         with raises(RuntimeError, type(layer).__name__, "before forward"):
-            layer.backward(np.ones(2) if not isinstance(layer, SoftmaxWithLoss) else 1)
+            layer.backward(1 if isinstance(layer, SoftmaxWithLoss) else np.ones(2))
 
     def test_failed_forward_keeps_previous_state(self, backend):
         """A forward that raises must not leave backward with half-updated state."""
