@@ -6,6 +6,23 @@ import pytest
 import fastbp
 from fastbp import kernels
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; its tests skip without it
+    pass
+else:
+    # "dev": quick local runs. "ci": more examples, chosen when CI=true.
+    # "thorough": a long bug hunt, by hand (HYPOTHESIS_PROFILE=thorough).
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                   print_blob=True)
+    settings.register_profile("dev", max_examples=100, **_common)
+    settings.register_profile("ci", max_examples=400, **_common)
+    settings.register_profile("thorough", max_examples=3000, **_common)
+    settings.load_profile(os.environ.get(
+        "HYPOTHESIS_PROFILE",
+        "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev",
+    ))
+
 AVAILABLE = [b for b in kernels.BACKENDS if b == "numpy" or kernels.HAVE_CYTHON]
 
 

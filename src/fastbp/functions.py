@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import kernels as _kernels
-from .kernels._checks import float_array
+from .kernels._checks import as_array, float_array, softmax_inputs
 
 __all__ = ["sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax", "cross_entropy_error"]
 
@@ -35,6 +35,8 @@ def relu_grad(x):
 def softmax(x):
     """Row-wise softmax of a 1-D or 2-D array, shifted by the max (no overflow)."""
     x = float_array("x", x)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x: expected at least one class along the last axis, got shape {x.shape}")
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -49,11 +51,14 @@ def cross_entropy_error(y, t, eps=1e-7):
     from the logits (log-softmax), so its gradient matches its loss.
     """
     y = float_array("y", y)
-    t = np.asarray(t)
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
+    t = as_array("t", t)
+    if y.ndim == 1:  # one sample: a batch of one, with a label or a one-hot row
         y = y.reshape(1, y.size)
-    if t.size == y.size:  # one-hot targets: take the labels
-        t = t.argmax(axis=1)
+        t = t.reshape(1, t.size) if t.size == y.size else t.reshape(t.size)
+    # the same checks as the softmax kernels: shapes, label range (a negative label
+    # must not silently index from the end), no empty batch
+    y, labels, onehot = softmax_inputs(y, t, "y")
+    if onehot is not None:  # one-hot targets: take the labels, as the book does
+        labels = onehot.argmax(axis=1)
     batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + eps)) / batch_size
+    return -np.sum(np.log(y[np.arange(batch_size), labels] + eps)) / batch_size

@@ -21,7 +21,11 @@ def numerical_gradient(f, x, h=1e-4):
         )
     if not x.flags.writeable:
         raise ValueError("x: is read-only, but is perturbed in place")
+    if not (np.isfinite(h) and h > 0):
+        raise ValueError(f"h: expected a positive finite step, got {h!r}")
     grad = np.zeros_like(x)
+    if x.size == 0:  # nditer refuses zero-size arrays
+        return grad
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:
         idx = it.multi_index

@@ -12,16 +12,28 @@ Where fastbp differs from the book, on purpose:
   ``backward`` multiplies by ``dout``.
 - ``Affine`` takes a single sample (1-D ``x``) too; ``dx`` has the input's shape.
 """
+import math
+
 import numpy as np
 
 from . import kernels as _kernels
-from .kernels._checks import as_array, common_dtype, float_array
+from .kernels._checks import NATIVE, as_array, common_dtype, float_array, float_dtype
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
 
 def _forward_first(layer):
     return RuntimeError(f"{type(layer).__name__}.backward called before forward")
+
+
+def _check_dout(dout, shape):
+    """``dout`` must have the shape of the last forward's output (cheap when it has)."""
+    if getattr(dout, "shape", None) != shape:
+        got = as_array("dout", dout).shape
+        if got != shape:
+            raise ValueError(
+                f"dout: expected shape {shape} (the output of the last forward), got {got}"
+            )
 
 
 class MulLayer:
@@ -68,6 +80,7 @@ class Relu:
     def backward(self, dout):
         if self.mask is None:
             raise _forward_first(self)
+        _check_dout(dout, self.mask.shape)
         return _kernels.active().relu_backward(dout, self.mask)
 
 
@@ -84,6 +97,7 @@ class Sigmoid:
     def backward(self, dout):
         if self.out is None:
             raise _forward_first(self)
+        _check_dout(dout, self.out.shape)
         return _kernels.active().sigmoid_backward(dout, self.out)
 
 
@@ -111,15 +125,20 @@ class Affine:
             raise ValueError(f"W: expected a 2-D array (in, out), got {np.shape(W)}")
         if np.shape(b) != (W.shape[1],):
             raise ValueError(f"b: expected shape ({W.shape[1]},), got {np.shape(b)}")
+        # refuse float16, complex, object... here rather than deep in backward
+        if W.dtype not in NATIVE:
+            float_dtype("W", W)
+        if getattr(b, "dtype", None) not in NATIVE:
+            float_dtype("b", as_array("b", b))
         return W, b
 
     def forward(self, x):
         W, b = self._check_params()
         x = as_array("x", x)
-        self.original_x_shape = x.shape
         if x.ndim == 0:
             raise ValueError(f"x: expected shape (N, {W.shape[0]}) or ({W.shape[0]},), got ()")
-        x2 = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        # explicit sizes, not -1: an empty batch (0, ...) must reshape too
+        x2 = x.reshape(1, x.size) if x.ndim == 1 else x.reshape(x.shape[0], math.prod(x.shape[1:]))
         if x2.shape[1] != W.shape[0]:
             raise ValueError(
                 f"x: expected {W.shape[0]} features per sample (W has shape {W.shape}), "
@@ -128,9 +147,14 @@ class Affine:
         # x takes the parameters' precision here, once, rather than in every backward
         # (the book feeds float32 images to float64 weights)
         x2 = float_array("x", x2, common_dtype(("x", x2), ("W", W)))
-        self.x = x2
+        # state is set only once the input is known good: a failed forward must not
+        # leave a backward working on a mix of the old and the new input
+        self.x, self.original_x_shape = x2, x.shape
         out = np.matmul(x2, W)
-        out += b
+        if getattr(b, "dtype", out.dtype) == out.dtype:
+            out += b
+        else:  # float32 out with a float64 b: NumPy's promotion, as ``x @ W + b``
+            out = out + b
         return out[0] if x.ndim == 1 else out
 
     def backward(self, dout, need_dx=True):
@@ -166,17 +190,24 @@ class SoftmaxWithLoss:
     def forward(self, x, t):
         x = as_array("x", x)
         t = as_array("t", t)
-        self._single = x.ndim == 1
-        if self._single:  # one sample: a batch of one
+        single = x.ndim == 1
+        if single:  # one sample: a batch of one
             x = x.reshape(1, -1)
-            t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
+            t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1) if t.ndim == 0 else t
         self.loss, y = _kernels.active().softmax_cross_entropy(x, t)
-        self.y, self.t = (y[0], t[0]) if self._single else (y, t)
+        self._single = single  # only after success, like y and t
+        self.y, self.t = (y[0], t[0]) if single else (y, t)
         return self.loss
 
     def backward(self, dout=1):
         if self.y is None:
             raise _forward_first(self)
+        if type(dout) not in (int, float):  # the loss is a scalar, so is its gradient
+            d = as_array("dout", dout)
+            if d.ndim != 0:
+                raise ValueError(f"dout: expected a scalar (the loss is one), got shape {d.shape}")
+            if d.dtype.kind not in "iuf":
+                raise TypeError(f"dout: expected a real number, got dtype {d.dtype}")
         y, t = self.y, self.t
         if self._single:
             y, t = y.reshape(1, -1), t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)

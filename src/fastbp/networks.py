@@ -55,11 +55,18 @@ class TwoLayerNet:
         return self.lastLayer.forward(self.predict(x), t)
 
     def accuracy(self, x, t):
-        y = np.argmax(self.predict(x), axis=1)
+        scores = self.predict(x)
+        y = np.argmax(scores, axis=1)
         t = np.asarray(t)
         if t.ndim != 1:
+            if t.shape != scores.shape:
+                raise ValueError(f"t: one-hot targets must have shape {scores.shape}, got {t.shape}")
             t = np.argmax(t, axis=1)
-        return np.sum(y == t) / float(x.shape[0])
+        if t.shape != y.shape:  # a length-1 t would broadcast silently
+            raise ValueError(f"t: expected {y.shape[0]} labels (one per row of x), got shape {t.shape}")
+        if y.size == 0:
+            raise ValueError("x: empty batch: the accuracy is undefined")
+        return np.sum(y == t) / float(y.shape[0])
 
     def numerical_gradient(self, x, t):
         """Gradients by central differences: slow, for checking ``gradient``."""

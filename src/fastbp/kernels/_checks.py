@@ -7,7 +7,8 @@ the same message whichever backend runs.
 The dtype rule, once for the whole library:
 - float32 and float64 are native; results keep the input dtype.
 - integer and bool arrays are converted to float64 (what NumPy's own arithmetic on
-  them gives for ``exp`` or true division).
+  them gives for ``exp`` or true division); float32/float64 in non-native byte order
+  are converted to native order.
 - float16, complex, object, string and every other dtype raise ``TypeError``.
 - When two float arguments meet (``dout`` and a saved output, say), the result has
   NumPy's promoted dtype: float32 with float64 gives float64.
@@ -28,6 +29,8 @@ def float_dtype(name, a):
         return dt
     if dt.kind in "iub":
         return np.dtype(np.float64)
+    if dt.kind == "f" and dt.itemsize in (4, 8) and not dt.isnative:
+        return dt.newbyteorder("=")
     raise TypeError(
         f"{name}: expected a float32 or float64 array (integer and bool arrays are "
         f"converted to float64), got dtype {dt}"
@@ -58,12 +61,15 @@ def float_array(name, a, dtype=None):
     """
     a = as_array(name, a)
     dt = float_dtype(name, a) if dtype is None else dtype
-    return np.asarray(a, dtype=dt, order="C")  # (ascontiguousarray would make 0-d 1-d)
+    # asarray keeps a 0-d array 0-d (ascontiguousarray would make it 1-d); the compiled
+    # loops read through typed pointers, so an unaligned buffer is copied too.
+    arr = np.asarray(a, dtype=dt, order="C")
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def common_dtype(*pairs):
     """NumPy's promoted dtype of several (name, array) float arguments."""
-    return np.result_type(*(float_dtype(name, a) for name, a in pairs))
+    return np.result_type(*(float_dtype(name, as_array(name, a)) for name, a in pairs))
 
 
 def check_same_shape(name, a, expected_name, shape):
@@ -115,40 +121,44 @@ def affine_shapes(dout, x, W):
         raise ValueError(f"dout: expected shape {expected} (the forward output), got {dout.shape}")
 
 
-def softmax_inputs(x, t):
-    """Check the logits and targets of softmax-with-cross-entropy.
+def softmax_inputs(x, t, name="x"):
+    """Check the logits (or probabilities) and targets of softmax-with-cross-entropy.
 
     Returns ``(x, labels, onehot)``: ``x`` as C-contiguous 2-D float (N, C), and either
     ``labels`` as C-contiguous intp (N,) (``onehot`` None) or ``onehot`` as (N, C) in
     ``x``'s dtype (``labels`` None). A 1-D ``x`` must have been reshaped by the caller.
+    ``name`` is the first argument's name in messages (``"y"`` for the backward pass).
     """
-    x = float_array("x", x)
+    x = float_array(name, x)
     if x.ndim != 2:
-        raise ValueError(f"x: expected a 2-D array (batch, classes), got shape {x.shape}")
+        raise ValueError(f"{name}: expected a 2-D array (batch, classes), got shape {x.shape}")
     n, c = x.shape
     if n == 0:
-        raise ValueError("x: empty batch (shape (0, C)): the mean loss is undefined")
+        raise ValueError(f"{name}: empty batch (shape {x.shape}): the mean loss is undefined")
     if c == 0:
-        raise ValueError("x: no classes (shape (N, 0))")
+        raise ValueError(f"{name}: no classes (shape {x.shape})")
     t = as_array("t", t)
     if t.ndim == 2:
         if t.shape != x.shape:
             raise ValueError(
-                f"t: one-hot targets must have the shape of x {x.shape}, got {t.shape}"
+                f"t: one-hot targets must have the shape of {name} {x.shape}, got {t.shape}"
             )
         float_dtype("t", t)
-        return x, None, np.ascontiguousarray(t, dtype=x.dtype)
+        return x, None, float_array("t", t, x.dtype)
     if t.ndim != 1:
         raise ValueError(
             f"t: expected labels of shape ({n},) or one-hot targets of shape {x.shape}, "
             f"got shape {t.shape}"
         )
     if t.shape[0] != n:
-        raise ValueError(f"t: expected {n} labels (one per row of x), got shape {t.shape}")
+        raise ValueError(f"t: expected {n} labels (one per row of {name}), got shape {t.shape}")
     if t.dtype.kind in "iu":
         labels = t
     elif t.dtype.kind == "f":
-        labels = t.astype(np.intp)
+        if not np.isfinite(t).all():
+            raise ValueError("t: float labels must hold whole numbers (class indices), got NaN or inf")
+        with np.errstate(invalid="ignore"):  # huge values: refused just below
+            labels = t.astype(np.intp)
         if not np.array_equal(labels, t):
             raise ValueError("t: float labels must hold whole numbers (class indices)")
     else:
@@ -157,4 +167,5 @@ def softmax_inputs(x, t):
         raise ValueError(
             f"t: labels must lie in [0, {c}), got values from {labels.min()} to {labels.max()}"
         )
-    return x, np.ascontiguousarray(labels, dtype=np.intp), None
+    labels = np.asarray(labels, dtype=np.intp, order="C")
+    return x, labels if labels.flags.aligned else labels.copy(), None

@@ -127,6 +127,24 @@ cdef inline void* _data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
+cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
+    """``a``, or a copy of it when its memory meets the output's (both C-contiguous).
+
+    The loops must read an input before ``o`` overwrites it. An elementwise loop reads
+    element i before writing element i, so ``o`` being exactly ``a`` is fine there
+    (``same_ok``); a partial overlap, or any overlap in a reduction or a row loop that
+    reads an index array, is not.
+    """
+    cdef char* pa = <char*>cnp.PyArray_DATA(a)
+    cdef char* po = <char*>cnp.PyArray_DATA(o)
+    cdef intp_t na = cnp.PyArray_NBYTES(a), no = cnp.PyArray_NBYTES(o)
+    if pa >= po + no or po >= pa + na:
+        return a
+    if same_ok and pa == po and na == no and cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(o):
+        return a
+    return a.copy()
+
+
 # --------------------------------------------------------------------------- threads
 #
 # Elementwise kernels are memory-bound and a thread costs tens of microseconds to wake,
@@ -215,6 +233,7 @@ def relu_forward(x, out=None):
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(xa))
+    xa = _apart(xa, o, True)
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
     _split(_relu_fwd_range, (xa, o, mask), cnp.PyArray_SIZE(xa), 4096, cnp.PyArray_SIZE(xa))
     return o, mask
@@ -234,6 +253,7 @@ def relu_backward(dout, mask, out=None):
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(d))
+    d, ma = _apart(d, o, True), _apart(ma, o, False)
     _split(_relu_bwd_range, (d, ma, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
     return o
 
@@ -296,6 +316,7 @@ def sigmoid_backward(dout, y, out=None):
         check_same_shape("y", ya, "dout", (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d),
                                  cnp.PyArray_TYPE(d))
+    d, ya = _apart(d, o, True), _apart(ya, o, True)
     _split(_sigmoid_bwd_range, (d, ya, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
     return o
 
@@ -310,6 +331,7 @@ def bias_grad(dout, out=None):
     cdef int typenum = cnp.PyArray_TYPE(d)
     cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1), j
     cdef cnp.ndarray o = _result("out", out, 1, &m, typenum)
+    d = _apart(d, o, False)   # the float64 sums are written into ``out`` as they run
     cdef void* pd = _data(d)
     cdef void* po = _data(o)
     cdef double* acc = <double*>po if typenum == cnp.NPY_DOUBLE else <double*>calloc(m + 1, sizeof(double))
@@ -358,7 +380,7 @@ cdef inline bint _is_native_labels(object t, intp_t n):
             and cnp.PyArray_DIM(ta, 0) == n and cnp.PyArray_ISCARRAY_RO(ta))
 
 
-cdef tuple _sce_inputs(object x, object t):
+cdef tuple _sce_inputs(object x, object t, str name="x"):
     """(x, labels, onehot) as ``_checks.softmax_inputs`` gives them, checked in C when possible."""
     cdef cnp.ndarray xa
     cdef intp_t n, c
@@ -368,7 +390,7 @@ cdef tuple _sce_inputs(object x, object t):
         if n > 0 and c > 0 and _is_native_labels(t, n):
             if labels_in_range(<const intp_t*>_data(<cnp.ndarray>t), n, c):
                 return xa, t, None
-    return softmax_inputs(x, t)
+    return softmax_inputs(x, t, name)
 
 
 def _sce_blocks(cnp.ndarray x, cnp.ndarray y, labels, onehot, cnp.ndarray partial,
@@ -417,6 +439,10 @@ def softmax_cross_entropy(x, t, out=None):
     cdef cnp.ndarray y = _result("out", out, 2, cnp.PyArray_DIMS(xc), cnp.PyArray_TYPE(xc))
     if out is not None and np.may_share_memory(y, xc):
         xc = xc.copy()  # the loss reads x after y has been written
+    if labels is not None:  # so are the labels and the targets
+        labels = _apart(<cnp.ndarray>labels, y, False)
+    else:
+        onehot = _apart(<cnp.ndarray>onehot, y, False)
     # Blocks of rows: the shift, exp and normalise passes over a block stay in cache.
     cdef intp_t rows = max(1, min(n, BLOCK_BYTES // (c * cnp.PyArray_ITEMSIZE(xc))))
     cdef intp_t nblocks = (n + rows - 1) // rows, i
@@ -431,12 +457,17 @@ def softmax_cross_entropy(x, t, out=None):
 
 def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * (dout / N)``."""
-    ya, labels, onehot = _sce_inputs(y, t)
+    ya, labels, onehot = _sce_inputs(y, t, "y")
     cdef cnp.ndarray yc = <cnp.ndarray>ya
     cdef int typenum = cnp.PyArray_TYPE(yc)
     cdef intp_t n = cnp.PyArray_DIM(yc, 0), c = cnp.PyArray_DIM(yc, 1)
     cdef double scale = float(dout) / n
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), typenum)
+    yc = _apart(yc, o, True)
+    if labels is not None:  # labels[i] is read after earlier rows are written
+        labels = _apart(<cnp.ndarray>labels, o, False)
+    else:
+        onehot = _apart(<cnp.ndarray>onehot, o, True)
     cdef void* py = _data(yc)
     cdef void* po = _data(o)
     cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels)

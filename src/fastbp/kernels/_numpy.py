@@ -89,8 +89,9 @@ def sigmoid_backward(dout, y, out=None):
     y = float_array("y", y, dt)
     check_same_shape("y", y, "dout", dout.shape)
     out = out_or_empty("out", out, dout.shape, dt)
-    np.multiply(dout, 1 - y, out=out)
-    out *= y
+    tmp = 1 - y
+    tmp *= dout  # ``out`` is written last: it may be ``dout`` or ``y``
+    np.multiply(tmp, y, out=out)
     return out
 
 
@@ -138,6 +139,8 @@ def softmax_cross_entropy(x, t, out=None):
     x, labels, onehot = softmax_inputs(x, t)
     n = x.shape[0]
     y = out_or_empty("out", out, x.shape, x.dtype)
+    if onehot is not None and out is not None and np.may_share_memory(out, onehot):
+        onehot = onehot.copy()  # read after ``y`` is written
     with np.errstate(invalid="ignore"):  # NaN/inf rows give NaN, as documented
         z = x - x.max(axis=1, keepdims=True)
         np.exp(z, out=y)
@@ -159,7 +162,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     ``y`` (N, C) is the forward's probabilities, ``t`` as in the forward.
     ``out`` may be ``y`` itself.
     """
-    y, labels, onehot = softmax_inputs(y, t)
+    y, labels, onehot = softmax_inputs(y, t, "y")
     n = y.shape[0]
     scale = y.dtype.type(float(dout) / n)
     out = out_or_empty("out", out, y.shape, y.dtype)

@@ -1,0 +1,212 @@
+"""Fuzz worker: throw random, often malformed, inputs at every kernel, in a child process.
+
+Run as ``python _fuzz_worker.py SEED CASES``. Case ``i`` is rebuilt from
+``default_rng([SEED, i])`` alone, so any case can be replayed:
+``python _fuzz_worker.py SEED CASES --only I``. Before each call the worker prints
+``CASE seed i kernel backend: <inputs>`` and flushes, so when the process dies from a
+signal the parent can name the input that killed it; faulthandler adds the stack.
+
+Exit status: 0 when every call returned or raised ValueError/TypeError/RuntimeError
+(also MemoryError for absurd sizes); 3 on any other exception or on a write to an input;
+negative when a signal (a segfault) killed the process.
+"""
+import faulthandler
+import sys
+import traceback
+
+import numpy as np
+
+faulthandler.enable()
+
+from fastbp import kernels  # noqa: E402
+
+MODULES = [("numpy", kernels._numpy)]
+if kernels.HAVE_CYTHON:
+    MODULES.append(("cython", kernels._cython))
+
+# the chapter-5 kernels (the chapter-6 ones have their own tests)
+KERNELS = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "bias_grad",
+           "affine_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward"]
+
+DTYPES = [np.float64, np.float32, np.float32, np.float64, np.int64, np.int8, np.uint8, np.bool_,
+          np.float16, np.complex128, object, np.intp, ">f8", "<U2"]
+CLEAN = (ValueError, TypeError, RuntimeError, MemoryError)
+
+
+def shape(rng, nd=None):
+    nd = int(rng.integers(0, 4)) if nd is None else nd
+    dims = rng.choice([0, 1, 2, 3, 5, 7, 64], size=nd, p=[.1, .2, .2, .2, .1, .1, .1])
+    return tuple(int(d) for d in dims)
+
+
+def array(rng, shp=None, dtype=None):
+    shp = shape(rng) if shp is None else shp
+    dtype = np.dtype(DTYPES[rng.integers(len(DTYPES))] if dtype is None else dtype)
+    kind = rng.integers(5)
+    vals = np.asarray(rng.standard_normal(shp) * 10.0 ** rng.integers(-3, 40))
+    if kind == 0 and vals.size:
+        vals.flat[rng.integers(vals.size)] = rng.choice([np.nan, np.inf, -np.inf, -0.0])
+    with np.errstate(all="ignore"):
+        if dtype.kind in "US":
+            a = vals.astype(dtype)
+        elif dtype.kind in "iub":
+            a = np.clip(np.nan_to_num(vals), -100, 100).astype(dtype)
+        else:
+            a = vals.astype(dtype)
+    return layout(rng, np.asarray(a, dtype=dtype))
+
+
+def layout(rng, a):
+    k = rng.integers(8)
+    if not isinstance(a, np.ndarray):
+        return a
+    if k == 1:
+        return np.asfortranarray(a)
+    if k == 2 and a.ndim:
+        big = np.zeros((2 * a.shape[0],) + a.shape[1:], a.dtype)
+        big[::2] = a
+        return big[::2]
+    if k == 3:
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+    if k == 4 and a.size and a.dtype.kind in "fc":
+        buf = np.zeros(a.nbytes + 1, np.uint8)
+        u = buf[1:].view(a.dtype).reshape(a.shape)
+        u[...] = a
+        return u
+    if k == 5 and a.ndim:
+        return a[::-1]
+    if k == 6 and a.dtype.kind in "fiub" and a.size < 50:
+        return a.tolist()
+    return a
+
+
+def labels(rng, n, c):
+    k = rng.integers(6)
+    if k == 0:
+        return rng.integers(-2, c + 3, size=n).astype(np.intp)           # out of range, fast path
+    if k == 1:
+        return rng.integers(-2, c + 3, size=max(n + rng.integers(-1, 2), 0))  # wrong length
+    if k == 2:
+        return rng.choice([0.0, 0.5, np.nan, np.inf, -1.0, 1e30, float(max(c - 1, 0))], size=n)
+    if k == 3:
+        return array(rng, (n, c))                                         # one-hot, any dtype
+    if k == 4:
+        return array(rng)                                                 # anything
+    return rng.integers(0, max(c, 1), size=n).astype(rng.choice([np.intp, np.int32, np.uint8]))
+
+
+def out_for(rng, like):
+    """An out= buffer: mostly right, sometimes wrong in shape, dtype, layout or aliasing."""
+    k = rng.integers(8)
+    if like is None or k < 3:
+        return None
+    like = np.asarray(like)
+    if k == 3:
+        return np.empty(like.shape, like.dtype)
+    if k == 4:
+        return np.empty(shape(rng), like.dtype)
+    if k == 5:
+        return np.empty(like.shape, rng.choice([np.float32, np.float64, np.int64]))
+    if k == 6 and like.ndim:
+        return np.empty(like.shape, like.dtype, order="F")
+    return array(rng, like.shape, like.dtype)  # maybe read-only, strided...
+
+
+def case(seed, i):
+    """(kernel name, args, kwargs) for case i: rebuilt from the seed alone."""
+    rng = np.random.default_rng([seed, i])
+    name = KERNELS[i % len(KERNELS)]
+    n, c = int(rng.integers(0, 6)), int(rng.integers(0, 6))
+    fit = rng.random() < 0.6   # mostly consistent shapes, so the loops really run
+    if name == "relu_forward":
+        x = array(rng)
+        return name, (x,), {"out": out_for(rng, x)}
+    if name == "relu_backward":
+        d = array(rng)
+        m = (np.asarray(np.asarray(d, float) <= 0) if fit and not isinstance(d, list) and np.asarray(d).dtype.kind in "fiub"
+             else array(rng, dtype=rng.choice([np.bool_, np.int8])))
+        return name, (d, layout(rng, m)), {"out": out_for(rng, d)}
+    if name == "sigmoid_forward":
+        x = array(rng)
+        return name, (x,), {"out": out_for(rng, x)}
+    if name == "sigmoid_backward":
+        d = array(rng)
+        y = array(rng, np.shape(d) if fit else None)
+        return name, (d, y), {"out": out_for(rng, d)}
+    if name == "bias_grad":
+        d = array(rng, (n, c) if fit else None)
+        return name, (d,), {"out": out_for(rng, np.zeros(c))}
+    if name == "affine_backward":
+        dd = int(rng.integers(0, 6))
+        d = array(rng, (n, c) if fit else None)
+        x = array(rng, (n, dd) if fit else None)
+        W = array(rng, (dd, c) if fit else None)
+        return name, (d, x, W), {"need_dx": bool(rng.integers(2))}
+    if name == "softmax_cross_entropy":
+        x = array(rng, (n, c) if fit else None)
+        return name, (x, labels(rng, n, c)), {"out": out_for(rng, np.zeros((n, c)))}
+    if name == "softmax_cross_entropy_backward":
+        y = array(rng, (n, c) if fit else None)
+        dout = rng.choice([1.0, 0.5, np.nan, -3.0])
+        return name, (y, labels(rng, n, c), dout), {"out": out_for(rng, np.zeros((n, c)))}
+    raise AssertionError(name)
+
+
+def describe(args, kwargs):
+    def one(a):
+        if isinstance(a, np.ndarray):
+            flags = "".join(f for f, on in (("C", a.flags.c_contiguous), ("F", a.flags.f_contiguous),
+                                          ("ro", not a.flags.writeable), ("unal", not a.flags.aligned)) if on)
+            return f"ndarray(shape={a.shape}, dtype={a.dtype}, flags={flags}, strides={a.strides})"
+        if isinstance(a, list):
+            return f"list(shape={np.shape(a)})"
+        return repr(a)
+    return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
+
+
+def snapshot(args):
+    return [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+
+
+def unchanged(before, args):
+    for b, a in zip(before, args):
+        if b is None:
+            continue
+        if b.dtype == object:
+            if not all(p is q for p, q in zip(b.flat, a.flat)):
+                return False
+        elif b.tobytes() != a.tobytes():
+            return False
+    return True
+
+
+def main(argv):
+    seed, cases = int(argv[1]), int(argv[2])
+    only = int(argv[4]) if len(argv) > 4 and argv[3] == "--only" else None
+    for i in range(cases) if only is None else [only]:
+        name, args, kwargs = case(seed, i)
+        for backend, mod in MODULES:
+            print(f"CASE {seed} {i} {name} {backend}: {describe(args, kwargs)}", flush=True)
+            kw = {k: (v.copy() if isinstance(v, np.ndarray) and v.flags.writeable else v)
+                  for k, v in kwargs.items()}
+            before = snapshot(args)
+            try:
+                with np.errstate(all="ignore"):
+                    getattr(mod, name)(*args, **kw)
+            except CLEAN:
+                pass
+            except BaseException:
+                print(f"UNCLEAN EXCEPTION in case {seed} {i} {name} {backend}", flush=True)
+                traceback.print_exc()
+                return 3
+            if not unchanged(before, args):
+                print(f"INPUT CHANGED in case {seed} {i} {name} {backend}", flush=True)
+                return 3
+    print("OK", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
