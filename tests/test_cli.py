@@ -298,7 +298,7 @@ def test_default_plot_failure_is_a_note(capsys, monkeypatch):
 
 def test_progress_bar(capsys):
     import io
-    from fastbp.datasets._progress import ProgressBar
+    from fastbp._progress import ProgressBar
 
     stream = io.StringIO()
     with ProgressBar(200, label="train", stream=stream, enabled=True) as bar:

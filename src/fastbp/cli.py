@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from . import kernels
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
-from .datasets._progress import ProgressBar
+from ._progress import ProgressBar
 from .networks import MultiLayerNetExtend, TwoLayerNet
 from .optimizers import OPTIMIZERS, get_optimizer
 from .training import iterations_per_epoch, train_two_layer

@@ -20,41 +20,13 @@ Where it differs from the book, on purpose:
   default NumPy's global state, so ``np.random.seed`` makes a run repeatable.
 """
 import sys
-import time
 
 import numpy as np
 
+from ._progress import ProgressBar
 from .optimizers import get_optimizer
 
 __all__ = ["Trainer"]
-
-
-class _ProgressBar:
-    """A one-line progress bar redrawn in place (``\\r``), at most 10 times a second."""
-
-    def __init__(self, total, file, width=30):
-        self.total = max(int(total), 1)
-        self.file = file
-        self.width = width
-        self._last = 0.0
-        self._len = 0
-
-    def update(self, done, text="", force=False):
-        now = time.monotonic()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        filled = self.width * done // self.total
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} {text}"
-        self.file.write("\r" + line + " " * max(self._len - len(line), 0))
-        self.file.flush()
-        self._len = len(line)
-
-    def clear(self):
-        if self._len:
-            self.file.write("\r" + " " * self._len + "\r")
-            self.file.flush()
-            self._len = 0
 
 
 class Trainer:
@@ -147,24 +119,25 @@ class Trainer:
         if self.current_iter % self.iter_per_epoch == 0:
             self.current_epoch += 1
             train_acc, test_acc = self._evaluate()
-            if self._bar is not None:
-                self._bar.clear()
             if self.verbose:
-                print(f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
+                line = f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ==="
+                if self._bar is not None:
+                    self._bar.write(line)  # above the bar
+                else:
+                    print(line)
         return loss
 
     def train(self):
         """Run ``epochs`` epochs; returns the final accuracy on the whole test set."""
-        self._bar = _ProgressBar(self.max_iter, sys.stderr) if self.progress else None
+        self._bar = ProgressBar(self.max_iter, label="train", enabled=True) if self.progress else None
         try:
             for _ in range(self.max_iter):
-                loss = self.train_step()
+                self.train_step()
                 if self._bar is not None:
-                    self._bar.update(self.current_iter,
-                                     f"epoch {min(self.current_epoch + 1, self.epochs)}/{self.epochs} loss {loss:.4f}")
+                    self._bar.update()
         finally:
             if self._bar is not None:
-                self._bar.clear()
+                self._bar.close()
             self._bar = None
         test_acc = self.network.accuracy(self.x_test, self.t_test)
         if self.verbose:

@@ -34,7 +34,7 @@ from http.client import HTTPException
 import numpy as np
 
 from ._idx import CorruptFileError, read_idx
-from ._progress import ProgressBar, format_bytes
+from .._progress import ProgressBar, format_bytes
 
 __all__ = [
     "load_mnist", "locate_mnist", "MnistSource", "SampleDataWarning", "DownloadError",
