@@ -133,7 +133,7 @@ def build_parser():
     return parser
 
 
-# ---------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------- output and checks
 
 def _error(message):
     print(f"fastbp: error: {message}", file=sys.stderr)
@@ -219,7 +219,7 @@ def cmd_train(args):
         iters = args.iters
     elif args.epochs is not None:
         iters = args.epochs * per_epoch
-    elif source.is_sample:
+    elif source.is_sample or x_train.shape[0] < 60000:  # the sample, even by --data-dir
         iters = SAMPLE_EPOCHS * per_epoch
         _note(f"on the sample the default run is {_plural(SAMPLE_EPOCHS, 'epoch')} "
               f"({_plural(iters, 'iteration')}); "
