@@ -345,6 +345,13 @@ def main(argv=None):
     command = argv[0]
     try:
         return commands[command]() or 0
+    except BrokenPipeError:  # `fastbp train | head`: the reader has gone, stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit cannot fail
+        except (OSError, ValueError):
+            pass
+        return 1
     except CommandError as exc:
         _error(exc)
     except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
