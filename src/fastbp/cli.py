@@ -19,6 +19,7 @@ from . import __version__
 from . import kernels
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
 from .datasets._progress import ProgressBar
+from .networks import TwoLayerNet
 from .training import iterations_per_epoch, train_two_layer
 
 __all__ = ["main"]
@@ -282,8 +283,6 @@ GRADCHECK_TOL = {"float64": 1e-6, "float32": 1e-2}
 
 
 def cmd_gradcheck(args):
-    from .networks import TwoLayerNet
-
     if args.backend == "both":
         backends = [b for b in kernels.BACKENDS if b != "cython" or kernels.HAVE_CYTHON]
     else:
