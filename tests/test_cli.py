@@ -124,6 +124,8 @@ def test_train_default_length_on_sample(capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "default run is 1 epoch (50 iterations)" in err
     assert "done: 50 iterations" in out
+    assert run("train", "--no-plot", "--seed", "0", "--data-dir", SAMPLE_DIR) == 0
+    assert "done: 50 iterations" in capsys.readouterr().out
 
 
 def test_train_quiet(capsys):
@@ -314,3 +316,15 @@ def test_progress_bar(capsys):
         bar.update(10)
     assert quiet.getvalue() == ""
     assert ProgressBar(None, unit="B", stream=quiet, enabled=True)._render().startswith("0 B ")
+
+
+@pytest.mark.mnist
+@pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="full MNIST not available (set FASTBP_MNIST_DIR)")
+def test_full_set(capsys):
+    full = os.environ["FASTBP_MNIST_DIR"]
+    assert run("train", "--data-dir", full, "--iters", "30", "--seed", "0", "--no-plot") == 0
+    out, err = capsys.readouterr()
+    assert "30 iterations of batch 100 (1 epoch of 600)" in out and "epoch 1/1 (30 it)" in out
+    assert "sample" not in err and "given data directory" in err
+    assert run("gradcheck", "--data-dir", full, "--hidden", "4", "--backend", "numpy", "--seed", "0") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("ok:")

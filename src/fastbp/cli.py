@@ -182,7 +182,7 @@ def build_parser():
     return parser
 
 
-# ---------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------- output and checks
 
 def _error(message):
     print(f"fastbp: error: {message}", file=sys.stderr)
@@ -301,7 +301,7 @@ def cmd_train(args):
         iters = args.iters
     elif args.epochs is not None:
         iters = args.epochs * per_epoch
-    elif source.is_sample:
+    elif source.is_sample or x_train.shape[0] < 60000:  # the sample, even by --data-dir
         iters = SAMPLE_EPOCHS * per_epoch
         _note(f"on the sample the default run is {_plural(SAMPLE_EPOCHS, 'epoch')} "
               f"({_plural(iters, 'iteration')}); "
@@ -433,6 +433,13 @@ def main(argv=None):
     command = argv[0]
     try:
         return commands[command]() or 0
+    except BrokenPipeError:  # `fastbp train | head`: the reader has gone, stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit cannot fail
+        except (OSError, ValueError):
+            pass
+        return 1
     except CommandError as exc:
         _error(exc)
     except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:

@@ -99,7 +99,6 @@ class TwoLayerNet:
 # =========================================================================== chapter 6
 # The book's ``common/multi_layer_net.py`` and ``common/multi_layer_net_extend.py``.
 
-from . import kernels as _kernels  # noqa: E402 (this section's own imports)
 from .layers import BatchNormalization, Dropout, Sigmoid  # noqa: E402
 
 

@@ -102,8 +102,8 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
                     on_epoch=None):
     """Train the book's ``TwoLayerNet`` with mini-batch SGD; return a :class:`TrainResult`.
 
-    ``x_*``: (N, D) inputs (float32 from ``load_mnist``); ``t_*``: labels (N,) or
-    one-hot (N, C). Defaults are the book's: 50 hidden units, 10,000 iterations,
+    ``x_*``: (N, D) inputs (float32 from ``load_mnist``); ``t_*``: labels (N,) in
+    0..9 or one-hot (N, C); the output layer has 10 units, or C. Defaults are the book's: 50 hidden units, 10,000 iterations,
     batch 100, learning rate 0.1, float64, weights drawn with std 0.01. ``seed``
     (int, ``SeedSequence`` or ``None`` for fresh entropy) seeds one
     ``numpy.random.Generator`` that draws the initial weights and then the batches, so
