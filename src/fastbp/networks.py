@@ -4,9 +4,9 @@ from collections import OrderedDict
 import numpy as np
 
 from .gradient import numerical_gradient
-from .layers import Affine, Relu, SoftmaxWithLoss
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet"]
+__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
 
 def _normal(rng):
@@ -98,8 +98,6 @@ class TwoLayerNet:
 
 # =========================================================================== chapter 6
 # The book's ``common/multi_layer_net.py`` and ``common/multi_layer_net_extend.py``.
-
-from .layers import BatchNormalization, Dropout, Sigmoid  # noqa: E402
 
 
 def _init_scale(weight_init_std, fan_in):
@@ -280,6 +278,3 @@ class MultiLayerNetExtend(_MultiLayer):
 def _as_generator(rng):
     """None (NumPy's global state, as the book) or a ``numpy.random.Generator``."""
     return None if rng is None else np.random.default_rng(rng)
-
-
-__all__ += ["MultiLayerNet", "MultiLayerNetExtend"]

@@ -19,6 +19,7 @@ Contract (shared by both backends):
 import numpy as np
 
 from ._checks import (
+    check_out,
     affine_shapes,
     check_same_shape,
     common_dtype,
@@ -187,7 +188,6 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
 # This twin is the reference: it allocates temporaries the size of the parameter.
 # The compiled twin makes one fused pass per parameter and allocates nothing.
 
-from ._checks import check_out  # noqa: E402 (this section's own import)
 
 
 def _param_inputs(param, grad, *state):
