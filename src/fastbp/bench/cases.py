@@ -84,6 +84,11 @@ class Case:
     check: Callable[[str], None]   # check(name): run contender once, assert vs the book
     info: Dict = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)  # contender -> reason
+    # Step cases: build(name) -> (step, params_of(result)), a fresh network from the
+    # same initial parameters (for checks, allocation and per-layer profiles).
+    build: Optional[Callable] = None
+    nets: Dict = field(default_factory=dict)   # step cases: name -> the timed network
+    data: tuple = ()                           # step cases: the batch (x, t)
 
 
 def _dt(dtype):
@@ -465,8 +470,11 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
     builders = {}
     info = {"arch": arch, "batch": batch, "dtype": dtype.name, "targets": "labels"}
 
+    nets = {}
+
     def book_builder():
         net = _bind(_book_net(sizes), init)
+        nets["book"] = net
         return _step_fn(net, x, t), (lambda params: params)
 
     def fastbp_builder(name):
@@ -475,6 +483,7 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
                 net, what = _fastbp_net(sizes, dtype)
             info["fastbp_net"] = what
             net = _bind(net, init)
+            nets[name] = net
             return _step_fn(net, x, t), (lambda params: params)
         return build
 
@@ -497,10 +506,13 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
         else:
             raise ValueError(f"contender: unknown {name!r}")
 
+    timed_nets = {}
     for name, (build, ctx) in builders.items():
         with ctx():
             fn, _ = build()
         out[name] = Contender(name, fn, (lambda: ()), ctx)
+        if name in nets:
+            timed_nets[name] = nets[name]
 
     def check(name):
         """One step from the same parameters: the updated parameters match the book's."""
@@ -522,7 +534,13 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
             _assert_close(name, got[k], want[k], dtype, f"{k} after one step",
                           **(dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else {}))
 
-    return Case(case_id, "step", False, out, check, info=info, skipped=skipped)
+    def build(name):
+        b, ctx = builders[name]
+        with ctx():
+            return b()
+
+    return Case(case_id, "step", False, out, check, info=info, skipped=skipped,
+                build=build, nets=timed_nets, data=(x, t))
 
 
 def step_case_ids():
