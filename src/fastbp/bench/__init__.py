@@ -238,8 +238,9 @@ def _selected_cases(quick, dtypes, only):
 
 
 def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=True,
-        budget=None, repeats=None, alloc=True, profile=False, out=sys.stdout):
+        budget=None, repeats=None, alloc=True, profile=False, out=None):
     """Measure, print the tables, return everything as a JSON-able dict."""
+    out = sys.stdout if out is None else out
     budget = budget if budget is not None else (0.25 if quick else 0.6)
     repeats = repeats if repeats is not None else (5 if quick else 7)
     contenders = ("book", "numpy", "cython", "floor") + (("torch",) if torch else ())
@@ -271,7 +272,9 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
                         a = step_allocation(case, name)
                         allocation.append(dict(a, case=case.id, contender=name))
             if case.kind == "step" and profile:
-                profiles[case.id] = {name: profile_step(case, name)
+                slowest = max(m["times"].get(n, 0) for n in ("book", "numpy", "cython"))
+                steps = int(min(50, max(3, 4 * budget / max(slowest, 1e-6) / 3)))
+                profiles[case.id] = {name: profile_step(case, name, steps=steps)
                                      for name in ("book", "numpy", "cython") if name in case.nets}
             del case
         info = machine_info(threads)   # now with torch, if it was used
