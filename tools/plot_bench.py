@@ -8,6 +8,7 @@ than the book (log scale; 1 = as fast as the book). Needs matplotlib
 (``pip install 'fastbp[plot]'``).
 
     python tools/plot_bench.py bench.json [-o docs/bench.png] [--dtype float64]
+    python tools/plot_bench.py bench.json --markdown     # the tables, for docs/benchmarks.md
 """
 import argparse
 import json
@@ -98,12 +99,89 @@ def plot(results, machine, out, dtype=None):
     return out
 
 
+def _t(s):
+    if s is None:
+        return "-"
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+
+
+def _r(times, a, b):
+    ta, tb = times.get(a), times.get(b)
+    return f"{ta / tb:.2f}x" if ta and tb else "-"
+
+
+def markdown(results, machine, targets=None):
+    """The results as Markdown tables (steps, kernels, threads, targets)."""
+    out = []
+    if machine:
+        out.append(f"Machine: {machine_line(machine)}.\n")
+    steps = [r for r in results if r["kind"] == "step"]
+    if steps:
+        out += ["| step | book | fastbp numpy | fastbp cython | floor | PyTorch | book/numpy | "
+                "book/cython | torch/cython | cython/floor |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in steps:
+            tm = r["times"]
+            out.append(f"| {r['id']} | {_t(tm.get('book'))} | {_t(tm.get('numpy'))} | "
+                       f"{_t(tm.get('cython'))} | {_t(tm.get('floor'))} | {_t(tm.get('torch'))} | "
+                       f"{_r(tm, 'book', 'numpy')} | {_r(tm, 'book', 'cython')} | "
+                       f"{_r(tm, 'torch', 'cython')} | {_r(tm, 'cython', 'floor')} |")
+        out.append("")
+    kernels = [r for r in results if r["kind"] == "kernel"]
+    if kernels:
+        out += ["| layer call | book | fastbp numpy | fastbp cython | book/numpy | book/cython |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in kernels:
+            tm = r["times"]
+            out.append(f"| {r['id']} | {_t(tm.get('book'))} | {_t(tm.get('numpy'))} | "
+                       f"{_t(tm.get('cython'))} | {_r(tm, 'book', 'numpy')} | {_r(tm, 'book', 'cython')} |")
+        out.append("")
+    threads = [r for r in results if r["kind"] == "threads"]
+    if threads:
+        out += ["| threads | 1 thread | 2 threads | 1t/2t |", "| --- | ---: | ---: | ---: |"]
+        for r in threads:
+            tm = r["times"]
+            out.append(f"| {r['id']} | {_t(tm.get('cython-1t'))} | {_t(tm.get('cython-2t'))} | "
+                       f"{_r(tm, 'cython-1t', 'cython-2t')} |")
+        out.append("")
+    if targets:
+        out += ["| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
+        for t in targets:
+            if t["ratio"] is None:
+                got = "-"
+            elif t["minimum"] is None:
+                got = f"{t['ratio']:.2f}"
+            elif "floor" in t["what"]:
+                got = f"{1 / t['ratio']:.2f}x floor"
+            else:
+                got = f"{t['ratio']:.2f}x"
+            if t["minimum"] is None:
+                want = "< 1"
+            elif "floor" in t["what"]:
+                want = f"<= {1 / t['minimum']:.1f}x floor"
+            else:
+                want = f">= {t['minimum']:g}x"
+            met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            out.append(f"| {t['what']} | {got} | {want} | {met} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", help="fastbp bench --json output or pytest-benchmark JSON")
     p.add_argument("-o", "--output", default="docs/bench.png", help="PNG to write")
     p.add_argument("--dtype", choices=("float64", "float32"), help="plot one dtype only")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the results as Markdown tables instead of plotting")
     args = p.parse_args(argv)
+    if args.markdown:
+        with open(args.json) as f:
+            data = json.load(f)
+        results, machine = load(args.json)
+        targets = data.get("targets") or data.get("fastbp", {}).get("targets")
+        print(markdown(results, machine, targets))
+        return 0
     try:
         import matplotlib  # noqa: F401
     except ImportError:
