@@ -132,29 +132,26 @@ def have_threadpoolctl():
     return True
 
 
-def _fastbp_thread_setter():
-    """A thread-count setter exported by fastbp, if it has one (tried by name)."""
+def _thread_owners():
     import fastbp
-    for owner in (fastbp, _kernels, _kernels.active()):
-        for attr in ("set_num_threads", "set_threads"):
-            f = getattr(owner, attr, None)
-            if callable(f):
-                return f
-    return None
+    return [o for o in (fastbp, _kernels, getattr(_kernels, "_cython", None)) if o is not None]
+
+
+def _fastbp_thread_api():
+    """fastbp's own ``(get_num_threads, set_num_threads)``, if it has them, else Nones."""
+    getter = setter = None
+    for owner in _thread_owners():
+        setter = setter or getattr(owner, "set_num_threads", None)
+        getter = getter or getattr(owner, "get_num_threads", None)
+    return (getter if callable(getter) else None), (setter if callable(setter) else None)
 
 
 @contextlib.contextmanager
 def set_omp_threads(n):
     """Limit the OpenMP pools (threadpoolctl) and fastbp's own thread setting to ``n``."""
     from threadpoolctl import threadpool_limits
-    setter = _fastbp_thread_setter()
-    previous = None
-    if setter is not None:
-        getter = None
-        import fastbp
-        for owner in (fastbp, _kernels):
-            getter = getter or getattr(owner, "get_num_threads", None)
-        previous = getter() if callable(getter) else None
+    getter, setter = _fastbp_thread_api()
+    previous = getter() if (getter and setter) else None
     with threadpool_limits(limits=n, user_api="openmp"):
         if setter is not None:
             setter(n)
