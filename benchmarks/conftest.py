@@ -61,23 +61,24 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def pinned_threads(request):
-    """Pin BLAS, OpenMP and PyTorch to --bench-threads for the whole session."""
+    """Pin BLAS, OpenMP, fastbp's own threads and PyTorch to --bench-threads."""
     n = request.config.getoption("--bench-threads")
     _STATE["threads"] = n
     if _cases.have_torch():
         import torch   # loaded first, so that its OpenMP pool is pinned too
         torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        warnings.warn("threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
-                      "(pip install 'fastbp[bench]')")
-        _STATE["pools"] = None
-        yield n
-        return
-    with threadpool_limits(limits=n):
-        _STATE["pools"] = _machine.threadpools()
-        yield n
+    with _cases.fastbp_threads(n):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            warnings.warn("threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
+                          "(pip install 'fastbp[bench]')")
+            _STATE["pools"] = None
+            yield n
+            return
+        with threadpool_limits(limits=n):
+            _STATE["pools"] = _machine.threadpools()
+            yield n
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -153,7 +153,8 @@ def profile_step(case, name, steps=50):
             return r
         return timed
 
-    layers = list(net.layers.items()) + [("Loss", net.lastLayer)]
+    last = getattr(net, "lastLayer", None) or getattr(net, "last_layer")   # book ch5 / ch6 names
+    layers = list(net.layers.items()) + [("Loss", last)]
     originals = []
     for key, layer in layers:
         for meth in ("forward", "backward"):
@@ -289,18 +290,20 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
 
 @contextlib.contextmanager
 def _pinned(threads):
+    """BLAS and OpenMP pools (threadpoolctl) and fastbp's own threads, at ``threads``."""
     if threads is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("note: threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
-              "(pip install 'fastbp[bench]')", file=sys.stderr)
-        yield
-        return
-    with threadpool_limits(limits=threads):
-        yield
+    with _cases.fastbp_threads(threads):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            print("note: threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
+                  "(pip install 'fastbp[bench]')", file=sys.stderr)
+            yield
+            return
+        with threadpool_limits(limits=threads):
+            yield
 
 
 def _print_results(results, allocation, profiles, out):

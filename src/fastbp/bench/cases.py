@@ -33,7 +33,7 @@ from . import book
 __all__ = [
     "Contender", "Case", "KERNEL_SHAPES", "STEP_ARCHS", "TARGETS",
     "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
-    "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads",
+    "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
     "LayeredNet",
 ]
 
@@ -144,6 +144,20 @@ def _fastbp_thread_api():
         setter = setter or getattr(owner, "set_num_threads", None)
         getter = getter or getattr(owner, "get_num_threads", None)
     return (getter if callable(getter) else None), (setter if callable(setter) else None)
+
+
+@contextlib.contextmanager
+def fastbp_threads(n):
+    """fastbp's own thread setting (``fastbp.set_num_threads``) at ``n``, when it has one."""
+    getter, setter = _fastbp_thread_api()
+    previous = getter() if (getter and setter) else None
+    if setter is not None:
+        setter(n)
+    try:
+        yield
+    finally:
+        if setter is not None and previous is not None:
+            setter(previous)
 
 
 @contextlib.contextmanager

@@ -59,6 +59,12 @@ def torch_info():
     return {"version": torch.__version__, "num_threads": torch.get_num_threads()}
 
 
+def _fastbp_threads():
+    from .cases import _fastbp_thread_api
+    getter, _ = _fastbp_thread_api()
+    return getter() if getter else None
+
+
 def machine_info(threads=None):
     from .. import __version__
     from .. import kernels
@@ -73,6 +79,7 @@ def machine_info(threads=None):
         "fastbp_cython": kernels.HAVE_CYTHON,
         "fastbp_default_backend": kernels.get_backend(),
         "threads_pinned": threads,
+        "fastbp_threads": _fastbp_threads(),
         "threadpools": threadpools(),
         "torch": torch_info(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},
