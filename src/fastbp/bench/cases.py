@@ -308,6 +308,14 @@ def kernel_case_ids(include_large=True):
 
 # =================================================================== training steps
 
+def _takes_need_dx(layer):
+    import inspect
+    try:
+        return "need_dx" in inspect.signature(layer.backward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class LayeredNet:
     """A multi-layer perceptron built from fastbp's layers, like ``TwoLayerNet``.
 
@@ -339,8 +347,15 @@ class LayeredNet:
     def gradient(self, x, t):
         self.loss(x, t)
         dout = self.lastLayer.backward(1)
-        for layer in reversed(self.layers.values()):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        # As fastbp's TwoLayerNet: skip the first layer's unused input gradient when
+        # Affine.backward offers it (need_dx=False).
+        if _takes_need_dx(layers[0]):
+            layers[0].backward(dout, need_dx=False)
+        else:
+            layers[0].backward(dout)
         grads = {}
         for key, layer in self.layers.items():
             if key.startswith("Affine"):
