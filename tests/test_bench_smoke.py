@@ -34,7 +34,10 @@ def test_bench_prints_tables_and_json(tmp_path, capsys):
     assert step["ratios"]["book/numpy"] > 0
     assert report["machine"]["numpy"] == np.__version__
     assert "OPENBLAS_CORETYPE" in report["machine"]["env"]
-    assert [a["contender"] for a in report["allocation"]][:2] == ["book", "numpy"]
+    alloc = report["allocation"]
+    assert [a["contender"] for a in alloc][:2] == ["book", "numpy"]
+    assert all(a["step"]["peak_bytes"] >= 0 and a["gradient"]["in_params"] >= 0 for a in alloc)
+    assert alloc[0]["step"]["in_params"] >= 1.0   # the book allocates lr * grad: W1-sized
 
 
 def test_bench_profile(capsys):
