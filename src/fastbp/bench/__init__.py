@@ -128,7 +128,7 @@ def _fastbp_sgd():
     return SGD(lr=_cases.LR)
 
 
-def step_allocation(case, name, warm=3):
+def step_allocation(case, name, warm=1):
     """Peak transient memory of one steady-state training step, in parameter units.
 
     For the timed network of contender ``name``: one step through the book's API
@@ -270,7 +270,7 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
         budget=None, repeats=None, alloc=True, profile=False, out=None):
     """Measure, print the tables, return everything as a JSON-able dict."""
     out = sys.stdout if out is None else out
-    budget = budget if budget is not None else (0.25 if quick else 0.6)
+    budget = budget if budget is not None else (0.25 if quick else 0.5)
     repeats = repeats if repeats is not None else (5 if quick else 7)
     contenders = ("book", "numpy", "cython", "floor") + (("torch",) if torch else ())
     picks = _selected_cases(quick, dtypes, only)
@@ -296,7 +296,7 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
                             "times": m["times"], "ratios": m["ratios"],
                             "skipped": case.skipped})
             if case.kind == "step" and alloc:
-                for name in ("book", "numpy", "cython"):
+                for name in ("book", "cython"):
                     if name in case.contenders:
                         a = step_allocation(case, name)
                         allocation.append(dict(a, case=case.id, contender=name))
@@ -461,7 +461,7 @@ def _parser():
     p.add_argument("--only", action="append", metavar="TEXT",
                    help="run only the cases whose name contains TEXT (repeatable)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
-                   help="time to spend per case (default 0.6, --quick 0.25)")
+                   help="time to spend per case (default 0.5, --quick 0.25)")
     p.add_argument("--repeats", type=int, metavar="N", help="rounds per case (default 7, --quick 5)")
     return p
 
