@@ -8,7 +8,8 @@ Then the targets of issue 3, met or not, and the transient memory of one trainin
 
 Timing: every contender of a case is sampled in turn, ``repeats`` times, in a rotating
 order (so a slow moment of a shared machine hits them all); a sample is the mean of
-``number`` back-to-back calls, with any fresh inputs made beforehand. Times are medians
+``number`` back-to-back calls (fresh inputs, where needed, made right before each call
+and outside its timing). Times are medians
 of the samples; each ratio is the median of the per-round ratios. BLAS and OpenMP pools
 (and PyTorch) are pinned to ``--threads`` threads.
 
@@ -34,25 +35,28 @@ from .machine import describe, machine_info
 __all__ = ["main", "run", "measure", "step_allocation", "profile_step"]
 
 ORDER = ("book", "numpy", "cython", "floor", "torch", "cython-1t", "cython-2t")
-_FRESH_BYTES = 64 * 2**20     # at most this much memory of prepared fresh inputs
 
 
 # ----------------------------------------------------------------------------- timing
 
-def _nbytes(args):
-    return sum(a.nbytes for a in args if isinstance(a, np.ndarray))
-
-
 def _sample(c, number, fresh):
-    """Mean time of one call over ``number`` calls (fresh inputs made beforehand)."""
+    """Mean time of one call over ``number`` calls.
+
+    Fresh inputs are made right before each call, outside its timing (as
+    pytest-benchmark's ``setup``), so the call finds them in cache, as a layer finds
+    the output of the layer before it.
+    """
     fn = c.fn
+    setup = c.setup
+    clock = time.perf_counter
     if fresh:
-        argsets = [c.setup() for _ in range(number)]
-        t0 = time.perf_counter()
-        for args in argsets:
+        dt = 0.0
+        for _ in range(number):
+            args = setup()
+            t0 = clock()
             fn(*args)
-        dt = time.perf_counter() - t0
-        del argsets
+            dt += clock() - t0
+        del args
     else:
         args = c.setup()
         rng = range(number)
@@ -81,8 +85,6 @@ def measure(case, budget=1.0, repeats=7):
             _sample(c, 1, case.fresh)                      # warm up
             est = min(_sample(c, 1, case.fresh) for _ in range(3))
         n = max(1, int(share / max(est, 1e-7)))
-        if case.fresh:
-            n = max(1, min(n, _FRESH_BYTES // max(1, _nbytes(c.setup()))))
         number[name] = min(n, 100_000)
     samples = {name: [] for name in names}
     for r in range(repeats):
