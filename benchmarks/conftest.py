@@ -1,0 +1,186 @@
+"""pytest-benchmark set-up for fastbp: pinned threads, machine info, fair timing, ratios.
+
+Run with ``pytest benchmarks/ --benchmark-only`` (the default ``pytest`` collects
+``tests/`` only). Options:
+
+  --bench-threads N     BLAS/OpenMP/PyTorch threads (default 2, or FASTBP_BENCH_THREADS)
+  --bench-skip-large    leave out the 4096-row shapes (or FASTBP_BENCH_SKIP_LARGE=1)
+  --bench-budget S      seconds of timing per contender (default 0.2)
+
+Every contender of a case lands in one pytest-benchmark group (the case id), so the
+book's idiom, the two backends, the floor and PyTorch print side by side; at the end a
+table of ratios and issue 3's targets is printed and stored in the JSON (``fastbp``).
+"""
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from fastbp.bench import _evaluate_targets, _print_results, _print_targets
+from fastbp.bench import cases as _cases
+from fastbp.bench import machine as _machine
+
+# case id -> {"kind", "info", "times": {contender: median seconds}}
+RESULTS = {}
+_STATE = {"threads": None, "pools": None}
+
+
+def _env_int(name, default):
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastbp benchmarks")
+    group.addoption("--bench-threads", type=int,
+                    default=_env_int("FASTBP_BENCH_THREADS", min(2, os.cpu_count() or 1)),
+                    help="BLAS/OpenMP/PyTorch threads for the fastbp benchmarks (default 2)")
+    group.addoption("--bench-skip-large", action="store_true",
+                    default=os.environ.get("FASTBP_BENCH_SKIP_LARGE", "") not in ("", "0"),
+                    help="leave out the 4096-row shapes")
+    group.addoption("--bench-budget", type=float, default=0.2,
+                    help="seconds of timing per contender (default 0.2)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: a 4096-row shape (skipped by --bench-skip-large)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--bench-skip-large"):
+        return
+    skip = pytest.mark.skip(reason="--bench-skip-large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_threads(request):
+    """Pin BLAS, OpenMP, fastbp's own threads and PyTorch to --bench-threads."""
+    n = request.config.getoption("--bench-threads")
+    _STATE["threads"] = n
+    if _cases.have_torch():
+        import torch   # loaded first, so that its OpenMP pool is pinned too
+        torch.set_num_threads(n)
+    with _cases.fastbp_threads(n):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            warnings.warn("threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
+                          "(pip install 'fastbp[bench]')")
+            _STATE["pools"] = None
+            yield n
+            return
+        with threadpool_limits(limits=n):
+            _STATE["pools"] = _machine.threadpools()
+            yield n
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    info = _machine.machine_info(_STATE["threads"])
+    info["threadpools"] = _STATE["pools"]   # as they were inside the pinned session
+    machine_info["fastbp"] = info
+
+
+# ---------------------------------------------------------------------------- running
+
+_CASE_CACHE = {}
+
+
+def get_case(key, build):
+    """The case for ``key``, built once; only the latest case is kept (large arrays)."""
+    if key not in _CASE_CACHE:
+        _CASE_CACHE.clear()
+        _CASE_CACHE[key] = build()
+    return _CASE_CACHE[key]
+
+
+def _probe(c, fresh):
+    """The fastest of a few untimed-by-pytest calls: how long one call takes."""
+    best = float("inf")
+    for _ in range(3):
+        args = c.setup()
+        t0 = time.perf_counter()
+        c.fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run_contender(benchmark, case, name, budget):
+    """Check ``name`` against the book, then time it with pytest-benchmark's pedantic mode.
+
+    Cases whose inputs get overwritten (``case.fresh``) take a fresh copy per round from
+    ``setup`` (one call per round); the others reuse their inputs and loop ``iterations``
+    calls per round so that a round lasts at least about 20 us.
+    """
+    if name in case.skipped:
+        pytest.skip(case.skipped[name])
+    if name not in case.contenders:
+        pytest.skip(f"{name} does not apply to {case.id}")
+    c = case.contenders[name]
+    case.check(name)   # correctness first, outside the timed region
+    benchmark.group = case.id
+    benchmark.extra_info.update(contender=name, case=case.id, kind=case.kind,
+                                **{k: v for k, v in case.info.items() if not isinstance(v, np.ndarray)})
+    with c.context():
+        est = max(_probe(c, case.fresh), 1e-7)
+        if case.fresh:
+            rounds = int(min(2000, max(5, budget / est)))
+            benchmark.pedantic(c.fn, setup=lambda: (c.setup(), {}), rounds=rounds,
+                               warmup_rounds=1)
+        else:
+            iterations = max(1, int(20e-6 / est))
+            rounds = int(min(2000, max(5, budget / (est * iterations))))
+            benchmark.pedantic(c.fn, args=c.setup(), rounds=rounds, iterations=iterations,
+                               warmup_rounds=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:   # --benchmark-disable: ran once, nothing to record
+        return
+    median = stats.stats.median
+    entry = RESULTS.setdefault(case.id, {"kind": case.kind, "info": case.info, "times": {}})
+    entry["times"][name] = median
+    book = entry["times"].get("book")
+    if book and name != "book":
+        benchmark.extra_info["book/this"] = book / median
+    if case.kind == "step" and name in ("floor", "torch") and "cython" in entry["times"]:
+        benchmark.extra_info[f"{name}/cython"] = median / entry["times"]["cython"]
+    if case.kind == "threads" and name != "cython-1t" and "cython-1t" in entry["times"]:
+        benchmark.extra_info["1t/this"] = entry["times"]["cython-1t"] / median
+
+
+def _ratios(times):
+    out = {}
+    for a, b in (("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
+                 ("cython-1t", "cython-2t"), ("torch", "numpy")):
+        if times.get(a) and times.get(b):
+            out[f"{a}/{b}"] = times[a] / times[b]
+    return out
+
+
+def _results():
+    return [{"id": k, "kind": v["kind"],
+             "info": {i: j for i, j in v["info"].items() if not isinstance(j, np.ndarray)},
+             "times": v["times"], "ratios": _ratios(v["times"])} for k, v in RESULTS.items()]
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    results = _results()
+    output_json["fastbp"] = {"results": results, "targets": _evaluate_targets(results, [])}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    import io
+    buf = io.StringIO()
+    results = _results()
+    _print_results(results, [], {}, buf)
+    _print_targets(_evaluate_targets(results, []), buf)
+    terminalreporter.section("fastbp: ratios of medians (how many times faster)")
+    terminalreporter.write(buf.getvalue())

@@ -1,0 +1,666 @@
+"""What fastbp's benchmarks measure: the cases, their contenders and their checks.
+
+One definition serves both ``benchmarks/`` (pytest-benchmark) and ``fastbp bench``.
+
+A *case* is one group of side-by-side measurements (a kernel at one shape and dtype, or
+one training step). Its *contenders* compute the same thing different ways:
+
+- ``book``: the book's plain-NumPy idiom (``fastbp.bench.book``);
+- ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend;
+- ``floor``: the step's matrix products alone, into preallocated buffers;
+- ``torch``: PyTorch eager on the CPU, when it is importable;
+- ``cython-1t``, ``cython-2t``: the compiled backend with its OpenMP pool limited to one
+  or two threads (``threadpoolctl``).
+
+Fairness is built in: inputs are made when the case is built, outside the timed call;
+``setup()`` hands out fresh copies of the inputs that the book's idiom overwrites
+(``fresh`` cases); ``check()`` runs each contender once against the book's result and
+raises ``AssertionError`` on a mismatch; ``context()`` selects the backend (or limits the
+threads) around the timing, never inside it.
+"""
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .. import kernels as _kernels
+from ..layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from ..networks import TwoLayerNet
+from . import book
+
+__all__ = [
+    "Contender", "Case", "KERNEL_SHAPES", "STEP_ARCHS", "TARGETS",
+    "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
+    "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
+    "LayeredNet",
+]
+
+LR = 0.1            # the book's learning rate
+SEED = 20240601
+
+# The shapes of issue 3. Affine backward runs at the TwoLayerNet layers: (x, W) shapes.
+KERNEL_SHAPES = {
+    "relu_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
+    "relu_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
+    "sigmoid_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
+    "sigmoid_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
+    "softmax_ce_labels": [(100, 10), (256, 1000), (4096, 1000)],
+    "softmax_ce_onehot": [(100, 10), (256, 1000), (4096, 1000)],
+    "affine_backward": [(100, 784, 50), (100, 50, 10)],
+}
+# Training steps: layer sizes and batch.
+STEP_ARCHS = {
+    "784-50-10": ((784, 50, 10), 100),
+    "784-1000-1000-10": ((784, 1000, 1000, 10), 256),
+}
+# Thread scaling: (kernel, shape) run by the compiled backend at 1 and 2 OpenMP threads.
+THREADS_CASES = [
+    ("relu_forward", (4096, 4096)),
+    ("relu_backward", (4096, 4096)),
+    ("softmax_ce_labels", (4096, 1000)),
+]
+DTYPES = ("float64", "float32")
+
+
+@dataclass
+class Contender:
+    """One way of computing a case: ``fn(*setup())`` is the timed call."""
+    name: str
+    fn: Callable
+    setup: Callable[[], tuple]
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    result: Optional[Callable] = None   # fn's return value -> comparable arrays
+
+
+@dataclass
+class Case:
+    """A group of contenders computing the same thing; ``id`` names the group."""
+    id: str
+    kind: str                      # "kernel", "step" or "threads"
+    fresh: bool                    # True: every call needs new inputs from setup()
+    contenders: "OrderedDict[str, Contender]"
+    check: Callable[[str], None]   # check(name): run contender once, assert vs the book
+    info: Dict = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)  # contender -> reason
+    # Step cases: build(name) -> (step, params_of(result)), a fresh network from the
+    # same initial parameters (for checks, allocation and per-layer profiles).
+    build: Optional[Callable] = None
+    nets: Dict = field(default_factory=dict)   # step cases: name -> the timed network
+    data: tuple = ()                           # step cases: the batch (x, t)
+
+
+def _dt(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _tol(dtype):
+    return dict(rtol=2e-4, atol=1e-5) if np.dtype(dtype) == np.float32 else dict(rtol=1e-9, atol=1e-12)
+
+
+def _assert_close(name, got, want, dtype, what, **tol):
+    tol = tol or _tol(dtype)
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        raise AssertionError(f"{name}: {what} has shape {got.shape}, the book's {want.shape}")
+    if not np.allclose(got, want, **tol):
+        err = np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))
+        raise AssertionError(f"{name}: {what} differs from the book's (max abs error {err:.3g})")
+
+
+def backend_context(name):
+    return lambda: _kernels.use_backend(name)
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+    except Exception:   # ImportError, or a broken install
+        return False
+    return True
+
+
+def have_threadpoolctl():
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _thread_owners():
+    import fastbp
+    return [o for o in (fastbp, _kernels, getattr(_kernels, "_cython", None)) if o is not None]
+
+
+def _fastbp_thread_api():
+    """fastbp's own ``(get_num_threads, set_num_threads)``, if it has them, else Nones."""
+    getter = setter = None
+    for owner in _thread_owners():
+        setter = setter or getattr(owner, "set_num_threads", None)
+        getter = getter or getattr(owner, "get_num_threads", None)
+    return (getter if callable(getter) else None), (setter if callable(setter) else None)
+
+
+@contextlib.contextmanager
+def fastbp_threads(n):
+    """fastbp's own thread setting (``fastbp.set_num_threads``) at ``n``, when it has one."""
+    getter, setter = _fastbp_thread_api()
+    previous = getter() if (getter and setter) else None
+    if setter is not None:
+        setter(n)
+    try:
+        yield
+    finally:
+        if setter is not None and previous is not None:
+            setter(previous)
+
+
+@contextlib.contextmanager
+def set_omp_threads(n):
+    """Limit the OpenMP pools (threadpoolctl) and fastbp's own thread setting to ``n``."""
+    from threadpoolctl import threadpool_limits
+    getter, setter = _fastbp_thread_api()
+    previous = getter() if (getter and setter) else None
+    with threadpool_limits(limits=n, user_api="openmp"):
+        if setter is not None:
+            setter(n)
+        try:
+            yield
+        finally:
+            if setter is not None and previous is not None:
+                setter(previous)
+
+
+# =================================================================== kernels
+
+def _book_layer(kernel):
+    return {"relu": book.Relu, "sigmoid": book.Sigmoid, "softmax": book.SoftmaxWithLoss,
+            "affine": book.Affine}[kernel.split("_")[0]]
+
+
+def _fastbp_layer(kernel):
+    return {"relu": Relu, "sigmoid": Sigmoid, "softmax": SoftmaxWithLoss,
+            "affine": Affine}[kernel.split("_")[0]]
+
+
+def _compare(name, kernel, got, want, dtype, exact_loss=None):
+    """Compare a contender's results with the book's (the loss with the exact loss)."""
+    for i, (g, w) in enumerate(zip(got, want)):
+        if kernel.startswith("softmax_ce") and i == 0:
+            # The book's loss adds 1e-7 inside the log; fastbp's is exact: compare
+            # with the exact loss computed in float64 instead.
+            if name != "book" and exact_loss is not None:
+                rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+                _assert_close(name, g, exact_loss, dtype, "loss", rtol=rtol, atol=0)
+            continue
+        _assert_close(name, g, w, dtype, f"{kernel} result {i}")
+
+
+def _kernel_fns(kernel, shape, dtype, rng, build_exact):
+    """Inputs and, per layer class, (prepare(layer) -> timed fn, setup, result)."""
+    if kernel in ("relu_forward", "sigmoid_forward"):
+        x = rng.standard_normal(shape).astype(dtype)
+
+        def build(layer):
+            return layer.forward, (lambda: (x,)), (lambda out: [out])
+        return build, False
+
+    if kernel in ("relu_backward", "sigmoid_backward"):
+        x = rng.standard_normal(shape).astype(dtype)
+        dout = rng.standard_normal(shape).astype(dtype)
+
+        def build(layer):
+            layer.forward(x)      # the state backward needs (mask / out), untimed
+            # The book's Relu.backward writes into dout: every call gets a fresh copy
+            # (all contenders alike, so the caches see the same traffic).
+            return layer.backward, (lambda: (dout.copy(),)), (lambda dx: [dx])
+        return build, True
+
+    if kernel.startswith("softmax_ce"):
+        n, c = shape
+        x = (rng.standard_normal(shape) * 3).astype(dtype)
+        labels = rng.integers(0, c, size=n)
+        t = labels if kernel.endswith("labels") else np.eye(c, dtype=dtype)[labels]
+        x64 = x.astype(np.float64)
+        m = x64.max(axis=1)
+        lse = m + np.log(np.exp(x64 - m[:, None]).sum(axis=1))
+        build_exact[0] = float(np.mean(lse - x64[np.arange(n), labels]))
+
+        def build(layer):
+            def fwd_bwd(x, t):
+                loss = layer.forward(x, t)
+                return loss, layer.backward(1)
+            return fwd_bwd, (lambda: (x, t)), (lambda r: [r[0], r[1]])
+        return build, False
+
+    if kernel == "affine_backward":
+        n, d, m = shape
+        x = rng.random((n, d)).astype(dtype)
+        W = (0.01 * rng.standard_normal((d, m))).astype(dtype)
+        b = np.zeros(m, dtype=dtype)
+        dout = rng.standard_normal((n, m)).astype(dtype)
+
+        def build(layer_cls):
+            layer = layer_cls(W, b)
+            layer.forward(x)
+            return layer.backward, (lambda: (dout,)), (lambda dx: [dx, layer.dW, layer.db])
+        return build, False
+    raise ValueError(f"kernel: expected one of {sorted(KERNEL_SHAPES)}, got {kernel!r}")
+
+
+def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
+    """The book's layer against fastbp's layer on each backend, for one kernel."""
+    dtype = _dt(dtype)
+    shape = tuple(shape)
+    rng = np.random.default_rng(SEED)
+    exact = [None]
+    build, fresh = _kernel_fns(kernel, shape, dtype, rng, exact)
+    case_id = f"{kernel} {'x'.join(map(str, shape))} {dtype.name}"
+    out = OrderedDict()
+    skipped = {}
+    for name in contenders:
+        if name == "cython" and not _kernels.HAVE_CYTHON:
+            skipped[name] = "fastbp's compiled kernels are not built"
+            continue
+        if name == "book":
+            cls = _book_layer(kernel)
+            ctx = lambda: np.errstate(over="ignore")  # the book's sigmoid overflows # noqa: E731
+        else:
+            cls = _fastbp_layer(kernel)
+            ctx = backend_context(name)
+        with ctx():
+            fn, setup, result = build(cls if kernel == "affine_backward" else cls())
+        out[name] = Contender(name, fn, setup, ctx, result)
+
+    exact_loss = exact[0]
+
+    def check(name):
+        ref = out["book"]
+        with ref.context():
+            want = ref.result(ref.fn(*ref.setup()))
+        c = out[name]
+        with c.context():
+            got = c.result(c.fn(*c.setup()))
+        _compare(name, kernel, got, want, dtype, exact_loss)
+
+    info = {"kernel": kernel, "shape": list(shape), "dtype": dtype.name}
+    if exact[0] is not None:
+        info["exact_loss"] = exact[0]
+    return Case(case_id, "kernel", fresh, out, check, info=info, skipped=skipped)
+
+
+def kernel_case_ids(include_large=True):
+    """``(kernel, shape, dtype)`` for every kernel case, in a stable order."""
+    ids = []
+    for kernel, shapes in KERNEL_SHAPES.items():
+        for shape in shapes:
+            if not include_large and np.prod(shape) >= 4096 * 1000:
+                continue
+            for dtype in DTYPES:
+                ids.append((kernel, shape, dtype))
+    return ids
+
+
+# =================================================================== training steps
+
+def _takes_need_dx(layer):
+    import inspect
+    try:
+        return "need_dx" in inspect.signature(layer.backward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class LayeredNet:
+    """A multi-layer perceptron built from fastbp's layers, like ``TwoLayerNet``.
+
+    Affine-ReLU pairs then Affine and ``SoftmaxWithLoss``; ``params`` and ``gradient``
+    as in the book. Used for the 784-1000-1000-10 step when fastbp has no
+    ``MultiLayerNet`` of its own.
+    """
+
+    def __init__(self, sizes, dtype=np.float64, weight_init_std=0.01, rng=None):
+        gen = np.random.default_rng(rng)
+        self.params = {}
+        self.layers = OrderedDict()
+        for i in range(1, len(sizes)):
+            W = (weight_init_std * gen.standard_normal((sizes[i - 1], sizes[i]))).astype(dtype)
+            self.params[f"W{i}"], self.params[f"b{i}"] = W, np.zeros(sizes[i], dtype=dtype)
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
+            if i < len(sizes) - 1:
+                self.layers[f"Relu{i}"] = Relu()
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
+            dout = layer.backward(dout)
+        # As fastbp's TwoLayerNet: skip the first layer's unused input gradient when
+        # Affine.backward offers it (need_dx=False).
+        if _takes_need_dx(layers[0]):
+            layers[0].backward(dout, need_dx=False)
+        else:
+            layers[0].backward(dout)
+        grads = {}
+        for key, layer in self.layers.items():
+            if key.startswith("Affine"):
+                i = key[len("Affine"):]
+                grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
+        return grads
+
+
+def _bind(net, params):
+    """Give ``net`` (book or fastbp) the parameters ``params`` (copies), layers included."""
+    n = len(params) // 2
+    for i in range(1, n + 1):
+        layer = net.layers[f"Affine{i}"]
+        for p, attr in ((f"W{i}", "W"), (f"b{i}", "b")):
+            net.params[p] = params[p].copy()
+            setattr(layer, attr, net.params[p])
+    return net
+
+
+def _step_data(sizes, batch, dtype):
+    rng = np.random.default_rng(SEED)
+    init = {}
+    for i in range(1, len(sizes)):
+        init[f"W{i}"] = (0.01 * rng.standard_normal((sizes[i - 1], sizes[i]))).astype(dtype)
+        # Small non-zero biases, so a bias that is not updated shows in the check.
+        init[f"b{i}"] = (0.01 * rng.standard_normal(sizes[i])).astype(dtype)
+    x = rng.random((batch, sizes[0])).astype(dtype)     # like normalised MNIST pixels
+    t = rng.integers(0, sizes[-1], size=batch)          # labels
+    return init, x, t
+
+
+def _book_net(sizes):
+    if len(sizes) == 3:
+        return book.TwoLayerNet(*sizes)
+    if len(sizes) == 4:
+        return book.ThreeLayerNet(*sizes)
+    raise ValueError(f"sizes: the book idiom has 2- and 3-layer networks, got {sizes}")
+
+
+def _fastbp_net(sizes, dtype):
+    """fastbp's own network for these sizes, or a ``LayeredNet``: (net, description)."""
+    import fastbp
+    if len(sizes) == 3:
+        return TwoLayerNet(*sizes, dtype=dtype, rng=0), "TwoLayerNet"
+    multi = getattr(fastbp, "MultiLayerNet", None)
+    if multi is not None:
+        try:
+            net = multi(sizes[0], list(sizes[1:-1]), sizes[-1], dtype=dtype)
+            if all(f"Affine{i}" in net.layers for i in range(1, len(sizes))):
+                return net, "MultiLayerNet"
+        except Exception:   # another signature: fall back to the layers
+            pass
+    return LayeredNet(sizes, dtype=dtype, rng=0), "LayeredNet (fastbp layers)"
+
+
+def _step_fn(net, x, t, lr=LR):
+    """One training step through the book's public API: gradient, then SGD in place."""
+    params = net.params
+
+    def step():
+        grads = net.gradient(x, t)
+        for key in params:
+            params[key] -= lr * grads[key]
+        return params
+    return step
+
+
+def _floor_fn(sizes, init, x):
+    """The step's matrix products alone, into preallocated buffers.
+
+    Forward ``h_i = h_{i-1} @ W_i``; backward ``dW_i = h_{i-1}.T @ d_i`` for every layer
+    and ``d_{i-1} = d_i @ W_i.T`` for every layer but the first (its input gradient is
+    never used). The gradients that feed the products are stand-ins of the right shapes.
+    """
+    Ws = [init[f"W{i}"] for i in range(1, len(sizes))]
+    batch = x.shape[0]
+    hs = [x] + [np.empty((batch, s), dtype=x.dtype) for s in sizes[1:]]
+    ds = [None] + [np.empty((batch, s), dtype=x.dtype) for s in sizes[1:]]
+    dWs = [np.empty_like(W) for W in Ws]
+    for d in ds[1:]:
+        d[...] = 1e-3
+    L = len(Ws)
+
+    def floor():
+        for i in range(L):
+            np.matmul(hs[i], Ws[i], out=hs[i + 1])
+        for i in range(L - 1, -1, -1):
+            np.matmul(hs[i].T, ds[i + 1], out=dWs[i])
+            if i > 0:
+                np.matmul(ds[i + 1], Ws[i].T, out=ds[i])
+        return hs, dWs
+    return floor
+
+
+def _torch_fn(sizes, init, x, t, threads, lr=LR):
+    import torch
+    import torch.nn.functional as F
+    if threads:
+        torch.set_num_threads(int(threads))
+    tdt = torch.float32 if x.dtype == np.float32 else torch.float64
+    mods = []
+    for i in range(1, len(sizes)):
+        lin = torch.nn.Linear(sizes[i - 1], sizes[i]).to(tdt)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(init[f"W{i}"].T)))
+            lin.bias.copy_(torch.from_numpy(init[f"b{i}"]))
+        mods += [lin, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*mods[:-1])
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    xt = torch.from_numpy(x)
+    tt = torch.from_numpy(t.astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xt), tt)
+        loss.backward()
+        opt.step()
+        return model
+
+    def params(model):
+        out = {}
+        for i, lin in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
+            out[f"W{i + 1}"] = lin.weight.detach().numpy().T
+            out[f"b{i + 1}"] = lin.bias.detach().numpy()
+        return out
+    return step, params
+
+
+def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torch"),
+              torch_threads=None):
+    """One training step (forward, loss, backward, SGD update) for ``arch``."""
+    dtype = _dt(dtype)
+    sizes, batch = STEP_ARCHS[arch]
+    init, x, t = _step_data(sizes, batch, dtype)
+    case_id = f"step {arch} b{batch} {dtype.name}"
+    out = OrderedDict()
+    skipped = {}
+    builders = {}
+    info = {"arch": arch, "batch": batch, "dtype": dtype.name, "targets": "labels"}
+
+    nets = {}
+
+    def book_builder():
+        net = _bind(_book_net(sizes), init)
+        nets["book"] = net
+        return _step_fn(net, x, t), (lambda params: params)
+
+    def fastbp_builder(name):
+        def build():
+            with _kernels.use_backend(name):
+                net, what = _fastbp_net(sizes, dtype)
+            info["fastbp_net"] = what
+            net = _bind(net, init)
+            nets[name] = net
+            return _step_fn(net, x, t), (lambda params: params)
+        return build
+
+    for name in contenders:
+        if name == "book":
+            builders[name] = (book_builder, lambda: np.errstate(over="ignore"))
+        elif name in ("numpy", "cython"):
+            if name == "cython" and not _kernels.HAVE_CYTHON:
+                skipped[name] = "fastbp's compiled kernels are not built"
+                continue
+            builders[name] = (fastbp_builder(name), backend_context(name))
+        elif name == "floor":
+            builders[name] = (lambda: (_floor_fn(sizes, init, x), None), contextlib.nullcontext)
+        elif name == "torch":
+            if not have_torch():
+                skipped[name] = "PyTorch is not installed"
+                continue
+            builders[name] = ((lambda: _torch_fn(sizes, init, x, t, torch_threads)),
+                              contextlib.nullcontext)
+        else:
+            raise ValueError(f"contender: unknown {name!r}")
+
+    timed_nets = {}
+    for name, (build, ctx) in builders.items():
+        with ctx():
+            fn, _ = build()
+        out[name] = Contender(name, fn, (lambda: ()), ctx)
+        if name in nets:
+            timed_nets[name] = nets[name]
+
+    def check(name):
+        """One step from the same parameters: the updated parameters match the book's."""
+        b_build, b_ctx = builders["book"]
+        with b_ctx():
+            b_step, b_params = b_build()
+            want = {k: v.copy() for k, v in b_params(b_step()).items()}
+        build, ctx = builders[name]
+        with ctx():
+            fn, params = build()
+            res = fn()
+        if name == "floor":
+            hs, _ = res
+            _assert_close(name, hs[1], x @ init["W1"], dtype, "x @ W1",
+                          **(dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else {}))
+            return
+        got = params(res)
+        for k in want:
+            _assert_close(name, got[k], want[k], dtype, f"{k} after one step",
+                          **(dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else {}))
+
+    def build(name):
+        b, ctx = builders[name]
+        with ctx():
+            return b()
+
+    return Case(case_id, "step", False, out, check, info=info, skipped=skipped,
+                build=build, nets=timed_nets, data=(x, t))
+
+
+def step_case_ids():
+    return [(arch, dtype) for arch in STEP_ARCHS for dtype in DTYPES]
+
+
+# =================================================================== threads
+
+def threads_case(kernel, shape, dtype, threads=(1, 2)):
+    """The compiled backend at 1 and 2 OpenMP threads (one group per kernel and shape)."""
+    base = kernel_case(kernel, shape, dtype, contenders=("book", "cython"))
+    case_id = f"threads {base.id}"
+    out = OrderedDict()
+    skipped = dict(base.skipped)
+    if "cython" in base.contenders and have_threadpoolctl():
+        c = base.contenders["cython"]
+        for n in threads:
+            def ctx(n=n, inner=c.context):
+                stack = contextlib.ExitStack()
+                stack.enter_context(inner())
+                stack.enter_context(set_omp_threads(n))
+                return stack
+            out[f"cython-{n}t"] = Contender(f"cython-{n}t", c.fn, c.setup, ctx, c.result)
+    elif "cython" in base.contenders:
+        skipped["cython-threads"] = "threadpoolctl is not installed"
+    book_c = base.contenders["book"]
+
+    def check(name):
+        c = out[name]
+        with book_c.context():
+            want = book_c.result(book_c.fn(*book_c.setup()))
+        with c.context():
+            got = c.result(c.fn(*c.setup()))
+        _compare(name, kernel, got, want, dtype, base.info.get("exact_loss"))
+
+    return Case(case_id, "threads", base.fresh, out, check,
+                info=dict(base.info, threads=list(threads)), skipped=skipped)
+
+
+def threads_case_ids():
+    return [(k, s, d) for k, s in THREADS_CASES for d in DTYPES]
+
+
+# =================================================================== targets
+
+@dataclass
+class Target:
+    """A row of issue 3's table: ``ratio(times)`` must be >= ``minimum``."""
+    what: str
+    case: str                 # case id
+    num: str                  # contender whose time is the numerator
+    den: str                  # contender whose time is the denominator
+    minimum: float
+    note: str = ""
+
+    def ratio(self, times):
+        a, b = times.get(self.num), times.get(self.den)
+        if not a or not b:
+            return None
+        return a / b
+
+
+def _targets():
+    rows: List[Target] = []
+    for dt in DTYPES:
+        s = f"step 784-50-10 b100 {dt}"
+        rows.append(Target(f"step 784-50-10 vs book, {dt}", s, "book", "cython", 2.5))
+        rows.append(Target(f"step 784-50-10 vs torch, {dt}", s, "torch", "cython",
+                           2.0 if dt == "float64" else 3.0))
+        # cython / floor <= 1.2  <=>  floor / cython >= 1 / 1.2
+        rows.append(Target(f"step 784-50-10 vs floor (<= 1.2x), {dt}", s, "floor", "cython",
+                           1 / 1.2, note="shown as floor/cython; target >= 0.83"))
+        s = f"step 784-1000-1000-10 b256 {dt}"
+        rows.append(Target(f"step 784-1000-1000-10 vs book, {dt}", s, "book", "cython",
+                           1.6 if dt == "float64" else 1.9))
+        rows.append(Target(f"step 784-1000-1000-10 vs torch, {dt}", s, "torch", "cython", 0.9))
+        for arch, b in (("784-50-10", 100), ("784-1000-1000-10", 256)):
+            rows.append(Target(f"numpy backend step {arch} vs book, {dt}",
+                               f"step {arch} b{b} {dt}", "book", "numpy", 1.4))
+        rows.append(Target(f"relu_forward 100x784 vs book, {dt}",
+                           f"relu_forward 100x784 {dt}", "book", "cython", 10))
+        rows.append(Target(f"relu_backward 100x784 vs book, {dt}",
+                           f"relu_backward 100x784 {dt}", "book", "cython", 15))
+        for kind in ("labels", "onehot"):
+            rows.append(Target(f"softmax_ce_{kind} 100x10 vs book, {dt}",
+                               f"softmax_ce_{kind} 100x10 {dt}", "book", "cython", 3))
+        for shape in ("256x1000", "4096x1000"):
+            rows.append(Target(f"softmax_ce_labels {shape} vs book, {dt}",
+                               f"softmax_ce_labels {shape} {dt}", "book", "cython", 4))
+        for kernel, shape in (("relu_forward", "4096x4096"), ("relu_backward", "4096x4096"),
+                              ("softmax_ce_labels", "4096x1000")):
+            rows.append(Target(f"{kernel} {shape} 2 threads vs 1, {dt}",
+                               f"threads {kernel} {shape} {dt}", "cython-1t", "cython-2t", 1.6))
+    return rows
+
+
+TARGETS = _targets()

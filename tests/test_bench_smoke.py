@@ -1,0 +1,105 @@
+"""``fastbp bench`` runs and prints its tables; the benchmark cases check what they time.
+
+Tiny options only: a few cases, a budget of milliseconds. The figures themselves are
+not asserted (a shared machine makes them noisy); their presence and shape are.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.bench import cases, main
+
+BACKENDS = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
+TINY = ["--quick", "--budget", "0.005", "--repeats", "2", "--no-torch", "--threads", "1"]
+
+
+def test_bench_prints_tables_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(TINY + ["--dtype", "float64", "--only", "relu_forward 100x784",
+                      "--only", "step 784-50-10", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "book/cython" in text and "book/numpy" in text
+    assert "relu_forward 100x784 float64" in text
+    assert "step 784-50-10 b100 float64" in text
+    assert "Targets (issue 3)" in text
+    report = json.loads(out.read_text())
+    ids = [r["id"] for r in report["results"]]
+    assert ids == ["relu_forward 100x784 float64", "step 784-50-10 b100 float64"]
+    step = report["results"][1]
+    assert {"book", "numpy", "floor"} <= set(step["times"])
+    assert all(t > 0 for t in step["times"].values())
+    assert step["ratios"]["book/numpy"] > 0
+    assert report["machine"]["numpy"] == np.__version__
+    assert "OPENBLAS_CORETYPE" in report["machine"]["env"]
+    alloc = report["allocation"]
+    assert [a["contender"] for a in alloc] == ["book"] + (["cython"] if fastbp.HAVE_CYTHON else [])
+    assert all(a["step"]["peak_bytes"] >= 0 and a["gradient"]["in_params"] >= 0 for a in alloc)
+    assert alloc[0]["step"]["in_params"] >= 1.0   # the book allocates lr * grad: W1-sized
+
+
+def test_bench_profile(capsys):
+    assert main(TINY + ["--dtype", "float32", "--only", "step 784-50-10", "--profile",
+                        "--no-alloc"]) == 0
+    text = capsys.readouterr().out
+    assert "Profile of step 784-50-10 b100 float32" in text
+    assert "Affine1.backward" in text and "SGD update" in text
+
+
+def test_bench_refuses_bad_options(capsys):
+    assert main(["--threads", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--dtype", "float16"])
+
+
+@pytest.mark.parametrize("kernel,shape", [
+    ("relu_backward", (7, 5)), ("sigmoid_forward", (7, 5)),
+    ("softmax_ce_labels", (7, 5)), ("softmax_ce_onehot", (7, 5)),
+    ("affine_backward", (7, 5, 3)),
+])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kernel_cases_agree_with_the_book(kernel, shape, dtype):
+    case = cases.kernel_case(kernel, shape, dtype)
+    assert list(case.contenders)[:2] == ["book", "numpy"]
+    for name in case.contenders:
+        case.check(name)
+
+
+def test_check_catches_a_wrong_contender():
+    case = cases.kernel_case("relu_forward", (7, 5), "float64")
+    c = case.contenders["numpy"]
+    good = c.fn
+    c.fn = lambda x: good(x) * 1.01 + 1.0
+    with pytest.raises(AssertionError, match="differs from the book"):
+        case.check("numpy")
+
+
+def test_book_relu_backward_writes_into_dout_so_cases_hand_out_copies():
+    case = cases.kernel_case("relu_backward", (7, 5), "float64")
+    assert case.fresh
+    c = case.contenders["book"]
+    a, b = c.setup()[0], c.setup()[0]
+    assert a is not b and np.array_equal(a, b)
+    c.fn(a)
+    assert np.array_equal(c.setup()[0], b)   # the case's own dout was not touched
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_case_matches_the_book_after_one_step(backend):
+    case = cases.step_case("784-50-10", "float64", contenders=("book", backend, "floor"))
+    case.check(backend)
+    case.check("floor")
+    step, params = case.build(backend)
+    before = {k: v.copy() for k, v in params(step()).items()}
+    after = params(step())
+    assert all(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_floor_and_torch_contenders():
+    case = cases.step_case("784-50-10", "float32", contenders=("book", "floor", "torch"))
+    if not cases.have_torch():
+        assert "torch" in case.skipped
+        pytest.skip("PyTorch is not installed")
+    case.check("torch")
