@@ -157,19 +157,21 @@ class Affine:
             out = out + b
         return out[0] if x.ndim == 1 else out
 
-    def backward(self, dout, need_dx=True):
+    def backward(self, dout, need_dx=True, dW_out=None, db_out=None):
         """Set ``dW`` and ``db``; return ``dx`` in the input's shape.
 
-        ``need_dx=False`` (not in the book) skips ``dx = dout @ W.T`` and returns None:
-        a network's first layer never uses it, and it is a third of the arithmetic
-        of ``TwoLayerNet``'s training step.
+        Not in the book: ``need_dx=False`` skips ``dx = dout @ W.T`` and returns None
+        (a network's first layer never uses it, and it is a third of the arithmetic
+        of ``TwoLayerNet``'s training step); ``dW_out``/``db_out`` are arrays to write
+        the gradients into instead of new ones (``train_step`` reuses its buffers).
         """
         if self.x is None:
             raise _forward_first(self)
         dout = as_array("dout", dout)
         if len(self.original_x_shape) == 1 and dout.ndim == 1:
             dout = dout.reshape(1, -1)
-        dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W, need_dx)
+        dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W, need_dx,
+                                                                 dW_out, db_out)
         return None if dx is None else dx.reshape(self.original_x_shape)
 
 

@@ -17,19 +17,39 @@ def _normal(rng):
     return lambda *shape: gen.standard_normal(shape)
 
 
-def _backprop(layers, dout):
+def _backprop(layers, dout, buffers=None):
     """Run ``dout`` backward through ``layers`` (given first to last).
 
     A first ``Affine`` skips its input gradient ``dx = dout @ W.T``: nobody reads it,
     and it is a third of the arithmetic of ``TwoLayerNet``'s training step.
+
+    ``buffers`` (a dict the caller keeps, for ``train_step``): each ``Affine`` writes
+    ``dW`` and ``db`` into the arrays it produced on the previous call instead of new
+    ones, so that a steady-state step allocates no parameter-sized array.
     """
     layers = list(layers)
-    for layer in reversed(layers[1:]):
-        dout = layer.backward(dout)
-    if isinstance(layers[0], Affine):
-        layers[0].backward(dout, need_dx=False)
-    else:
-        layers[0].backward(dout)
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        if not isinstance(layer, Affine):
+            dout = layer.backward(dout)
+            continue
+        out = {}
+        if buffers is not None and i in buffers:
+            dW, db = buffers[i]
+            dtype = np.result_type(dout, layer.x, layer.W)
+            if dW.shape == layer.W.shape and dW.dtype == dtype and db.dtype == dtype:
+                out = {"dW_out": dW, "db_out": db}
+        dout = layer.backward(dout, need_dx=i > 0, **out)
+        if buffers is not None:
+            buffers[i] = (layer.dW, layer.db)
+
+
+def _train_step(network, x, t, optimizer):
+    """``network.train_step``: the gradients go into buffers reused across steps."""
+    buffers = network.__dict__.setdefault("_grad_buffers", {})
+    grads = network._gradient(x, t, buffers)
+    optimizer.update(network.params, grads)
+    return network._last_loss()
 
 
 class TwoLayerNet:
@@ -89,11 +109,29 @@ class TwoLayerNet:
         return {key: numerical_gradient(loss_W, self.params[key]) for key in ("W1", "b1", "W2", "b2")}
 
     def gradient(self, x, t):
-        """Gradients by backpropagation: ``{"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}``."""
+        """Gradients by backpropagation: ``{"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}``,
+        new arrays at every call (as in the book)."""
+        return self._gradient(x, t)
+
+    def train_step(self, x, t, optimizer):
+        """One training step (not in the book): ``gradient``, then
+        ``optimizer.update(params, grads)`` (e.g. ``fastbp.optimizers.SGD(lr=0.1)``,
+        which updates in place). Returns the batch loss.
+
+        The gradients are written into buffers that the next ``train_step`` reuses, so a
+        steady-state step allocates no parameter-sized array; after it, the layers'
+        ``dW``/``db`` are those buffers. Arrays returned by ``gradient`` are never reused.
+        """
+        return _train_step(self, x, t, optimizer)
+
+    def _gradient(self, x, t, buffers=None):
         self.loss(x, t)
-        _backprop(self.layers.values(), self.lastLayer.backward(1))
+        _backprop(self.layers.values(), self.lastLayer.backward(1), buffers)
         a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
         return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+    def _last_loss(self):
+        return self.lastLayer.loss
 
 
 # =========================================================================== chapter 6
@@ -216,8 +254,22 @@ class _MultiLayer:
         """Gradients by backpropagation (training mode): ``{"W1": ..., "b1": ..., ...}``,
         with ``gamma``/``beta`` for batch normalization and the weight decay term
         ``weight_decay_lambda * W`` in every ``W`` gradient."""
+        return self._gradient(x, t)
+
+    def train_step(self, x, t, optimizer):
+        """One training step (not in the book): ``gradient`` then
+        ``optimizer.update(params, grads)``; returns the batch loss (with the weight
+        decay term). Gradients go into buffers reused across steps: see
+        ``TwoLayerNet.train_step``."""
+        return _train_step(self, x, t, optimizer)
+
+    def _last_loss(self):
+        loss = self.last_layer.loss
+        return loss + self._weight_decay() if self.weight_decay_lambda else loss
+
+    def _gradient(self, x, t, buffers=None):
         self.loss(x, t, train_flg=True)
-        _backprop(self.layers.values(), self.last_layer.backward(1))
+        _backprop(self.layers.values(), self.last_layer.backward(1), buffers)
 
         lam = self.weight_decay_lambda
         grads = {}

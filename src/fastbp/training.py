@@ -152,8 +152,10 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
         batch = rng.integers(0, train_size, size=int(batch_size))
         x_batch = x_train[batch].astype(dtype, copy=False)
         t_batch = t_train[batch]
-        grads = network.gradient(x_batch, t_batch)
-        optimizer.update(network.params, grads)
+        if hasattr(network, "train_step"):  # fastbp's networks: buffers reused, no allocation
+            network.train_step(x_batch, t_batch, optimizer)
+        else:
+            optimizer.update(network.params, network.gradient(x_batch, t_batch))
         loss = _batch_loss(network)  # from this step's forward pass
         history.loss.append(loss)
         epoch_losses.append(loss)

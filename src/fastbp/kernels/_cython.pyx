@@ -350,8 +350,9 @@ def bias_grad(dout, out=None):
     return o
 
 
-def affine_backward(dout, x, W, need_dx=True):
-    """Gradients of ``out = x @ W + b``: ``(dx, dW, db)``; ``dx`` is None without ``need_dx``."""
+def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
+    """Gradients of ``out = x @ W + b``: ``(dx, dW, db)``; ``dx`` is None without
+    ``need_dx``; ``dW`` and ``db`` go into ``dW_out`` and ``db_out`` when given."""
     cdef cnp.ndarray d, xa, Wa
     if (_is_native(dout) and _is_native(x) and _is_native(W)
             and cnp.PyArray_TYPE(<cnp.ndarray>dout) == cnp.PyArray_TYPE(<cnp.ndarray>x)
@@ -365,9 +366,11 @@ def affine_backward(dout, x, W, need_dx=True):
             and cnp.PyArray_DIM(d, 0) == cnp.PyArray_DIM(xa, 0)
             and cnp.PyArray_DIM(d, 1) == cnp.PyArray_DIM(Wa, 1)):
         _affine_shapes(d, xa, Wa)
+    if dW_out is not None:
+        _result("dW_out", dW_out, 2, cnp.PyArray_DIMS(Wa), cnp.PyArray_TYPE(Wa))
     dx = np.matmul(d, Wa.T) if need_dx else None
-    dW = np.matmul(xa.T, d)
-    return dx, dW, bias_grad(d)
+    dW = np.matmul(xa.T, d, out=dW_out)
+    return dx, dW, bias_grad(d, out=db_out)
 
 
 # --------------------------------------------------------------------------- Softmax + CE

@@ -110,21 +110,24 @@ def bias_grad(dout, out=None):
     return out
 
 
-def affine_backward(dout, x, W, need_dx=True):
+def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
     """Gradients of ``out = x @ W + b``: ``(dx, dW, db)``.
 
     ``dout`` (N, M), ``x`` (N, D), ``W`` (D, M). ``dx = dout @ W.T`` (None when
     ``need_dx`` is false: the first layer of a network never uses it),
-    ``dW = x.T @ dout``, ``db = bias_grad(dout)``. The matrix products go to BLAS.
+    ``dW = x.T @ dout`` (into ``dW_out`` when given), ``db = bias_grad(dout)`` (into
+    ``db_out``). The matrix products go to BLAS.
     """
     dt = common_dtype(("dout", dout), ("x", x), ("W", W))
     dout = float_array("dout", dout, dt)
     x = float_array("x", x, dt)
     W = float_array("W", W, dt)
     affine_shapes(dout, x, W)
+    if dW_out is not None:
+        check_out("dW_out", dW_out, W.shape, dt)
     dx = np.matmul(dout, W.T) if need_dx else None
-    dW = np.matmul(x.T, dout)
-    return dx, dW, bias_grad(dout)
+    dW = np.matmul(x.T, dout, out=dW_out)
+    return dx, dW, bias_grad(dout, out=db_out)
 
 
 def softmax_cross_entropy(x, t, out=None):
