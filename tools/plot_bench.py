@@ -46,7 +46,8 @@ def machine_line(m):
     pools = m.get("threadpools") or []
     arch = ", ".join(sorted({p["architecture"] for p in pools if p.get("architecture")}))
     torch = m.get("torch") or {}
-    return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs, {m.get('threads_pinned', '?')} threads; "
+    n = m.get('threads_pinned', '?')
+    return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs, {n} thread{'' if n == 1 else 's'}; "
             f"NumPy {m.get('numpy', '?')} ({blas.get('name', '?')} {blas.get('version', '')}"
             f"{', ' + arch if arch else ''})"
             f"{'; torch ' + torch['version'] if torch.get('version') else ''}")
