@@ -135,7 +135,8 @@ def step_allocation(case, name, warm=1):
 
     For the timed network of contender ``name``: one step through the book's API
     (``gradient`` then ``params[k] -= lr * grads[k]``), ``gradient`` alone, and, for
-    fastbp when it has ``fastbp.optimizers.SGD``, ``gradient`` then ``SGD.update``.
+    fastbp's networks, ``train_step(x, t, optimizers.SGD(lr))``: its fast path, whose
+    gradients go into buffers reused across steps.
     Each is run ``warm`` times, then once more under ``tracemalloc``: the peak of traced
     memory above what was live before the call, divided by the size of the largest
     parameter. Below 1.0, the call cannot have allocated a parameter-sized array on top
@@ -154,8 +155,8 @@ def step_allocation(case, name, warm=1):
 
     variants = {"step": book_step, "gradient": lambda: net.gradient(x, t)}
     opt = _fastbp_sgd() if name != "book" else None
-    if opt is not None:
-        variants["step, optimizers.SGD"] = lambda: opt.update(params, net.gradient(x, t))
+    if opt is not None and hasattr(net, "train_step"):
+        variants["step, optimizers.SGD"] = lambda: net.train_step(x, t, opt)
     out = {"largest_param_bytes": largest}
     with case.contenders[name].context():
         for label, fn in variants.items():
