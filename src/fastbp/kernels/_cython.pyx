@@ -77,9 +77,9 @@ cdef extern from "_loops.h" nogil:
     bint labels_in_range(const intp_t*, intp_t, intp_t)
 
 # Bytes of logits per softmax block: the max/shift, exp and normalise passes over a
-# block stay in the L2 cache.
+# block stay in the L2 cache (256 KiB measured best here, against 32 to 128 KiB).
 cdef enum:
-    BLOCK_BYTES = 131072
+    BLOCK_BYTES = 262144
 
 _exp = np.exp
 

@@ -26,6 +26,8 @@
 #define FASTBP_SIMD
 #endif
 
+#define FASTBP_LANES 8
+
 #define FASTBP_DEFINE_LOOPS(T, S)                                                       \
                                                                                         \
 /* mask = x <= 0 (false for NaN); out = mask ? +0.0 : x. out may be x. */               \
@@ -71,14 +73,43 @@ static FASTBP_SIMD void colsum_##S(const T *a, double *acc, npy_intp n, npy_intp
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* Row max and row sum in FASTBP_LANES independent lanes: one running max or sum would \
+ * chain every element on the previous one (latency-bound, not vectorised); lanes keep  \
+ * a fixed order, so the result depends on the row alone. m < v is false for NaN: a    \
+ * NaN row still gives NaN through x - max in the caller.                           */ \
+static FASTBP_SIMD T row_max_##S(const T *r, npy_intp c)                                \
+{                                                                                       \
+    T lane[FASTBP_LANES], m;                                                            \
+    npy_intp j = 0;                                                                     \
+    for (int k = 0; k < FASTBP_LANES; k++) lane[k] = r[0];                              \
+    for (; j + FASTBP_LANES <= c; j += FASTBP_LANES)                                    \
+        for (int k = 0; k < FASTBP_LANES; k++) {                                        \
+            T v = r[j + k]; lane[k] = lane[k] < v ? v : lane[k];                        \
+        }                                                                               \
+    m = lane[0];                                                                        \
+    for (int k = 1; k < FASTBP_LANES; k++) m = m < lane[k] ? lane[k] : m;               \
+    for (; j < c; j++) { T v = r[j]; m = m < v ? v : m; }                               \
+    return m;                                                                           \
+}                                                                                       \
+                                                                                        \
+static FASTBP_SIMD double row_sum_##S(const T *r, npy_intp c)                           \
+{                                                                                       \
+    double lane[FASTBP_LANES] = {0}, s = 0;                                             \
+    npy_intp j = 0;                                                                     \
+    for (; j + FASTBP_LANES <= c; j += FASTBP_LANES)                                    \
+        for (int k = 0; k < FASTBP_LANES; k++) lane[k] += r[j + k];                     \
+    for (int k = 0; k < FASTBP_LANES; k++) s += lane[k];                                \
+    for (; j < c; j++) s += r[j];                                                       \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
 /* Softmax, before exp: mx[i] = max of row i; z = x - mx[i], row by row. */              \
 static FASTBP_SIMD void row_max_shift_##S(const T *x, T *z, T *mx, npy_intp n,          \
                                           npy_intp c)                                   \
 {                                                                                       \
     for (npy_intp i = 0; i < n; i++) {                                                  \
-        const T *r = x + i * c; T *zr = z + i * c; T m = r[0];                          \
-        /* m < v is false for NaN: a NaN row still gives NaN through x - m below */     \
-        for (npy_intp j = 1; j < c; j++) { T v = r[j]; m = m < v ? v : m; }             \
+        const T *r = x + i * c; T *zr = z + i * c;                                      \
+        T m = row_max_##S(r, c);                                                        \
         for (npy_intp j = 0; j < c; j++) zr[j] = r[j] - m;                              \
         mx[i] = m;                                                                      \
     }                                                                                   \
@@ -95,8 +126,7 @@ static FASTBP_SIMD double normalize_loss_##S(const T *x, const T *mx,           
     double total = 0;                                                                   \
     for (npy_intp i = 0; i < n; i++) {                                                  \
         T *yr = y + i * c; const T *xr = x + i * c; T m = mx[i];                        \
-        double s = 0;                                                                   \
-        for (npy_intp j = 0; j < c; j++) s += yr[j];                                    \
+        double s = row_sum_##S(yr, c);                                                  \
         double inv = 1 / s, log_s = log(s);                                             \
         for (npy_intp j = 0; j < c; j++) yr[j] = (T)(yr[j] * inv);                      \
         if (labels) {                                                                   \
