@@ -444,8 +444,11 @@ def test_threads_do_not_change_results(rng):
         for n in (1, 2, 3):
             kernels.set_num_threads(n)
             out, mask = cy.relu_forward(x)
+            loss, y = cy.softmax_cross_entropy(x, labels)
             results[n] = [out, mask, cy.relu_backward(dout, mask), cy.sigmoid_forward(x),
-                          cy.sigmoid_backward(dout, x), *cy.softmax_cross_entropy(x, labels)]
+                          cy.sigmoid_backward(dout, x), loss, y,
+                          cy.softmax_cross_entropy_backward(y, labels),
+                          cy.softmax_cross_entropy_backward(y, np.eye(1000)[labels], 0.5)]
     finally:
         kernels.set_num_threads(before)
     for n in (2, 3):

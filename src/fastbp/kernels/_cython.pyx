@@ -462,32 +462,41 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * (dout / N)``."""
     ya, labels, onehot = _sce_inputs(y, t, "y")
     cdef cnp.ndarray yc = <cnp.ndarray>ya
-    cdef int typenum = cnp.PyArray_TYPE(yc)
     cdef intp_t n = cnp.PyArray_DIM(yc, 0), c = cnp.PyArray_DIM(yc, 1)
     cdef double scale = float(dout) / n
-    cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), typenum)
+    cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), cnp.PyArray_TYPE(yc))
     yc = _apart(yc, o, True)
     if labels is not None:  # labels[i] is read after earlier rows are written
         labels = _apart(<cnp.ndarray>labels, o, False)
     else:
         onehot = _apart(<cnp.ndarray>onehot, o, True)
-    cdef void* py = _data(yc)
+    _split(_sce_grad_rows, (yc, labels, onehot, o, scale), n, 1, n * c)
+    return o
+
+
+def _sce_grad_rows(cnp.ndarray y, labels, onehot, cnp.ndarray o, double scale,
+                   intp_t a, intp_t b):
+    """Rows [a, b) of the softmax-with-cross-entropy gradient."""
+    cdef intp_t c = cnp.PyArray_DIM(y, 1), k = (b - a), off = a * c
+    cdef bint f64 = cnp.PyArray_TYPE(y) == cnp.NPY_DOUBLE
+    cdef void* py = _data(y)
     cdef void* po = _data(o)
-    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels)
+    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels) + a
     cdef void* pt = NULL if onehot is None else _data(<cnp.ndarray>onehot)
     with nogil:
         if lab != NULL:
-            if typenum == cnp.NPY_DOUBLE:
-                sce_grad_labels_f64(<const double*>py, lab, <double*>po, n, c, scale)
+            if f64:
+                sce_grad_labels_f64(<const double*>py + off, lab, <double*>po + off, k, c, scale)
             else:
-                sce_grad_labels_f32(<const float*>py, lab, <float*>po, n, c, <float>scale)
+                sce_grad_labels_f32(<const float*>py + off, lab, <float*>po + off, k, c,
+                                    <float>scale)
         else:
-            if typenum == cnp.NPY_DOUBLE:
-                sce_grad_targets_f64(<const double*>py, <const double*>pt, <double*>po, n * c, scale)
+            if f64:
+                sce_grad_targets_f64(<const double*>py + off, <const double*>pt + off,
+                                     <double*>po + off, k * c, scale)
             else:
-                sce_grad_targets_f32(<const float*>py, <const float*>pt, <float*>po, n * c,
-                                     <float>scale)
-    return o
+                sce_grad_targets_f32(<const float*>py + off, <const float*>pt + off,
+                                     <float*>po + off, k * c, <float>scale)
 
 
 # =========================================================================== chapter 6
