@@ -36,8 +36,9 @@ def _backprop(layers, dout, buffers=None):
         out = {}
         if buffers is not None and i in buffers:
             dW, db = buffers[i]
-            dtype = np.result_type(dout, layer.x, layer.W)
-            if dW.shape == layer.W.shape and dW.dtype == dtype and db.dtype == dtype:
+            dtype = dW.dtype  # reused when nothing changed; mixed dtypes get new arrays
+            if (dW.shape == layer.W.shape and layer.W.dtype == dtype and layer.x.dtype == dtype
+                    and getattr(dout, "dtype", None) == dtype):
                 out = {"dW_out": dW, "db_out": db}
         dout = layer.backward(dout, need_dx=i > 0, **out)
         if buffers is not None:

@@ -375,12 +375,17 @@ def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
 
 # --------------------------------------------------------------------------- Softmax + CE
 
-cdef inline bint _is_native_labels(object t, intp_t n):
+cdef object _integer_labels(object t, intp_t n):
+    """``t`` as a C-contiguous intp array when it is a 1-D integer ndarray of length n
+    (MNIST's labels are uint8), else None; the range is checked by the caller."""
     if not isinstance(t, cnp.ndarray):
-        return False
+        return None
     cdef cnp.ndarray ta = <cnp.ndarray>t
-    return (cnp.PyArray_TYPE(ta) == cnp.NPY_INTP and cnp.PyArray_NDIM(ta) == 1
-            and cnp.PyArray_DIM(ta, 0) == n and cnp.PyArray_ISCARRAY_RO(ta))
+    if not (cnp.PyArray_ISINTEGER(ta) and cnp.PyArray_NDIM(ta) == 1 and cnp.PyArray_DIM(ta, 0) == n):
+        return None
+    if cnp.PyArray_TYPE(ta) == cnp.NPY_INTP and cnp.PyArray_ISCARRAY_RO(ta):
+        return ta
+    return np.asarray(ta, dtype=np.intp, order="C")  # uint64 beyond intp goes negative: refused
 
 
 cdef tuple _sce_inputs(object x, object t, str name="x"):
@@ -390,9 +395,9 @@ cdef tuple _sce_inputs(object x, object t, str name="x"):
     if _is_native(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2:
         xa = <cnp.ndarray>x
         n, c = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
-        if n > 0 and c > 0 and _is_native_labels(t, n):
-            if labels_in_range(<const intp_t*>_data(<cnp.ndarray>t), n, c):
-                return xa, t, None
+        labels = _integer_labels(t, n) if n > 0 and c > 0 else None
+        if labels is not None and labels_in_range(<const intp_t*>_data(<cnp.ndarray>labels), n, c):
+            return xa, labels, None
     return softmax_inputs(x, t, name)
 
 
