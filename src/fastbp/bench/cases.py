@@ -27,14 +27,13 @@ import numpy as np
 
 from .. import kernels as _kernels
 from ..layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
-from ..networks import TwoLayerNet
+from ..networks import MultiLayerNet, TwoLayerNet
 from . import book
 
 __all__ = [
     "Contender", "Case", "KERNEL_SHAPES", "STEP_ARCHS", "TARGETS",
     "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
     "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
-    "LayeredNet",
 ]
 
 LR = 0.1            # the book's learning rate
@@ -308,62 +307,6 @@ def kernel_case_ids(include_large=True):
 
 # =================================================================== training steps
 
-def _takes_need_dx(layer):
-    import inspect
-    try:
-        return "need_dx" in inspect.signature(layer.backward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class LayeredNet:
-    """A multi-layer perceptron built from fastbp's layers, like ``TwoLayerNet``.
-
-    Affine-ReLU pairs then Affine and ``SoftmaxWithLoss``; ``params`` and ``gradient``
-    as in the book. Used for the 784-1000-1000-10 step when fastbp has no
-    ``MultiLayerNet`` of its own.
-    """
-
-    def __init__(self, sizes, dtype=np.float64, weight_init_std=0.01, rng=None):
-        gen = np.random.default_rng(rng)
-        self.params = {}
-        self.layers = OrderedDict()
-        for i in range(1, len(sizes)):
-            W = (weight_init_std * gen.standard_normal((sizes[i - 1], sizes[i]))).astype(dtype)
-            self.params[f"W{i}"], self.params[f"b{i}"] = W, np.zeros(sizes[i], dtype=dtype)
-            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
-            if i < len(sizes) - 1:
-                self.layers[f"Relu{i}"] = Relu()
-        self.lastLayer = SoftmaxWithLoss()
-
-    def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        return self.lastLayer.forward(self.predict(x), t)
-
-    def gradient(self, x, t):
-        self.loss(x, t)
-        dout = self.lastLayer.backward(1)
-        layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        # As fastbp's TwoLayerNet: skip the first layer's unused input gradient when
-        # Affine.backward offers it (need_dx=False).
-        if _takes_need_dx(layers[0]):
-            layers[0].backward(dout, need_dx=False)
-        else:
-            layers[0].backward(dout)
-        grads = {}
-        for key, layer in self.layers.items():
-            if key.startswith("Affine"):
-                i = key[len("Affine"):]
-                grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
-        return grads
-
-
 def _bind(net, params):
     """Give ``net`` (book or fastbp) the parameters ``params`` (copies), layers included."""
     n = len(params) // 2
@@ -396,19 +339,10 @@ def _book_net(sizes):
 
 
 def _fastbp_net(sizes, dtype):
-    """fastbp's own network for these sizes, or a ``LayeredNet``: (net, description)."""
-    import fastbp
+    """fastbp's own network for these sizes: (net, description)."""
     if len(sizes) == 3:
         return TwoLayerNet(*sizes, dtype=dtype, rng=0), "TwoLayerNet"
-    multi = getattr(fastbp, "MultiLayerNet", None)
-    if multi is not None:
-        try:
-            net = multi(sizes[0], list(sizes[1:-1]), sizes[-1], dtype=dtype)
-            if all(f"Affine{i}" in net.layers for i in range(1, len(sizes))):
-                return net, "MultiLayerNet"
-        except Exception:   # another signature: fall back to the layers
-            pass
-    return LayeredNet(sizes, dtype=dtype, rng=0), "LayeredNet (fastbp layers)"
+    return MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], dtype=dtype, rng=0), "MultiLayerNet"
 
 
 def _step_fn(net, x, t, lr=LR):
