@@ -412,13 +412,25 @@ def _sce_blocks(cnp.ndarray x, cnp.ndarray y, labels, onehot, cnp.ndarray partia
     cdef char* py = <char*>_data(y)
     cdef void* pmx = _data(mx)
     cdef double* part = <double*>_data(partial)
-    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels)
-    cdef char* pt = NULL if onehot is None else <char*>_data(<cnp.ndarray>onehot)
+    # labels or targets: one of the two is NULL (pointers set by plain statements: a
+    # conditional expression makes Cython drop the const of its temporaries)
+    cdef const intp_t* lab = NULL
+    cdef const intp_t* lab_k = NULL
+    cdef char* pt = NULL
+    cdef const char* pt_k = NULL
+    if labels is not None:
+        lab = <const intp_t*>_data(<cnp.ndarray>labels)
+    else:
+        pt = <char*>_data(<cnp.ndarray>onehot)
     cdef intp_t blk, start, k, off
     for blk in range(first, last):
         start = blk * rows
         k = min(n, start + rows) - start
         off = start * c * isz
+        if lab != NULL:
+            lab_k = lab + start
+        else:
+            pt_k = pt + off
         with nogil:
             if f64:
                 row_max_shift_f64(<const double*>(px + off), <double*>(py + off), <double*>pmx, k, c)
@@ -428,15 +440,13 @@ def _sce_blocks(cnp.ndarray x, cnp.ndarray y, labels, onehot, cnp.ndarray partia
         _exp(block, out=block)
         with nogil:
             if f64:
-                part[blk] = normalize_loss_f64(
-                    <const double*>(px + off), <const double*>pmx,
-                    NULL if lab == NULL else lab + start,
-                    NULL if pt == NULL else <const double*>(pt + off), <double*>(py + off), k, c)
+                part[blk] = normalize_loss_f64(<const double*>(px + off), <const double*>pmx,
+                                               lab_k, <const double*>pt_k, <double*>(py + off),
+                                               k, c)
             else:
-                part[blk] = normalize_loss_f32(
-                    <const float*>(px + off), <const float*>pmx,
-                    NULL if lab == NULL else lab + start,
-                    NULL if pt == NULL else <const float*>(pt + off), <float*>(py + off), k, c)
+                part[blk] = normalize_loss_f32(<const float*>(px + off), <const float*>pmx,
+                                               lab_k, <const float*>pt_k, <float*>(py + off),
+                                               k, c)
 
 
 def softmax_cross_entropy(x, t, out=None):
@@ -486,8 +496,12 @@ def _sce_grad_rows(cnp.ndarray y, labels, onehot, cnp.ndarray o, double scale,
     cdef bint f64 = cnp.PyArray_TYPE(y) == cnp.NPY_DOUBLE
     cdef void* py = _data(y)
     cdef void* po = _data(o)
-    cdef const intp_t* lab = NULL if labels is None else <const intp_t*>_data(<cnp.ndarray>labels) + a
-    cdef void* pt = NULL if onehot is None else _data(<cnp.ndarray>onehot)
+    cdef const intp_t* lab = NULL
+    cdef void* pt = NULL
+    if labels is not None:
+        lab = <const intp_t*>_data(<cnp.ndarray>labels) + a
+    else:
+        pt = _data(<cnp.ndarray>onehot)
     with nogil:
         if lab != NULL:
             if f64:
