@@ -1,20 +1,15 @@
-"""A minimal IDX reader for the tests that need real MNIST digits."""
-import gzip
-import os
+"""Real MNIST digits for the tests that need them, through fastbp's own verified loader."""
+import functools
 
-import numpy as np
+from fastbp.datasets import load_mnist
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+@functools.lru_cache(maxsize=2)
+def _load(folder):
+    return load_mnist(normalize=True, flatten=True, data_dir=folder)
 
 
 def load(folder, kind="train"):
-    prefix = "train" if kind == "train" else "t10k"
-    x = read_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"))
-    t = read_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"))
-    return (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32), t.astype(np.intp)
+    """``(x, t)``: float32 images in [0, 1], (N, 784), and uint8 labels."""
+    train, test = _load(folder)
+    return train if kind == "train" else test
