@@ -13,10 +13,13 @@ negative when a signal (a segfault) killed the process.
 import faulthandler
 import sys
 import traceback
+import warnings
 
 import numpy as np
 
 faulthandler.enable()
+# a complex input silently cast to real is a wrong answer, not a warning
+warnings.simplefilter("error", np.exceptions.ComplexWarning)
 
 from fastbp import kernels  # noqa: E402
 
@@ -24,9 +27,19 @@ MODULES = [("numpy", kernels._numpy)]
 if kernels.HAVE_CYTHON:
     MODULES.append(("cython", kernels._cython))
 
-# the chapter-5 kernels (the chapter-6 ones have their own tests)
 KERNELS = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "bias_grad",
-           "affine_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward"]
+           "affine_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward",
+           # chapter 6: in-place updates, dropout, batch normalization
+           "sgd_update", "momentum_update", "nesterov_update", "adagrad_update",
+           "rmsprop_update", "adam_update", "dropout_forward", "dropout_backward",
+           "batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
+
+# Arguments a kernel updates in place by contract (by position): the parameter and the
+# optimizer state, batch normalization's running statistics. Every other input must
+# come back unchanged.
+IN_PLACE = {"sgd_update": {0}, "momentum_update": {0, 2}, "nesterov_update": {0, 2},
+            "adagrad_update": {0, 2}, "rmsprop_update": {0, 2}, "adam_update": {0, 2, 3},
+            "batchnorm_forward": {3, 4}}
 
 DTYPES = [np.float64, np.float32, np.float32, np.float64, np.int64, np.int8, np.uint8, np.bool_,
           np.float16, np.complex128, object, np.intp, ">f8", "<U2"]
@@ -151,7 +164,53 @@ def case(seed, i):
         y = array(rng, (n, c) if fit else None)
         dout = rng.choice([1.0, 0.5, np.nan, -3.0])
         return name, (y, labels(rng, n, c), dout), {"out": out_for(rng, np.zeros((n, c)))}
+    if name.endswith("_update"):
+        n_state = {"sgd_update": 0, "adam_update": 2}.get(name, 1)
+        n_hyper = {"sgd_update": 1, "momentum_update": 2, "nesterov_update": 2,
+                   "adagrad_update": 2, "rmsprop_update": 3, "adam_update": 4}[name]
+        if fit:  # what the optimizers pass: writable C arrays of the parameter's dtype
+            dtype = rng.choice([np.float64, np.float32])
+            shp = shape(rng)
+            p = np.asarray(rng.standard_normal(shp), dtype=dtype)
+            state = [np.asarray(np.abs(rng.standard_normal(shp)), dtype=dtype) for _ in range(n_state)]
+            hyper = [float(rng.choice([0.1, 0.9, 0.999, 1e-7])) for _ in range(n_hyper)]
+            return name, (p, array(rng, shp), *state, *hyper), {}
+        p = array(rng, dtype=rng.choice([np.float64, np.float32, np.float16, np.int64]))
+        shp = np.shape(p)
+        state = [array(rng, shp) for _ in range(n_state)]
+        hyper = [hyperparameter(rng) for _ in range(n_hyper)]
+        return name, (p, array(rng, shp), *state, *hyper), {}
+    if name == "dropout_forward":
+        x = array(rng)
+        u = array(rng, np.shape(x) if fit else None)
+        return name, (x, u, hyperparameter(rng), hyperparameter(rng)), {"out": out_for(rng, x)}
+    if name == "dropout_backward":
+        d = array(rng)
+        m = array(rng, np.shape(d) if fit else None, np.bool_ if fit else None)
+        return name, (d, m, hyperparameter(rng)), {"out": out_for(rng, d)}
+    if name in ("batchnorm_forward", "batchnorm_inference"):
+        x = array(rng, (n, c) if fit else None)
+        n_hyper = 2 if name == "batchnorm_forward" else 1
+        if fit:  # gamma, beta any layout; running statistics writable, in x's float dtype
+            dtype = np.asarray(x).dtype if np.asarray(x).dtype in (np.float32, np.float64) else np.float64
+            vecs = [array(rng, (c,)), array(rng, (c,)), np.zeros(c, dtype), np.ones(c, dtype)]
+            hyper = [float(rng.choice([0.9, 1e-6, 0.5])) for _ in range(n_hyper)]
+        else:
+            vecs = [array(rng) for _ in range(4)]
+            hyper = [hyperparameter(rng) for _ in range(n_hyper)]
+        return name, (x, *vecs, *hyper), {"out": out_for(rng, x)}
+    if name == "batchnorm_backward":
+        d = array(rng, (n, c) if fit else None)
+        xn = array(rng, (n, c) if fit else None)
+        std, gamma = array(rng, (c,) if fit else None), array(rng, (c,) if fit else None)
+        return name, (d, xn, std, gamma), {"out": out_for(rng, d)}
     raise AssertionError(name)
+
+
+def hyperparameter(rng):
+    """A scalar hyperparameter: mostly sensible, sometimes NaN, huge, negative or not a number."""
+    return rng.choice(np.array([0.1, 0.9, 0.999, 1e-7, 0.5, 0.0, -1.0, np.nan, np.inf, 1e300,
+                                "x", None, True], dtype=object))
 
 
 def describe(args, kwargs):
@@ -166,8 +225,9 @@ def describe(args, kwargs):
     return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
 
 
-def snapshot(args):
-    return [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+def snapshot(args, in_place=()):
+    return [a.copy() if isinstance(a, np.ndarray) and i not in in_place else None
+            for i, a in enumerate(args)]
 
 
 def unchanged(before, args):
@@ -191,7 +251,7 @@ def main(argv):
             print(f"CASE {seed} {i} {name} {backend}: {describe(args, kwargs)}", flush=True)
             kw = {k: (v.copy() if isinstance(v, np.ndarray) and v.flags.writeable else v)
                   for k, v in kwargs.items()}
-            before = snapshot(args)
+            before = snapshot(args, IN_PLACE.get(name, ()))
             try:
                 with np.errstate(all="ignore"):
                     getattr(mod, name)(*args, **kw)

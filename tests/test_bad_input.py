@@ -781,3 +781,15 @@ class TestNumericalGradient:
         g = fastbp.numerical_gradient(lambda a: float((a ** 2).sum()), x)
         np.testing.assert_allclose(g, 2 * x, rtol=1e-7)
         same(base, before)
+
+
+def test_chapter6_kernels_refuse_complex(backend):
+    """A complex argument is refused, not cast to its real part (found by the fuzzer)."""
+    x = np.ones((3, 2))
+    c = np.ones(2, dtype=complex)
+    with pytest.raises(TypeError, match="complex"):
+        backend.batchnorm_inference(x, c, np.zeros(2), np.zeros(2), np.ones(2), 1e-6)
+    with pytest.raises(TypeError, match="complex"):
+        backend.batchnorm_backward(x, x, c, np.ones(2))
+    with pytest.raises(TypeError, match="complex"):
+        backend.dropout_forward(np.ones(2), np.ones(2, dtype=complex), 0.5, 2.0)

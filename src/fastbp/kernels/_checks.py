@@ -60,7 +60,9 @@ def float_array(name, a, dtype=None):
     common one); it must be float32 or float64. Copies only when it has to.
     """
     a = as_array(name, a)
-    dt = float_dtype(name, a) if dtype is None else dtype
+    dt = float_dtype(name, a)  # refuses complex, float16, ... even when dtype is given
+    if dtype is not None:
+        dt = dtype
     # asarray keeps a 0-d array 0-d (ascontiguousarray would make it 1-d); the compiled
     # loops read through typed pointers, so an unaligned buffer is copied too.
     arr = np.asarray(a, dtype=dt, order="C")
