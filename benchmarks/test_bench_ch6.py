@@ -19,7 +19,6 @@ BLAS runs on one thread (threadpoolctl, from the ``bench`` extra) so that the fi
 measure the code, not thread scheduling on a shared machine.
 """
 import contextlib
-import gzip
 import os
 
 import numpy as np
@@ -28,7 +27,7 @@ import pytest
 pytest.importorskip("pytest_benchmark", reason="the bench extra (pytest-benchmark) is not installed")
 
 import fastbp  # noqa: E402
-from fastbp import Dropout, MultiLayerNet, MultiLayerNetExtend  # noqa: E402
+from fastbp import Dropout, MultiLayerNet, MultiLayerNetExtend, load_mnist  # noqa: E402
 from fastbp.optimizers import Adam  # noqa: E402
 
 try:
@@ -188,19 +187,14 @@ class BookAdam:
 
 # --------------------------------------------------------------------------- data
 
-def _idx(path, header):
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=header)
-
-
 @pytest.fixture(scope="module")
 def batches():
     """``N_BATCHES`` (x, t) batches of 100: the first real MNIST images, or random."""
     n = N_BATCHES * BATCH
     root = os.environ.get("FASTBP_MNIST_DIR")
     if root:
-        x = _idx(os.path.join(root, "train-images-idx3-ubyte.gz"), 16).reshape(-1, 784)[:n] / 255.0
-        t = _idx(os.path.join(root, "train-labels-idx1-ubyte.gz"), 8)[:n].astype(np.intp)
+        (x, t), _ = load_mnist(normalize=False, data_dir=root)
+        x, t = x[:n] / 255.0, t[:n].astype(np.intp)
     else:
         rng = np.random.default_rng(0)
         x, t = rng.random((n, 784)), rng.integers(0, 10, n)

@@ -1,6 +1,5 @@
 """MultiLayerNet and MultiLayerNetExtend: the book's structure, gradient checks, float32,
 and the MNIST proof (Adam, 5 epochs)."""
-import gzip
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import MultiLayerNet, MultiLayerNetExtend, Trainer, kernels
+from fastbp import MultiLayerNet, MultiLayerNetExtend, Trainer, kernels, load_mnist
 from fastbp.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid
 from fastbp.optimizers import Adam
 
@@ -216,18 +215,11 @@ def test_gradient_does_not_need_the_input_gradient(backend):
 
 # --------------------------------------------------------------------------- MNIST
 
-def _idx(path, header):
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=header)
-
-
 def _mnist(root):
-    x_tr = _idx(os.path.join(root, "train-images-idx3-ubyte.gz"), 16).reshape(-1, 784) / 255.0
-    t_tr = _idx(os.path.join(root, "train-labels-idx1-ubyte.gz"), 8).astype(np.intp)
-    x_te = _idx(os.path.join(root, "t10k-images-idx3-ubyte.gz"), 16).reshape(-1, 784) / 255.0
-    t_te = _idx(os.path.join(root, "t10k-labels-idx1-ubyte.gz"), 8).astype(np.intp)
+    """The full set through fastbp's checked loader; pixels / 255 in float64."""
+    (x_tr, t_tr), (x_te, t_te) = load_mnist(normalize=False, data_dir=root)
     assert x_tr.shape == (60000, 784) and x_te.shape == (10000, 784)
-    return x_tr, t_tr, x_te, t_te
+    return x_tr / 255.0, t_tr.astype(np.intp), x_te / 255.0, t_te.astype(np.intp)
 
 
 def _mnist_run(root):
