@@ -5,7 +5,8 @@ import pytest
 import fastbp
 from fastbp import TwoLayerNet
 from fastbp.datasets import SAMPLE_DIR, load_mnist
-from fastbp.training import iterations_per_epoch, sgd_step, train_two_layer
+from fastbp.optimizers import SGD
+from fastbp.training import iterations_per_epoch, train_two_layer
 
 BACKENDS = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
 
@@ -28,12 +29,12 @@ def test_iterations_per_epoch():
     assert iterations_per_epoch(50, 100) == 1  # never 0
 
 
-def test_sgd_step_is_in_place():
+def test_sgd_update_is_in_place():
     net = TwoLayerNet(4, 3, 2, rng=0)
     w1 = net.params["W1"]
     before = w1.copy()
     grads = {k: np.ones_like(v) for k, v in net.params.items()}
-    sgd_step(net.params, grads, 0.5)
+    SGD(lr=0.5).update(net.params, grads)
     assert net.params["W1"] is w1 and net.layers["Affine1"].W is w1
     np.testing.assert_array_equal(w1, before - 0.5)
 

@@ -47,8 +47,7 @@ def _backprop(layers, dout, buffers=None):
 
 def _train_step(network, x, t, optimizer):
     """``network.train_step``: the gradients go into buffers reused across steps."""
-    buffers = network.__dict__.setdefault("_grad_buffers", {})
-    grads = network._gradient(x, t, buffers)
+    grads = network._gradient(x, t, network._grad_buffers)
     optimizer.update(network.params, grads)
     return network._last_loss()
 
@@ -80,6 +79,7 @@ class TwoLayerNet:
         self.layers["Relu1"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
         self.lastLayer = SoftmaxWithLoss()
+        self._grad_buffers = {}  # train_step's dW/db, reused from step to step
 
     def predict(self, x):
         for layer in self.layers.values():
@@ -201,6 +201,7 @@ class _MultiLayer:
         idx = self.hidden_layer_num + 1
         self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
         self.last_layer = SoftmaxWithLoss()
+        self._grad_buffers = {}  # train_step's dW/db, reused from step to step
 
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and

@@ -22,7 +22,7 @@ import numpy as np
 from .networks import TwoLayerNet
 from .optimizers import SGD
 
-__all__ = ["History", "EpochRecord", "TrainResult", "iterations_per_epoch", "train_two_layer", "sgd_step"]
+__all__ = ["History", "EpochRecord", "TrainResult", "iterations_per_epoch", "train_two_layer"]
 
 
 def iterations_per_epoch(train_size, batch_size):
@@ -72,13 +72,6 @@ class TrainResult:
     network: TwoLayerNet
     history: History
     seconds: float  # total wall time
-
-
-def sgd_step(params, grads, learning_rate):
-    """``params[k] -= learning_rate * grads[k]``, in place: the layers hold these very
-    arrays, so the network learns (rebinding ``params[k]`` would not reach them). One
-    fused kernel pass per parameter, with no temporary array."""
-    SGD(lr=learning_rate).update(params, grads)
 
 
 def _batch_loss(network):
