@@ -420,38 +420,60 @@ def test_out_may_be_the_input(backend, rng, dtype):
     np.testing.assert_allclose(loss, ref_loss, **TOL[dtype])
 
 
+@pytest.mark.parametrize("shape", [(3000, 50), (7, 5000), (3, 2047), (5, 2049), (2049, 1)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_many_blocks(backend, rng, dtype):
-    """Large batches are processed in blocks of rows; the result does not depend on it."""
-    x = data(rng, dtype, (3000, 50), special=False) * 4
-    labels = rng.integers(0, 50, 3000)
+def test_softmax_row_groups(backend, rng, dtype, shape):
+    """The compiled softmax works on groups of rows that fit a 2048-element chunk (or on
+    one row when a row is longer); the result does not depend on the grouping."""
+    n, c = shape
+    x = data(rng, dtype, shape, special=False) * 4
+    labels = rng.integers(0, c, n)
     loss, y = backend.softmax_cross_entropy(x, labels)
     ref_loss, ref_y = softmax_ce_reference(x, labels)
     np.testing.assert_allclose(y.astype(np.longdouble), ref_y, **TOL[dtype])
     np.testing.assert_allclose(float(loss), float(ref_loss), **TOL[dtype])
+    loss_t, y_t = backend.softmax_cross_entropy(x, np.eye(c, dtype=dtype)[labels])
+    np.testing.assert_array_equal(y_t, y)
+    np.testing.assert_allclose(float(loss_t), float(loss), **TOL[dtype])
 
 
 @pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
-def test_threads_do_not_change_results(rng):
-    """Large arrays are split across threads; the results are bit-identical to one thread."""
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_exp_is_numpys(rng, dtype):
+    """The compiled sigmoid and softmax call NumPy's own exp loop: bit for bit the
+    NumPy twin's sigmoid, and the softmax numerators are np.exp's."""
+    x = data(rng, dtype, (300, 97)) * 30
+    np.testing.assert_array_equal(kernels._cython.sigmoid_forward(x), _numpy.sigmoid_forward(x))
+    logits = rng.standard_normal((40, 3000)).astype(dtype) * 10  # one row per chunk
+    logits[:, 0] = 50  # the max: exp(x - max) is exact at that column
+    _, y = kernels._cython.softmax_cross_entropy(logits, np.zeros(40, dtype=np.intp))
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(y, z / z.sum(axis=1, keepdims=True, dtype=np.float64), **TOL[dtype])
+
+
+@pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
+@pytest.mark.parametrize("shape", [(1100, 1000), (61, 1000)])
+def test_threads_do_not_change_results(rng, shape):
+    """Large arrays are split across threads (the softmax and the sigmoid from 32,768
+    elements, everything from a million); the results are bit-identical to one thread."""
     cy = kernels._cython
-    x = rng.standard_normal((1100, 1000))
-    labels = rng.integers(0, 1000, 1100)
+    x = rng.standard_normal(shape)
+    labels = rng.integers(0, shape[1], shape[0])
     dout = rng.standard_normal(x.shape)
     before = kernels.get_num_threads()
     results = {}
     try:
-        for n in (1, 2, 3):
+        for n in (1, 2, 3, 7):
             kernels.set_num_threads(n)
             out, mask = cy.relu_forward(x)
             loss, y = cy.softmax_cross_entropy(x, labels)
             results[n] = [out, mask, cy.relu_backward(dout, mask), cy.sigmoid_forward(x),
                           cy.sigmoid_backward(dout, x), loss, y,
                           cy.softmax_cross_entropy_backward(y, labels),
-                          cy.softmax_cross_entropy_backward(y, np.eye(1000)[labels], 0.5)]
+                          cy.softmax_cross_entropy_backward(y, np.eye(shape[1])[labels], 0.5)]
     finally:
         kernels.set_num_threads(before)
-    for n in (2, 3):
+    for n in (2, 3, 7):
         for a, b in zip(results[1], results[n]):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(results[1][3], _numpy.sigmoid_forward(x), rtol=1e-15)

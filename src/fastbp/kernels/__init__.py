@@ -84,10 +84,12 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Let the compiled kernels use ``n`` threads on arrays of a million elements or more.
+    """Let the compiled kernels use ``n`` OpenMP threads on large arrays (from 32,768
+    elements for the softmax and the sigmoid, a million for the other kernels).
 
     The default is the number of CPUs (at most 8), or ``FASTBP_NUM_THREADS``. Results
-    do not depend on it. Without the compiled kernels this is a no-op.
+    do not depend on it. Without the compiled kernels, or in a build without OpenMP,
+    the kernels run on one thread.
     """
     if HAVE_CYTHON:
         _cython.set_num_threads(n)

@@ -12,18 +12,21 @@ Design:
 - The inner loops are in ``_loops.h``: one C body for float and double, written so the
   compiler vectorises them, run with the GIL released. This module picks the dtype's
   loop and owns the boundary.
-- ``exp`` is NumPy's vectorised one, called between two loops; the softmax works in
-  blocks of rows so that the three passes stay in cache.
+- ``exp`` is NumPy's vectorised one: the inner loop of ``np.exp`` for the dtype, looked
+  up once at import and called from C without the GIL, on chunks that stay in the L1
+  cache between the passes before and after it.
+- Large arrays are split over OpenMP threads (when the build has OpenMP), one
+  contiguous run per thread; results do not depend on the number of threads.
 - Sums accumulate in double. Matrix products are NumPy's (BLAS): never hand-rolled.
 - No ``-ffast-math`` (setup.py): it would break NaN propagation.
 """
 import operator
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 cimport numpy as cnp
+from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free
 
 from ._checks import (
@@ -56,32 +59,50 @@ cdef extern from "_loops.h" nogil:
     void relu_fwd_f64(const double*, double*, unsigned char*, intp_t)
     void relu_bwd_f32(const float*, const unsigned char*, float*, intp_t)
     void relu_bwd_f64(const double*, const unsigned char*, double*, intp_t)
-    void neg_abs_f32(const float*, float*, intp_t)
-    void neg_abs_f64(const double*, double*, intp_t)
-    void sigmoid_from_exp_f32(const float*, const float*, float*, intp_t)
-    void sigmoid_from_exp_f64(const double*, const double*, double*, intp_t)
+    ctypedef struct exp_t "fastbp_exp_t":
+        pass
+    exp_t fastbp_exp_from(void* loop, void* data)
+    void sigmoid_fwd_f32(const float*, float*, intp_t, exp_t)
+    void sigmoid_fwd_f64(const double*, double*, intp_t, exp_t)
     void sigmoid_bwd_f32(const float*, const float*, float*, intp_t)
     void sigmoid_bwd_f64(const double*, const double*, double*, intp_t)
     void colsum_f32(const float*, double*, intp_t, intp_t)
     void colsum_f64(const double*, double*, intp_t, intp_t)
-    void row_max_shift_f32(const float*, float*, float*, intp_t, intp_t)
-    void row_max_shift_f64(const double*, double*, double*, intp_t, intp_t)
-    double normalize_loss_f32(const float*, const float*, const intp_t*, const float*, float*,
-                              intp_t, intp_t)
-    double normalize_loss_f64(const double*, const double*, const intp_t*, const double*, double*,
-                              intp_t, intp_t)
+    void softmax_ce_rows_f32(const float*, float*, const intp_t*, const float*, double*,
+                             intp_t, intp_t, exp_t)
+    void softmax_ce_rows_f64(const double*, double*, const intp_t*, const double*, double*,
+                             intp_t, intp_t, exp_t)
     void sce_grad_labels_f32(const float*, const intp_t*, float*, intp_t, intp_t, float)
     void sce_grad_labels_f64(const double*, const intp_t*, double*, intp_t, intp_t, double)
     void sce_grad_targets_f32(const float*, const float*, float*, intp_t, float)
     void sce_grad_targets_f64(const double*, const double*, double*, intp_t, double)
     bint labels_in_range(const intp_t*, intp_t, intp_t)
 
-# Bytes of logits per softmax block: the max/shift, exp and normalise passes over a
-# block stay in the L2 cache (256 KiB measured best here, against 32 to 128 KiB).
-cdef enum:
-    BLOCK_BYTES = 262144
+cdef extern from "<omp.h>" nogil:
+    """
+    #ifndef _OPENMP
+    #define FASTBP_HAVE_OPENMP 0
+    #else
+    #define FASTBP_HAVE_OPENMP 1
+    #endif
+    """
+    const bint FASTBP_HAVE_OPENMP
 
-_exp = np.exp
+
+cdef exp_t _numpy_exp_loop(int typenum) except *:
+    """NumPy's inner loop of ``np.exp`` from ``typenum`` to ``typenum`` (the same code,
+    SIMD dispatch included, that ``np.exp`` runs on such arrays)."""
+    cdef cnp.ufunc u = np.exp
+    cdef int i
+    for i in range(u.ntypes):
+        if (u.types[i * u.nargs] == typenum and u.types[i * u.nargs + 1] == typenum
+                and u.functions[i] != NULL):
+            return fastbp_exp_from(<void*>u.functions[i], u.data[i])
+    raise ImportError(f"fastbp: NumPy {np.__version__} has no exp loop for type {typenum}")
+
+
+cdef exp_t EXP_F32 = _numpy_exp_loop(cnp.NPY_FLOAT)
+cdef exp_t EXP_F64 = _numpy_exp_loop(cnp.NPY_DOUBLE)
 
 
 # --------------------------------------------------------------------------- boundary
@@ -127,6 +148,15 @@ cdef inline void* _data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
+cdef inline const char* _cdata(object a) noexcept:
+    """The data pointer of an input array (or NULL for None)."""
+    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline bint _is_f64(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE
+
+
 cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
     """``a``, or a copy of it when its memory meets the output's (both C-contiguous).
 
@@ -147,84 +177,92 @@ cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
 
 # --------------------------------------------------------------------------- threads
 #
-# Elementwise kernels are memory-bound and a thread costs tens of microseconds to wake,
-# so only arrays of PARALLEL_MIN elements or more are split, into one contiguous chunk
-# per thread (the calling thread takes the first). Chunks release the GIL, NumPy's exp
-# included. Results do not depend on the number of threads: elementwise work is
-# independent, and the softmax loss is summed per fixed block of rows, in block order.
+# Work on large arrays is split over OpenMP threads, one contiguous run of whole grains
+# per thread. A run costs a few microseconds to start, and memory-bound loops gain only
+# when the arrays outgrow the caches, so they split from PARALLEL_MIN elements; loops
+# around exp are compute-bound and split from EXP_PARALLEL_MIN. Results do not depend
+# on the number of threads: elementwise work is independent, and the softmax writes one
+# loss per row, summed in row order afterwards.
 
 cdef intp_t PARALLEL_MIN = 1 << 20
+cdef intp_t EXP_PARALLEL_MIN = 1 << 15
 cdef int _threads = 1
-_pool = None
+
+HAVE_OPENMP = bool(FASTBP_HAVE_OPENMP)
 
 
 def _default_threads():
+    if not HAVE_OPENMP:
+        return 1
     env = os.environ.get("FASTBP_NUM_THREADS", "").strip()
     return int(env) if env else min(os.cpu_count() or 1, 8)
 
 
 def set_num_threads(n):
-    """Threads the compiled kernels may use on large arrays (1 turns threading off)."""
-    global _threads, _pool
+    """Threads the compiled kernels may use on large arrays (1 turns threading off;
+    without OpenMP in the build the kernels run on one thread whatever ``n``)."""
+    global _threads
     n = operator.index(n)
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
     _threads = n
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-        _pool = None
 
 
 def get_num_threads():
     """Threads the compiled kernels use on large arrays."""
-    return _threads
+    return _threads if HAVE_OPENMP else 1
 
 
 set_num_threads(_default_threads())
 
 
-cdef _split(fn, tuple args, intp_t n, intp_t grain, intp_t elements):
-    """Run ``fn(*args, start, stop)`` over [0, n), in chunks of whole grains on threads
-    when the work touches at least PARALLEL_MIN elements."""
-    global _pool
-    cdef intp_t nt = min(<intp_t>_threads, (n + grain - 1) // grain)
-    if elements < PARALLEL_MIN or nt <= 1:
-        fn(*args, 0, n)
+ctypedef struct Job:
+    # What a kernel's range function reads and writes; each kernel uses some fields.
+    bint f64
+    const char* a          # first input
+    const char* b          # second input
+    char* out
+    unsigned char* mask
+    const intp_t* labels
+    double* loss           # one per row
+    intp_t c               # columns (row kernels)
+    double scale
+
+ctypedef void (*range_fn)(const Job*, intp_t, intp_t) noexcept nogil
+
+
+cdef void _run(range_fn fn, const Job* job, intp_t n, intp_t grain, intp_t elements,
+               intp_t min_elements) noexcept nogil:
+    """``fn(job, start, stop)`` over [0, n): on one thread, or in one run of whole grains
+    per thread when the work touches at least ``min_elements`` elements."""
+    cdef intp_t nt = 1, step, k, start
+    if elements >= min_elements and FASTBP_HAVE_OPENMP:
+        nt = min(<intp_t>_threads, (n + grain - 1) // grain)
+    if nt <= 1:
+        fn(job, 0, n)
         return
-    if _pool is None or _pool._max_workers < nt - 1:
-        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="fastbp")
-    cdef intp_t step = ((n + nt - 1) // nt + grain - 1) // grain * grain
-    futures = [_pool.submit(fn, *args, start, min(n, start + step))
-               for start in range(step, n, step)]
-    fn(*args, 0, min(n, step))
-    for f in futures:
-        f.result()
+    step = ((n + nt - 1) // nt + grain - 1) // grain * grain
+    for k in prange(nt, num_threads=nt, schedule="static"):
+        start = k * step
+        if start < n:
+            fn(job, start, min(n, start + step))
 
 
 # --------------------------------------------------------------------------- ReLU
 
-def _relu_fwd_range(cnp.ndarray x, cnp.ndarray o, cnp.ndarray mask, intp_t a, intp_t b):
-    cdef intp_t n = b - a
-    cdef unsigned char* pm = <unsigned char*>_data(mask) + a
-    cdef void* px = _data(x)
-    cdef void* po = _data(o)
-    with nogil:
-        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
-            relu_fwd_f64(<const double*>px + a, <double*>po + a, pm, n)
-        else:
-            relu_fwd_f32(<const float*>px + a, <float*>po + a, pm, n)
+cdef void _relu_fwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        relu_fwd_f64(<const double*>j.a + a, <double*>j.out + a, j.mask + a, b - a)
+    else:
+        relu_fwd_f32(<const float*>j.a + a, <float*>j.out + a, j.mask + a, b - a)
 
 
-def _relu_bwd_range(cnp.ndarray d, cnp.ndarray mask, cnp.ndarray o, intp_t a, intp_t b):
-    cdef intp_t n = b - a
-    cdef const unsigned char* pm = <const unsigned char*>_data(mask) + a
-    cdef void* pd = _data(d)
-    cdef void* po = _data(o)
-    with nogil:
-        if cnp.PyArray_TYPE(d) == cnp.NPY_DOUBLE:
-            relu_bwd_f64(<const double*>pd + a, pm, <double*>po + a, n)
-        else:
-            relu_bwd_f32(<const float*>pd + a, pm, <float*>po + a, n)
+cdef void _relu_bwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    cdef const unsigned char* m = <const unsigned char*>j.b + a
+    if j.f64:
+        relu_bwd_f64(<const double*>j.a + a, m, <double*>j.out + a, b - a)
+    else:
+        relu_bwd_f32(<const float*>j.a + a, m, <float*>j.out + a, b - a)
 
 
 def relu_forward(x, out=None):
@@ -235,7 +273,12 @@ def relu_forward(x, out=None):
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(xa))
     xa = _apart(xa, o, True)
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
-    _split(_relu_fwd_range, (xa, o, mask), cnp.PyArray_SIZE(xa), 4096, cnp.PyArray_SIZE(xa))
+    cdef Job job
+    job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
+    job.mask = <unsigned char*>_data(mask)
+    cdef intp_t n = cnp.PyArray_SIZE(xa)
+    with nogil:
+        _run(_relu_fwd_job, &job, n, 4096, n, PARALLEL_MIN)
     return o, mask
 
 
@@ -254,42 +297,28 @@ def relu_backward(dout, mask, out=None):
         ma = mask_array("mask", mask, (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(d))
     d, ma = _apart(d, o, True), _apart(ma, o, False)
-    _split(_relu_bwd_range, (d, ma, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
+    cdef Job job
+    job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ma), <char*>_data(o)
+    cdef intp_t n = cnp.PyArray_SIZE(d)
+    with nogil:
+        _run(_relu_bwd_job, &job, n, 4096, n, PARALLEL_MIN)
     return o
 
 
 # --------------------------------------------------------------------------- Sigmoid
 
-def _sigmoid_fwd_range(cnp.ndarray x, cnp.ndarray o, intp_t a, intp_t b):
-    # e = exp(-|x|) is built in ``out`` itself: no scratch array, no extra page faults
-    cdef intp_t n = b - a
-    cdef bint f64 = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef void* px = _data(x)
-    cdef void* po = _data(o)
-    with nogil:
-        if f64:
-            neg_abs_f64(<const double*>px + a, <double*>po + a, n)
-        else:
-            neg_abs_f32(<const float*>px + a, <float*>po + a, n)
-    chunk = o.reshape(-1)[a:b]
-    _exp(chunk, out=chunk)
-    with nogil:
-        if f64:
-            sigmoid_from_exp_f64(<const double*>px + a, <const double*>po + a, <double*>po + a, n)
-        else:
-            sigmoid_from_exp_f32(<const float*>px + a, <const float*>po + a, <float*>po + a, n)
+cdef void _sigmoid_fwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        sigmoid_fwd_f64(<const double*>j.a + a, <double*>j.out + a, b - a, EXP_F64)
+    else:
+        sigmoid_fwd_f32(<const float*>j.a + a, <float*>j.out + a, b - a, EXP_F32)
 
 
-def _sigmoid_bwd_range(cnp.ndarray d, cnp.ndarray y, cnp.ndarray o, intp_t a, intp_t b):
-    cdef intp_t n = b - a
-    cdef void* pd = _data(d)
-    cdef void* py = _data(y)
-    cdef void* po = _data(o)
-    with nogil:
-        if cnp.PyArray_TYPE(d) == cnp.NPY_DOUBLE:
-            sigmoid_bwd_f64(<const double*>pd + a, <const double*>py + a, <double*>po + a, n)
-        else:
-            sigmoid_bwd_f32(<const float*>pd + a, <const float*>py + a, <float*>po + a, n)
+cdef void _sigmoid_bwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        sigmoid_bwd_f64(<const double*>j.a + a, <const double*>j.b + a, <double*>j.out + a, b - a)
+    else:
+        sigmoid_bwd_f32(<const float*>j.a + a, <const float*>j.b + a, <float*>j.out + a, b - a)
 
 
 def sigmoid_forward(x, out=None):
@@ -299,7 +328,11 @@ def sigmoid_forward(x, out=None):
                                  cnp.PyArray_TYPE(xa))
     if out is not None and np.may_share_memory(o, xa):
         xa = xa.copy()  # the last pass reads x's sign after exp(-|x|) has filled out
-    _split(_sigmoid_fwd_range, (xa, o), cnp.PyArray_SIZE(xa), 4096, cnp.PyArray_SIZE(xa))
+    cdef Job job
+    job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
+    cdef intp_t n = cnp.PyArray_SIZE(xa)
+    with nogil:
+        _run(_sigmoid_fwd_job, &job, n, 4096, n, EXP_PARALLEL_MIN)
     return o
 
 
@@ -317,7 +350,11 @@ def sigmoid_backward(dout, y, out=None):
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d),
                                  cnp.PyArray_TYPE(d))
     d, ya = _apart(d, o, True), _apart(ya, o, True)
-    _split(_sigmoid_bwd_range, (d, ya, o), cnp.PyArray_SIZE(d), 4096, cnp.PyArray_SIZE(d))
+    cdef Job job
+    job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ya), <char*>_data(o)
+    cdef intp_t n = cnp.PyArray_SIZE(d)
+    with nogil:
+        _run(_sigmoid_bwd_job, &job, n, 4096, n, PARALLEL_MIN)
     return o
 
 
@@ -401,52 +438,23 @@ cdef tuple _sce_inputs(object x, object t, str name="x"):
     return softmax_inputs(x, t, name)
 
 
-def _sce_blocks(cnp.ndarray x, cnp.ndarray y, labels, onehot, cnp.ndarray partial,
-                intp_t rows, intp_t first, intp_t last):
-    """Softmax and loss over blocks [first, last) of ``rows`` rows; block sums to ``partial``."""
-    cdef intp_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
-    cdef intp_t isz = cnp.PyArray_ITEMSIZE(x)
-    cdef bint f64 = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef cnp.ndarray mx = cnp.PyArray_EMPTY(1, &rows, cnp.PyArray_TYPE(x), 0)
-    cdef char* px = <char*>_data(x)
-    cdef char* py = <char*>_data(y)
-    cdef void* pmx = _data(mx)
-    cdef double* part = <double*>_data(partial)
+cdef void _sce_rows_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    """Rows [a, b) of the softmax and their losses."""
     # labels or targets: one of the two is NULL (pointers set by plain statements: a
     # conditional expression makes Cython drop the const of its temporaries)
+    cdef intp_t c = j.c, off = a * c
     cdef const intp_t* lab = NULL
-    cdef const intp_t* lab_k = NULL
-    cdef char* pt = NULL
-    cdef const char* pt_k = NULL
-    if labels is not None:
-        lab = <const intp_t*>_data(<cnp.ndarray>labels)
+    cdef const char* t = NULL
+    if j.labels != NULL:
+        lab = j.labels + a
     else:
-        pt = <char*>_data(<cnp.ndarray>onehot)
-    cdef intp_t blk, start, k, off
-    for blk in range(first, last):
-        start = blk * rows
-        k = min(n, start + rows) - start
-        off = start * c * isz
-        if lab != NULL:
-            lab_k = lab + start
-        else:
-            pt_k = pt + off
-        with nogil:
-            if f64:
-                row_max_shift_f64(<const double*>(px + off), <double*>(py + off), <double*>pmx, k, c)
-            else:
-                row_max_shift_f32(<const float*>(px + off), <float*>(py + off), <float*>pmx, k, c)
-        block = y[start:start + k]
-        _exp(block, out=block)
-        with nogil:
-            if f64:
-                part[blk] = normalize_loss_f64(<const double*>(px + off), <const double*>pmx,
-                                               lab_k, <const double*>pt_k, <double*>(py + off),
-                                               k, c)
-            else:
-                part[blk] = normalize_loss_f32(<const float*>(px + off), <const float*>pmx,
-                                               lab_k, <const float*>pt_k, <float*>(py + off),
-                                               k, c)
+        t = j.b + off * (8 if j.f64 else 4)
+    if j.f64:
+        softmax_ce_rows_f64(<const double*>j.a + off, <double*>j.out + off, lab,
+                            <const double*>t, j.loss + a, b - a, c, EXP_F64)
+    else:
+        softmax_ce_rows_f32(<const float*>j.a + off, <float*>j.out + off, lab,
+                            <const float*>t, j.loss + a, b - a, c, EXP_F32)
 
 
 def softmax_cross_entropy(x, t, out=None):
@@ -461,15 +469,18 @@ def softmax_cross_entropy(x, t, out=None):
         labels = _apart(<cnp.ndarray>labels, y, False)
     else:
         onehot = _apart(<cnp.ndarray>onehot, y, False)
-    # Blocks of rows: the shift, exp and normalise passes over a block stay in cache.
-    cdef intp_t rows = max(1, min(n, BLOCK_BYTES // (c * cnp.PyArray_ITEMSIZE(xc))))
-    cdef intp_t nblocks = (n + rows - 1) // rows, i
-    cdef cnp.ndarray partial = cnp.PyArray_EMPTY(1, &nblocks, cnp.NPY_DOUBLE, 0)
-    _split(_sce_blocks, (xc, y, labels, onehot, partial, rows), nblocks, 1, n * c)
+    cdef cnp.ndarray row_loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+    cdef Job job
+    job.f64, job.a, job.out, job.c = _is_f64(xc), _cdata(xc), <char*>_data(y), c
+    job.labels = <const intp_t*>_cdata(labels)
+    job.b = _cdata(onehot)
+    job.loss = <double*>_data(row_loss)
     cdef double total = 0
-    cdef double* part = <double*>_data(partial)
-    for i in range(nblocks):
-        total += part[i]
+    cdef intp_t i
+    with nogil:
+        _run(_sce_rows_job, &job, n, 1, n * c, EXP_PARALLEL_MIN)
+        for i in range(n):
+            total += job.loss[i]
     return xc.dtype.type(total / n), y
 
 
@@ -485,37 +496,31 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
         labels = _apart(<cnp.ndarray>labels, o, False)
     else:
         onehot = _apart(<cnp.ndarray>onehot, o, True)
-    _split(_sce_grad_rows, (yc, labels, onehot, o, scale), n, 1, n * c)
+    cdef Job job
+    job.f64, job.a, job.out, job.c, job.scale = _is_f64(yc), _cdata(yc), <char*>_data(o), c, scale
+    job.labels = <const intp_t*>_cdata(labels)
+    job.b = _cdata(onehot)
+    with nogil:
+        _run(_sce_grad_job, &job, n, 1, n * c, EXP_PARALLEL_MIN)
     return o
 
 
-def _sce_grad_rows(cnp.ndarray y, labels, onehot, cnp.ndarray o, double scale,
-                   intp_t a, intp_t b):
+cdef void _sce_grad_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
     """Rows [a, b) of the softmax-with-cross-entropy gradient."""
-    cdef intp_t c = cnp.PyArray_DIM(y, 1), k = (b - a), off = a * c
-    cdef bint f64 = cnp.PyArray_TYPE(y) == cnp.NPY_DOUBLE
-    cdef void* py = _data(y)
-    cdef void* po = _data(o)
-    cdef const intp_t* lab = NULL
-    cdef void* pt = NULL
-    if labels is not None:
-        lab = <const intp_t*>_data(<cnp.ndarray>labels) + a
-    else:
-        pt = _data(<cnp.ndarray>onehot)
-    with nogil:
-        if lab != NULL:
-            if f64:
-                sce_grad_labels_f64(<const double*>py + off, lab, <double*>po + off, k, c, scale)
-            else:
-                sce_grad_labels_f32(<const float*>py + off, lab, <float*>po + off, k, c,
-                                    <float>scale)
+    cdef intp_t c = j.c, off = a * c
+    if j.labels != NULL:
+        if j.f64:
+            sce_grad_labels_f64(<const double*>j.a + off, j.labels + a, <double*>j.out + off,
+                                b - a, c, j.scale)
         else:
-            if f64:
-                sce_grad_targets_f64(<const double*>py + off, <const double*>pt + off,
-                                     <double*>po + off, k * c, scale)
-            else:
-                sce_grad_targets_f32(<const float*>py + off, <const float*>pt + off,
-                                     <float*>po + off, k * c, <float>scale)
+            sce_grad_labels_f32(<const float*>j.a + off, j.labels + a, <float*>j.out + off,
+                                b - a, c, <float>j.scale)
+    elif j.f64:
+        sce_grad_targets_f64(<const double*>j.a + off, <const double*>j.b + off,
+                             <double*>j.out + off, (b - a) * c, j.scale)
+    else:
+        sce_grad_targets_f32(<const float*>j.a + off, <const float*>j.b + off,
+                             <float*>j.out + off, (b - a) * c, <float>j.scale)
 
 
 # =========================================================================== chapter 6

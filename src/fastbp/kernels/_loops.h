@@ -9,9 +9,11 @@
  * where they exist. No FMA and no fast-math: results are the same in both clones, and
  * NaN propagates as the kernel contract says.
  *
- * exp() is not here: the kernels call NumPy's vectorised exp between these loops
- * (a scalar libm exp made the fused softmax slower than NumPy at 1000 classes).
- * Sums accumulate in double.
+ * exp() is NumPy's own: the inner loop of np.exp for the dtype (its SIMD loop), looked
+ * up once at import and called here on cache-sized chunks, between the loops that
+ * prepare and finish its input. A scalar libm exp made the fused softmax slower than
+ * NumPy at 1000 classes, and a branch-free vectorisable exp was slower than NumPy's
+ * AVX-512 one. Sums accumulate in double.
  */
 #ifndef FASTBP_LOOPS_H
 #define FASTBP_LOOPS_H
@@ -28,7 +30,29 @@
 
 #define FASTBP_LANES 8
 
-#define FASTBP_DEFINE_LOOPS(T, S)                                                       \
+/* Elements per chunk of the passes around exp: a chunk stays in the L1 cache from the
+ * pass that writes it to the pass that finishes it. */
+#define FASTBP_CHUNK 2048
+
+/* An element-wise ufunc inner loop (NumPy's PyUFuncGenericFunction) and its data. */
+typedef void (*fastbp_ufunc_loop)(char **, npy_intp const *, npy_intp const *, void *);
+typedef struct { fastbp_ufunc_loop loop; void *data; } fastbp_exp_t;
+
+static fastbp_exp_t fastbp_exp_from(void *loop, void *data)
+{
+    fastbp_exp_t e = {(fastbp_ufunc_loop)loop, data};
+    return e;
+}
+
+/* buf[i] = exp(buf[i]) for n contiguous elements of the given size. */
+static inline void exp_inplace(fastbp_exp_t e, void *buf, npy_intp n, npy_intp size)
+{
+    char *args[2] = {(char *)buf, (char *)buf};
+    npy_intp steps[2] = {size, size};
+    if (n > 0) e.loop(args, &n, steps, e.data);
+}
+
+#define FASTBP_DEFINE_LOOPS(T, S, I)                                                       \
                                                                                         \
 /* mask = x <= 0 (false for NaN); out = mask ? +0.0 : x. out may be x. */               \
 static FASTBP_SIMD void relu_fwd_##S(const T *x, T *out, unsigned char *mask,           \
@@ -59,6 +83,18 @@ static FASTBP_SIMD void sigmoid_from_exp_##S(const T *x, const T *e, T *y, npy_i
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* y = sigmoid(x) in chunks: -|x|, exp, then the quotient, each chunk in cache.       \
+ * y must not overlap x.                                                             */ \
+static void sigmoid_fwd_##S(const T *x, T *y, npy_intp n, fastbp_exp_t e)               \
+{                                                                                       \
+    for (npy_intp a = 0; a < n; a += FASTBP_CHUNK) {                                    \
+        npy_intp k = n - a < FASTBP_CHUNK ? n - a : FASTBP_CHUNK;                        \
+        neg_abs_##S(x + a, y + a, k);                                                   \
+        exp_inplace(e, y + a, k, sizeof(T));                                            \
+        sigmoid_from_exp_##S(x + a, y + a, y + a, k);                                   \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
 static FASTBP_SIMD void sigmoid_bwd_##S(const T *dout, const T *y, T *out, npy_intp n)  \
 {                                                                                       \
     for (npy_intp i = 0; i < n; i++) out[i] = dout[i] * (1 - y[i]) * y[i];              \
@@ -73,25 +109,36 @@ static FASTBP_SIMD void colsum_##S(const T *a, double *acc, npy_intp n, npy_intp
     }                                                                                   \
 }                                                                                       \
                                                                                         \
-/* Row max and row sum in FASTBP_LANES independent lanes: one running max or sum would \
- * chain every element on the previous one (latency-bound, not vectorised); lanes keep  \
- * a fixed order, so the result depends on the row alone. m < v is false for NaN: a    \
- * NaN row still gives NaN through x - max in the caller.                           */ \
+/* Row max in vectors of 32 bytes (four accumulators, whole vectors compared with    \
+ * plain C, which gcc does not vectorise as a loop over lanes), then the tail. A lane  \
+ * keeps its value unless the new element is larger: m < v is false for NaN. A row     \
+ * with a NaN gives NaN through x - max in the caller whatever the max is.          */ \
 static FASTBP_SIMD T row_max_##S(const T *r, npy_intp c)                                \
 {                                                                                       \
-    T lane[FASTBP_LANES], m;                                                            \
+    typedef T V __attribute__((vector_size(32)));                                       \
+    typedef I VI __attribute__((vector_size(32)));                                      \
+    enum { W = 32 / sizeof(T) };                                                        \
+    T m = r[0];                                                                         \
     npy_intp j = 0;                                                                     \
-    for (int k = 0; k < FASTBP_LANES; k++) lane[k] = r[0];                              \
-    for (; j + FASTBP_LANES <= c; j += FASTBP_LANES)                                    \
-        for (int k = 0; k < FASTBP_LANES; k++) {                                        \
-            T v = r[j + k]; lane[k] = lane[k] < v ? v : lane[k];                        \
-        }                                                                               \
-    m = lane[0];                                                                        \
-    for (int k = 1; k < FASTBP_LANES; k++) m = m < lane[k] ? lane[k] : m;               \
+    if (c >= 4 * W) {                                                                   \
+        V a[4], v;                                                                      \
+        memcpy(a, r, sizeof a);                                                         \
+        for (j = 4 * W; j + 4 * W <= c; j += 4 * W)                                     \
+            for (int k = 0; k < 4; k++) {                                               \
+                memcpy(&v, r + j + k * W, sizeof v);                                    \
+                VI gt = a[k] < v;                                                       \
+                a[k] = (V)(((VI)v & gt) | ((VI)a[k] & ~gt));                            \
+            }                                                                           \
+        for (int k = 0; k < 4; k++)                                                     \
+            for (int l = 0; l < W; l++) m = m < a[k][l] ? a[k][l] : m;                  \
+    }                                                                                   \
     for (; j < c; j++) { T v = r[j]; m = m < v ? v : m; }                               \
     return m;                                                                           \
 }                                                                                       \
                                                                                         \
+/* Row sum in FASTBP_LANES independent double lanes: one running sum would chain every \
+ * element on the previous one; lanes keep a fixed order, so the result depends on the \
+ * row alone.                                                                        */ \
 static FASTBP_SIMD double row_sum_##S(const T *r, npy_intp c)                           \
 {                                                                                       \
     double lane[FASTBP_LANES] = {0}, s = 0;                                             \
@@ -115,23 +162,22 @@ static FASTBP_SIMD void row_max_shift_##S(const T *x, T *z, T *mx, npy_intp n,  
     }                                                                                   \
 }                                                                                       \
                                                                                         \
-/* Softmax, after exp (y holds exp(x - mx)): normalise each row; return the summed      \
- * loss for labels (t == NULL) or targets t. With z = x - max (rounded as in the       \
+/* Softmax, after exp (y holds exp(x - mx)): normalise each row and write its loss to \
+ * loss[i], for labels (t == NULL) or targets t. With z = x - max (rounded as in the    \
  * shift), a row's loss is log(s) - z[label], or sum_j t_j (log(s) - z_j) over the     \
  * nonzero t_j.                                                                      */ \
-static FASTBP_SIMD double normalize_loss_##S(const T *x, const T *mx,                   \
-                                             const npy_intp *labels, const T *t, T *y,  \
-                                             npy_intp n, npy_intp c)                    \
+static FASTBP_SIMD void normalize_loss_##S(const T *x, const T *mx,                     \
+                                           const npy_intp *labels, const T *t, T *y,    \
+                                           double *loss, npy_intp n, npy_intp c)        \
 {                                                                                       \
-    double total = 0;                                                                   \
     for (npy_intp i = 0; i < n; i++) {                                                  \
         T *yr = y + i * c; const T *xr = x + i * c; T m = mx[i];                        \
         double s = row_sum_##S(yr, c);                                                  \
-        double inv = 1 / s, log_s = log(s);                                             \
+        double inv = 1 / s, log_s = log(s), total = 0;                                  \
         for (npy_intp j = 0; j < c; j++) yr[j] = (T)(yr[j] * inv);                      \
         if (labels) {                                                                   \
             T z = xr[labels[i]] - m;                                                    \
-            total += log_s - (double)z;                                                 \
+            total = log_s - (double)z;                                                  \
         } else {                                                                        \
             const T *tr = t + i * c;                                                    \
             for (npy_intp j = 0; j < c; j++) {                                          \
@@ -140,8 +186,25 @@ static FASTBP_SIMD double normalize_loss_##S(const T *x, const T *mx,           
                 total += tj != 0 ? tj * (log_s - (double)z) : 0.0;                      \
             }                                                                           \
         }                                                                               \
+        loss[i] = total;                                                                \
     }                                                                                   \
-    return total;                                                                       \
+}                                                                                       \
+                                                                                        \
+/* Softmax and per-row loss of the (n, c) logits x, in groups of rows that fit in one   \
+ * chunk (or one row at a time): shift by the row max, exp, normalise. y must not       \
+ * overlap x; labels (or t) and loss are those of the same rows.                     */ \
+static void softmax_ce_rows_##S(const T *x, T *y, const npy_intp *labels, const T *t,   \
+                                double *loss, npy_intp n, npy_intp c, fastbp_exp_t e)   \
+{                                                                                       \
+    T mx[FASTBP_CHUNK];                                                                 \
+    npy_intp g = c >= FASTBP_CHUNK ? 1 : FASTBP_CHUNK / c;                               \
+    for (npy_intp i = 0; i < n; i += g) {                                               \
+        npy_intp k = n - i < g ? n - i : g, off = i * c;                                \
+        row_max_shift_##S(x + off, y + off, mx, k, c);                                  \
+        exp_inplace(e, y + off, k * c, sizeof(T));                                      \
+        normalize_loss_##S(x + off, mx, labels ? labels + i : NULL, t ? t + off : NULL,  \
+                           y + off, loss + i, k, c);                                    \
+    }                                                                                   \
 }                                                                                       \
                                                                                         \
 /* dx = (y - onehot(labels)) * scale. out may be y. */                                  \
@@ -164,8 +227,8 @@ static FASTBP_SIMD void sce_grad_targets_##S(const T *y, const T *t, T *out,    
 }
 
 #include <math.h>
-FASTBP_DEFINE_LOOPS(float, f32)
-FASTBP_DEFINE_LOOPS(double, f64)
+FASTBP_DEFINE_LOOPS(float, f32, int)
+FASTBP_DEFINE_LOOPS(double, f64, long long)
 
 /* 1 when every label lies in [0, c), else 0: checked before any row is read. */
 static int labels_in_range(const npy_intp *labels, npy_intp n, npy_intp c)
