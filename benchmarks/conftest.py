@@ -147,7 +147,7 @@ def run_contender(benchmark, case, name, budget):
     book = entry["times"].get("book")
     if book and name != "book":
         benchmark.extra_info["book/this"] = book / median
-    if case.kind == "step" and name in ("floor", "torch") and "cython" in entry["times"]:
+    if case.kind == "step" and name in ("floor", "floor+sgd", "torch") and "cython" in entry["times"]:
         benchmark.extra_info[f"{name}/cython"] = median / entry["times"]["cython"]
     if case.kind == "threads" and name != "cython-1t" and "cython-1t" in entry["times"]:
         benchmark.extra_info["1t/this"] = entry["times"]["cython-1t"] / median
@@ -156,7 +156,7 @@ def run_contender(benchmark, case, name, budget):
 def _ratios(times):
     out = {}
     for a, b in (("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
-                 ("cython-1t", "cython-2t"), ("torch", "numpy")):
+                 ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy")):
         if times.get(a) and times.get(b):
             out[f"{a}/{b}"] = times[a] / times[b]
     return out

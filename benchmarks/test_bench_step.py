@@ -3,14 +3,15 @@
 784-50-10 at batch 100 and 784-1000-1000-10 at batch 256, float64 and float32: the
 book's idiom, fastbp on each backend (``net.gradient`` then ``params[k] -= lr * g``,
 the book's API), the floor (the step's matrix products alone, into preallocated
-buffers) and PyTorch eager on the CPU when it is installed. One group per step.
+buffers), the floor plus the in-place weight update, and PyTorch eager on the CPU when
+it is installed. One group per step.
 """
 import pytest
 
 from conftest import get_case, run_contender
 from fastbp.bench import cases
 
-CONTENDERS = ("book", "numpy", "cython", "floor", "torch")
+CONTENDERS = ("book", "numpy", "cython", "floor", "floor+sgd", "torch")
 
 
 @pytest.mark.parametrize("arch,dtype,contender", [

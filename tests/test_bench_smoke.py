@@ -103,3 +103,21 @@ def test_floor_and_torch_contenders():
         assert "torch" in case.skipped
         pytest.skip("PyTorch is not installed")
     case.check("torch")
+
+
+@pytest.mark.skipif(not fastbp.HAVE_CYTHON, reason="the compiled kernels are not built")
+def test_floor_with_update_writes_copies_of_the_weights():
+    """floor+sgd computes the floor's products and updates its own copies of the
+    weights: the case's arrays are never written."""
+    case = cases.step_case("784-50-10", "float64", contenders=("book", "floor", "floor+sgd"))
+    case.check("floor+sgd")
+    sizes = (784, 50, 10)
+    init, x, _ = cases._step_data(sizes, 100, np.float64)
+    kept = {k: v.copy() for k, v in init.items()}
+    with fastbp.use_backend("cython"):
+        floor = cases._floor_fn(sizes, init, x, update=True)
+    for _ in range(3):
+        hs, dWs = floor()
+    for k in init:
+        np.testing.assert_array_equal(init[k], kept[k])
+    np.testing.assert_allclose(hs[1], x @ init["W1"], rtol=0, atol=1e-10)  # lr 1e-12

@@ -118,15 +118,17 @@ def markdown(results, machine, targets=None):
         out.append(f"Machine: {machine_line(machine)}.\n")
     steps = [r for r in results if r["kind"] == "step"]
     if steps:
-        out += ["| step | book | fastbp numpy | fastbp cython | floor | PyTorch | book/numpy | "
-                "book/cython | torch/cython | cython/floor |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += ["| step | book | fastbp numpy | fastbp cython | floor | floor+sgd | PyTorch | "
+                "book/numpy | book/cython | torch/cython | cython/floor | cython/floor+sgd |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in steps:
             tm = r["times"]
             out.append(f"| {r['id']} | {_t(tm.get('book'))} | {_t(tm.get('numpy'))} | "
-                       f"{_t(tm.get('cython'))} | {_t(tm.get('floor'))} | {_t(tm.get('torch'))} | "
+                       f"{_t(tm.get('cython'))} | {_t(tm.get('floor'))} | "
+                       f"{_t(tm.get('floor+sgd'))} | {_t(tm.get('torch'))} | "
                        f"{_r(tm, 'book', 'numpy')} | {_r(tm, 'book', 'cython')} | "
-                       f"{_r(tm, 'torch', 'cython')} | {_r(tm, 'cython', 'floor')} |")
+                       f"{_r(tm, 'torch', 'cython')} | {_r(tm, 'cython', 'floor')} | "
+                       f"{_r(tm, 'cython', 'floor+sgd')} |")
         out.append("")
     kernels = [r for r in results if r["kind"] == "kernel"]
     if kernels:

@@ -34,7 +34,7 @@ from .machine import describe, machine_info
 
 __all__ = ["main", "run", "measure", "step_allocation", "profile_step"]
 
-ORDER = ("book", "numpy", "cython", "floor", "torch", "cython-1t", "cython-2t")
+ORDER = ("book", "numpy", "cython", "floor", "floor+sgd", "torch", "cython-1t", "cython-2t")
 
 
 # ----------------------------------------------------------------------------- timing
@@ -96,7 +96,7 @@ def measure(case, budget=1.0, repeats=7):
     times = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
     pairs = [("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
-             ("cython-1t", "cython-2t"), ("torch", "numpy")]
+             ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy")]
     for a, b in pairs:
         if a in samples and b in samples:
             ratios[f"{a}/{b}"] = statistics.median(x / y for x, y in zip(samples[a], samples[b]))
@@ -275,7 +275,7 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
     out = sys.stdout if out is None else out
     budget = budget if budget is not None else (0.25 if quick else 0.5)
     repeats = repeats if repeats is not None else (5 if quick else 7)
-    contenders = ("book", "numpy", "cython", "floor") + (("torch",) if torch else ())
+    contenders = ("book", "numpy", "cython", "floor", "floor+sgd") + (("torch",) if torch else ())
     picks = _selected_cases(quick, dtypes, only)
     if torch and _cases.have_torch() and any(not callable(b) for _, b in picks):
         import torch as _torch  # noqa: F401  (before the pools are pinned, so they include it)
@@ -351,14 +351,17 @@ def _print_results(results, allocation, profiles, out):
               file=out)
         print(file=out)
     if steps:
-        rows = [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("book", "numpy", "cython", "floor", "torch")),
+        rows = [[r["id"], *(_fmt_time(r["times"].get(n))
+                            for n in ("book", "numpy", "cython", "floor", "floor+sgd", "torch")),
                  _fmt_ratio(r["ratios"].get("book/numpy")), _fmt_ratio(r["ratios"].get("book/cython")),
                  _fmt_ratio(r["ratios"].get("torch/cython")),
-                 "-" if r["ratios"].get("floor/cython") is None else f"{1 / r['ratios']['floor/cython']:.2f}x"]
+                 *("-" if r["ratios"].get(f"{f}/cython") is None else f"{1 / r['ratios'][f'{f}/cython']:.2f}x"
+                   for f in ("floor", "floor+sgd"))]
                 for r in steps]
-        print("Training steps (forward, loss, backward, SGD update): time per step", file=out)
-        print(_table(["case", "book", "numpy", "cython", "floor", "torch", "book/numpy",
-                      "book/cython", "torch/cython", "cython/floor"], rows), file=out)
+        print("Training steps (forward, loss, backward, SGD update): time per step; floor: "
+              "the matrix products alone, floor+sgd: with the in-place weight update", file=out)
+        print(_table(["case", "book", "numpy", "cython", "floor", "floor+sgd", "torch", "book/numpy",
+                      "book/cython", "torch/cython", "cython/floor", "cython/floor+sgd"], rows), file=out)
         print(file=out)
     if threads:
         rows = [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("cython-1t", "cython-2t")),

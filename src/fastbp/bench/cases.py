@@ -8,6 +8,8 @@ one training step). Its *contenders* compute the same thing different ways:
 - ``book``: the book's plain-NumPy idiom (``fastbp.bench.book``);
 - ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend;
 - ``floor``: the step's matrix products alone, into preallocated buffers;
+- ``floor+sgd``: the same, plus the in-place SGD update of the weights (a reference
+  for what the writes to the weights cost around two-threaded matrix products);
 - ``torch``: PyTorch eager on the CPU, when it is importable;
 - ``cython-1t``, ``cython-2t``: the compiled backend with its OpenMP pool limited to one
   or two threads (``threadpoolctl``).
@@ -371,14 +373,20 @@ def _fastbp_step_fn(net, x, t, lr=LR):
     return step
 
 
-def _floor_fn(sizes, init, x):
+def _floor_fn(sizes, init, x, update=False):
     """The step's matrix products alone, into preallocated buffers.
 
     Forward ``h_i = h_{i-1} @ W_i``; backward ``dW_i = h_{i-1}.T @ d_i`` for every layer
     and ``d_{i-1} = d_i @ W_i.T`` for every layer but the first (its input gradient is
     never used). The gradients that feed the products are stand-ins of the right shapes.
+
+    ``update``: then also ``W_i -= lr * dW_i`` in place with fastbp's fused SGD (on
+    copies of the weights; a tiny lr keeps them stable), the writes every real step
+    makes. With two BLAS threads those writes cost more than their arithmetic: the
+    next products read weights that one core has just modified.
     """
-    Ws = [init[f"W{i}"] for i in range(1, len(sizes))]
+    Ws = [init[f"W{i}"].copy() if update else init[f"W{i}"] for i in range(1, len(sizes))]
+    sgd = _kernels.active().sgd_update
     batch = x.shape[0]
     hs = [x] + [np.empty((batch, s), dtype=x.dtype) for s in sizes[1:]]
     ds = [None] + [np.empty((batch, s), dtype=x.dtype) for s in sizes[1:]]
@@ -394,6 +402,9 @@ def _floor_fn(sizes, init, x):
             np.matmul(hs[i].T, ds[i + 1], out=dWs[i])
             if i > 0:
                 np.matmul(ds[i + 1], Ws[i].T, out=ds[i])
+        if update:
+            for W, dW in zip(Ws, dWs):
+                sgd(W, dW, 1e-12)
         return hs, dWs
     return floor
 
@@ -432,7 +443,7 @@ def _torch_fn(sizes, init, x, t, threads, lr=LR):
     return step, params
 
 
-def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torch"),
+def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floor+sgd", "torch"),
               torch_threads=None):
     """One training step (forward, loss, backward, SGD update) for ``arch``."""
     dtype = _dt(dtype)
@@ -469,8 +480,14 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
                 skipped[name] = "fastbp's compiled kernels are not built"
                 continue
             builders[name] = (fastbp_builder(name), backend_context(name))
-        elif name == "floor":
-            builders[name] = (lambda: (_floor_fn(sizes, init, x), None), contextlib.nullcontext)
+        elif name in ("floor", "floor+sgd"):
+            if name == "floor+sgd" and not _kernels.HAVE_CYTHON:
+                skipped[name] = "fastbp's compiled kernels are not built"
+                continue
+            builders[name] = ((lambda update=name == "floor+sgd":
+                               (_floor_fn(sizes, init, x, update), None)),
+                              backend_context("cython") if name == "floor+sgd"
+                              else contextlib.nullcontext)
         elif name == "torch":
             if not have_torch():
                 skipped[name] = "PyTorch is not installed"
@@ -498,7 +515,7 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "torc
         with ctx():
             fn, params = build()
             res = fn()
-        if name == "floor":
+        if name in ("floor", "floor+sgd"):
             hs, _ = res
             _assert_close(name, hs[1], x @ init["W1"], dtype, "x @ W1",
                           **(dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else {}))
