@@ -230,18 +230,24 @@ def _param_inputs(param, grad, *state):
     return np.ascontiguousarray(grad, dtype=param.dtype)
 
 
-# Elements per slice of the SGD update: the temporary ``lr * grad`` of a slice stays far
-# below the allocator's mmap threshold, so it is recycled instead of being a fresh,
+# Bytes per slice of the SGD update: the temporary ``lr * grad`` of a slice stays below
+# the allocator's mmap threshold (128 KiB), so it is recycled instead of being a fresh,
 # page-faulting mapping at every step (a third of a NumPy-backend step otherwise).
-_SLICE = 8192
+_SLICE_BYTES = 65536
 
 
 def sgd_update(param, grad, lr):
     """SGD in place: ``param -= lr * grad``. Returns ``param``."""
-    grad = _param_inputs(param, grad)
-    p, g, lr = param.reshape(-1), grad.reshape(-1), float(lr)
-    for start in range(0, p.size, _SLICE):
-        p[start:start + _SLICE] -= lr * g[start:start + _SLICE]
+    if not (_is_native(param) and param.flags.writeable and _is_native(grad)
+            and grad.dtype == param.dtype and grad.shape == param.shape):
+        grad = _param_inputs(param, grad)
+    lr, step = float(lr), _SLICE_BYTES // param.itemsize
+    if param.size <= step:
+        param -= lr * grad
+        return param
+    p, g = param.reshape(-1), grad.reshape(-1)
+    for start in range(0, p.size, step):
+        p[start:start + step] -= lr * g[start:start + step]
     return param
 
 
