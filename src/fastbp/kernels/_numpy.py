@@ -42,6 +42,13 @@ __all__ = [
 ]
 
 
+# Bytes per slice where a kernel needs an array-sized temporary (the sigmoid, the SGD
+# update): a slice's temporary stays below the allocator's mmap threshold (128 KiB), so
+# it is recycled instead of being a fresh, page-faulting mapping at every call (a third
+# of a NumPy-backend training step, and most of a sigmoid forward, otherwise).
+_SLICE_BYTES = 65536
+
+
 def _is_native(a):
     """A C-contiguous float32/float64 ndarray: used as it is (a cheap check)."""
     return type(a) is np.ndarray and a.dtype in NATIVE and a.flags.c_contiguous
@@ -74,8 +81,11 @@ def relu_backward(dout, mask, out=None):
     # Bitwise select, exact for NaN and inf (a product with 0/1 is not): all-ones bits
     # where the mask is False, zero bits (+0.0) where it is True. Plain SIMD passes; a
     # masked copyto(where=) is several times slower.
+    # The bits are built in ``out`` itself unless it is ``dout`` (one array fewer: a
+    # second array-sized temporary made glibc return and re-fault the heap at each call).
     bits = np.uint64 if dout.dtype == np.float64 else np.uint32
-    keep = np.subtract(mask, 1, dtype=bits)  # False -> 0 - 1 wraps to all ones
+    keep = out.view(bits) if not np.may_share_memory(out, dout) else None
+    keep = np.subtract(mask, 1, dtype=bits, out=keep)  # False -> 0 - 1 wraps to all ones
     np.bitwise_and(dout.view(bits), keep, out=out.view(bits))
     return out
 
@@ -87,14 +97,18 @@ def sigmoid_forward(x, out=None):
     """
     x = float_array("x", x)
     out = out_or_empty("out", out, x.shape, x.dtype)
-    positive = x >= 0  # taken first: out may be x
-    e = np.negative(np.abs(x), out=out)
-    np.exp(e, out=e)
-    one_plus_e = 1 + e
-    # numerator (x >= 0 ? 1 : e) as max(e, positive), since 0 < e <= 1 (NaN stays NaN):
-    # plain SIMD passes, where a masked divide(where=) is several times slower
-    np.maximum(e, positive, out=e)
-    np.divide(e, one_plus_e, out=out)
+    # In slices, so that the temporary 1 + e stays small (see _SLICE_BYTES)
+    xs, ys, step = x.reshape(-1), out.reshape(-1), _SLICE_BYTES // x.itemsize
+    for start in range(0, xs.size, step):
+        xi, e = xs[start:start + step], ys[start:start + step]
+        positive = xi >= 0  # taken first: out may be x
+        np.negative(np.abs(xi, out=e), out=e)
+        np.exp(e, out=e)
+        one_plus_e = 1 + e
+        # numerator (x >= 0 ? 1 : e) as max(e, positive), since 0 < e <= 1 (NaN stays
+        # NaN): plain SIMD passes, where a masked divide(where=) is several times slower
+        np.maximum(e, positive, out=e)
+        np.divide(e, one_plus_e, out=e)
     return out
 
 
@@ -104,7 +118,12 @@ def sigmoid_backward(dout, y, out=None):
     dout = float_array("dout", dout, dt)
     y = float_array("y", y, dt)
     check_same_shape("y", y, "dout", dout.shape)
-    out = out_or_empty("out", out, dout.shape, dt)
+    if out is None:  # (1 - y) * dout is dout * (1 - y) bit for bit
+        out = np.subtract(1, y, dtype=dt)
+        out *= dout
+        out *= y
+        return out
+    out = check_out("out", out, dout.shape, dt)
     tmp = 1 - y
     tmp *= dout  # ``out`` is written last: it may be ``dout`` or ``y``
     np.multiply(tmp, y, out=out)
@@ -228,12 +247,6 @@ def _param_inputs(param, grad, *state):
     grad = float_array("grad", grad)
     check_same_shape("grad", grad, "param", param.shape)
     return np.ascontiguousarray(grad, dtype=param.dtype)
-
-
-# Bytes per slice of the SGD update: the temporary ``lr * grad`` of a slice stays below
-# the allocator's mmap threshold (128 KiB), so it is recycled instead of being a fresh,
-# page-faulting mapping at every step (a third of a NumPy-backend step otherwise).
-_SLICE_BYTES = 65536
 
 
 def sgd_update(param, grad, lr):
