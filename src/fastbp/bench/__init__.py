@@ -72,11 +72,12 @@ def measure(case, budget=1.0, repeats=7):
 
     ``budget`` is the time (seconds) to spend on the whole case, roughly: split between
     the contenders and the repeats; a contender slower than its share runs once a repeat.
-    Returns ``{"times": {name: seconds}, "ratios": {"a/b": median ratio}, "number": ...}``.
+    Returns ``{"times": {name: seconds}, "ratios": {"a/b": median ratio}, "number": ...,
+    "page_faults": {name: minor page faults per call}}``.
     """
     names = list(case.contenders)
     if not names:
-        return {"times": {}, "ratios": {}, "number": {}}
+        return {"times": {}, "ratios": {}, "number": {}, "page_faults": {}}
     share = budget / (len(names) * repeats)
     number = {}
     for name in names:
@@ -87,12 +88,15 @@ def measure(case, budget=1.0, repeats=7):
         n = max(1, int(share / max(est, 1e-7)))
         number[name] = min(n, 100_000)
     samples = {name: [] for name in names}
+    faults = dict.fromkeys(names, 0)
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             c = case.contenders[name]
             with c.context():
+                before = _minor_faults()
                 samples[name].append(_sample(c, number[name], case.fresh))
+                faults[name] += _minor_faults() - before
     times = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
     pairs = [("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
@@ -100,7 +104,19 @@ def measure(case, budget=1.0, repeats=7):
     for a, b in pairs:
         if a in samples and b in samples:
             ratios[f"{a}/{b}"] = statistics.median(x / y for x, y in zip(samples[a], samples[b]))
-    return {"times": times, "ratios": ratios, "number": number}
+    # Page faults per call: the allocator hands back fresh pages when it has returned
+    # memory to the system, so a contender that allocates array-sized temporaries (the
+    # book's) can run at two speeds depending on what ran before it in the process.
+    page_faults = {name: faults[name] / (number[name] * repeats) for name in names}
+    return {"times": times, "ratios": ratios, "number": number, "page_faults": page_faults}
+
+
+def _minor_faults():
+    try:
+        import resource
+    except ImportError:  # not on every platform
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # ------------------------------------------------------------------ memory and profile
@@ -297,7 +313,7 @@ def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=
             m = measure(case, budget=budget * (2 if case.kind == "step" else 1), repeats=repeats)
             results.append({"id": case.id, "kind": case.kind, "info": case.info,
                             "times": m["times"], "ratios": m["ratios"],
-                            "skipped": case.skipped})
+                            "page_faults": m["page_faults"], "skipped": case.skipped})
             if case.kind == "step" and alloc:
                 for name in ("book", "cython"):
                     if name in case.contenders:
@@ -362,6 +378,11 @@ def _print_results(results, allocation, profiles, out):
               "the matrix products alone, floor+sgd: with the in-place weight update", file=out)
         print(_table(["case", "book", "numpy", "cython", "floor", "floor+sgd", "torch", "book/numpy",
                       "book/cython", "torch/cython", "cython/floor", "cython/floor+sgd"], rows), file=out)
+        faulty = [(r["id"], n, f) for r in steps for n, f in r.get("page_faults", {}).items() if f >= 1]
+        if faulty:
+            print("page faults per step (fresh pages after the allocator gave memory back; "
+                  "they vary with what ran before): "
+                  + "; ".join(f"{case} {name} {f:.0f}" for case, name, f in faulty), file=out)
         print(file=out)
     if threads:
         rows = [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("cython-1t", "cython-2t")),
