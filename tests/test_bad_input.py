@@ -793,3 +793,12 @@ def test_chapter6_kernels_refuse_complex(backend):
         backend.batchnorm_backward(x, x, c, np.ones(2))
     with pytest.raises(TypeError, match="complex"):
         backend.dropout_forward(np.ones(2), np.ones(2, dtype=complex), 0.5, 2.0)
+
+
+@pytest.mark.parametrize("dout", ["1.0", 1j, True, np.ones(2), None])
+def test_softmax_backward_kernel_refuses_a_non_real_dout(backend, dout):
+    """The kernel itself checks ``dout`` (not only the layer): a string is not
+    converted through float()."""
+    y = np.full((2, 3), 1 / 3)
+    with pytest.raises((TypeError, ValueError), match="dout:"):
+        kernels.active().softmax_cross_entropy_backward(y, np.array([0, 1]), dout)

@@ -69,6 +69,19 @@ def float_array(name, a, dtype=None):
     return arr if arr.flags.aligned else arr.copy()
 
 
+def real_scalar(name, value):
+    """A real number (Python or NumPy, or a 0-d real array) as a Python float; a string,
+    complex, bool or array of any other shape is refused."""
+    if type(value) in (int, float):
+        return float(value)
+    a = as_array(name, value)
+    if a.ndim != 0:
+        raise ValueError(f"{name}: expected a real scalar, got shape {a.shape}")
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real number, got dtype {a.dtype}")
+    return float(a)
+
+
 def common_dtype(*pairs):
     """NumPy's promoted dtype of several (name, array) float arguments."""
     return np.result_type(*(float_dtype(name, as_array(name, a)) for name, a in pairs))

@@ -36,6 +36,7 @@ from ._checks import (
     common_dtype,
     float_array,
     mask_array,
+    real_scalar,
     softmax_inputs,
 )
 
@@ -150,7 +151,10 @@ cdef inline void* _data(cnp.ndarray a) noexcept:
 
 cdef inline const char* _cdata(object a) noexcept:
     """The data pointer of an input array (or NULL for None)."""
-    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    # plain statements: a conditional expression makes Cython drop the const
+    if a is None:
+        return NULL
+    return <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef inline bint _is_f64(cnp.ndarray a) noexcept:
@@ -489,7 +493,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     ya, labels, onehot = _sce_inputs(y, t, "y")
     cdef cnp.ndarray yc = <cnp.ndarray>ya
     cdef intp_t n = cnp.PyArray_DIM(yc, 0), c = cnp.PyArray_DIM(yc, 1)
-    cdef double scale = float(dout) / n
+    cdef double scale = real_scalar("dout", dout) / n
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), cnp.PyArray_TYPE(yc))
     yc = _apart(yc, o, True)
     if labels is not None:  # labels[i] is read after earlier rows are written

@@ -27,6 +27,7 @@ from ._checks import (
     float_array,
     mask_array,
     out_or_empty,
+    real_scalar,
     softmax_inputs,
 )
 
@@ -205,7 +206,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     """
     y, labels, onehot = softmax_inputs(y, t, "y")
     n = y.shape[0]
-    scale = y.dtype.type(float(dout) / n)
+    scale = y.dtype.type(real_scalar("dout", dout) / n)
     out = out_or_empty("out", out, y.shape, y.dtype)
     if labels is not None:
         np.copyto(out, y)
