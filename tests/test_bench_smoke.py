@@ -4,6 +4,7 @@ Tiny options only: a few cases, a budget of milliseconds. The figures themselves
 not asserted (a shared machine makes them noisy); their presence and shape are.
 """
 import json
+import time
 
 import numpy as np
 import pytest
@@ -121,3 +122,29 @@ def test_floor_with_update_writes_copies_of_the_weights():
     for k in init:
         np.testing.assert_array_equal(init[k], kept[k])
     np.testing.assert_allclose(hs[1], x @ init["W1"], rtol=0, atol=1e-10)  # lr 1e-12
+
+
+def test_a_contender_on_another_thread_pool_is_warmed_up(monkeypatch):
+    """After a contender on another thread pool (PyTorch's after NumPy's, or back), the
+    next one runs untimed for WARMUP_S first, so the other pool's spinning threads are
+    asleep when the timing starts; between contenders on one pool, a single call."""
+    from collections import OrderedDict
+    from fastbp import bench
+    calls = {"numpy-like": 0, "own-pool": 0}
+
+    def contender(name, own):
+        def fn():
+            calls[name] += 1
+        return cases.Contender(name, fn, lambda: (), own_threads=own)
+    case = cases.Case("fake", "kernel", False,
+                      OrderedDict([("numpy-like", contender("numpy-like", False)),
+                                   ("own-pool", contender("own-pool", True))]),
+                      check=lambda name: None)
+    monkeypatch.setattr(bench, "WARMUP_S", 0.02)
+    t0 = time.perf_counter()
+    m = bench.measure(case, budget=0.01, repeats=3)
+    assert set(m["times"]) == {"numpy-like", "own-pool"}
+    # rounds run (numpy-like, own-pool), (own-pool, numpy-like), (numpy-like, own-pool):
+    # three samples follow the other pool, so at least three warm-ups of 0.02 s
+    assert time.perf_counter() - t0 >= 3 * 0.02
+    assert calls["own-pool"] > 3 * 2  # warm-up calls beyond one per sample

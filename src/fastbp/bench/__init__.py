@@ -67,6 +67,20 @@ def _sample(c, number, fresh):
     return dt / number
 
 
+# Seconds of untimed calls before a sample that follows a contender on another thread
+# pool: OpenBLAS's idle threads spin for about 0.1 s (measured: PyTorch's 784-1000-1000-10
+# step ran 30-50 ms for 0.1 s after a NumPy one, then 16 ms).
+WARMUP_S = 0.2
+
+
+def _warm_up(c, fresh, seconds):
+    """At least one untimed call of ``c``; more until ``seconds`` have passed."""
+    end = time.perf_counter() + seconds
+    _sample(c, 1, fresh)
+    while time.perf_counter() < end:
+        _sample(c, 1, fresh)
+
+
 def measure(case, budget=1.0, repeats=7):
     """Median time per call of every contender of ``case``, and the ratios between them.
 
@@ -89,14 +103,21 @@ def measure(case, budget=1.0, repeats=7):
         number[name] = min(n, 100_000)
     samples = {name: [] for name in names}
     faults = dict.fromkeys(names, 0)
+    previous = None
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             c = case.contenders[name]
             with c.context():
+                # Untimed calls first, until the thread pools the contender before left
+                # spinning on the other core have gone to sleep (see Contender.own_threads)
+                after_other_pool = previous is not None and (
+                    c.own_threads != case.contenders[previous].own_threads)
+                _warm_up(c, case.fresh, WARMUP_S if after_other_pool else 0)
                 before = _minor_faults()
                 samples[name].append(_sample(c, number[name], case.fresh))
                 faults[name] += _minor_faults() - before
+            previous = name
     times = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
     pairs = [("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),

@@ -73,6 +73,10 @@ class Contender:
     setup: Callable[[], tuple]
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     result: Optional[Callable] = None   # fn's return value -> comparable arrays
+    # Runs on a thread pool of its own (PyTorch's OpenMP), not on NumPy's OpenBLAS: after
+    # a NumPy contender, OpenBLAS's idle threads spin for about 0.1 s on the other core
+    # and halve such a contender's speed, and its own pool spins after it in turn.
+    own_threads: bool = False
 
 
 @dataclass
@@ -501,7 +505,7 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floo
     for name, (build, ctx) in builders.items():
         with ctx():
             fn, _ = build()
-        out[name] = Contender(name, fn, (lambda: ()), ctx)
+        out[name] = Contender(name, fn, (lambda: ()), ctx, own_threads=name == "torch")
         if name in nets:
             timed_nets[name] = nets[name]
 
