@@ -183,10 +183,12 @@ cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
 #
 # Work on large arrays is split over OpenMP threads, one contiguous run of whole grains
 # per thread. A run costs a few microseconds to start, and memory-bound loops gain only
-# when the arrays outgrow the caches, so they split from PARALLEL_MIN elements; loops
-# around exp are compute-bound and split from EXP_PARALLEL_MIN. Results do not depend
-# on the number of threads: elementwise work is independent, and the softmax writes one
-# loss per row, summed in row order afterwards.
+# when the arrays outgrow the caches (in a training step, right after a matrix product,
+# the second core is also busy with OpenBLAS's spinning thread: splitting ReLU and SGD
+# from 65,536 elements made the 784-1000-1000-10 step slower), so they split from
+# PARALLEL_MIN elements; loops around exp are compute-bound and split from
+# EXP_PARALLEL_MIN. Results do not depend on the number of threads: elementwise work is
+# independent, and the softmax writes one loss per row, summed in row order afterwards.
 
 cdef intp_t PARALLEL_MIN = 1 << 20
 cdef intp_t EXP_PARALLEL_MIN = 1 << 15
@@ -504,7 +506,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     job.f64, job.a, job.out, job.c, job.scale = _is_f64(yc), _cdata(yc), <char*>_data(o), c, scale
     job.labels = <const intp_t*>_cdata(labels)
     job.b = _cdata(onehot)
-    with nogil:
+    with nogil:  # split like the forward, so each thread reads the rows it wrote
         _run(_sce_grad_job, &job, n, 1, n * c, EXP_PARALLEL_MIN)
     return o
 
