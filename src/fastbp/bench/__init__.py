@@ -496,7 +496,7 @@ def _parser():
         description="Time fastbp against the book's NumPy idiom (and PyTorch, and the "
                     "matrix-product floor) and print the ratios.")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller time budget and no 4096-row shapes (about 15 s)")
+                   help="a smaller time budget and no 4096-row shapes (about 20 s)")
     p.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                    help="which dtype to run (default: both)")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
