@@ -169,6 +169,16 @@ def test_float64_gradients_for_float32_params_are_converted(backend, dtype):
     np.testing.assert_array_equal(p["W"], np.full(4, 0.5, np.float32))
 
 
+@pytest.mark.parametrize("cls", [SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam])
+def test_zero_dimensional_parameters(backend, cls):
+    """A 0-d parameter (a scalar weight) trains like any other; its gradient stays 0-d
+    (NumPy's ascontiguousarray made it 1-d and the state update failed)."""
+    p = {"w": np.array(1.0)}
+    for _ in range(3):
+        cls().update(p, {"w": np.array(0.5)})
+    assert p["w"].shape == () and p["w"] < 1.0
+
+
 def test_grads_are_not_modified(backend):
     params, grads = _problem(np.float64)
     saved = {k: v.copy() for k, v in grads[0].items()}

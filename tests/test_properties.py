@@ -318,6 +318,141 @@ def test_softmax_agrees_with_log_sum_exp(data):
         assert abs(float(loss) - ref) <= tol * (1 + abs(ref))
 
 
+# --------------------------------------------------------------------------- chapter 6
+
+# In-place kernels: state arrays are updated, so each backend gets its own copies, built
+# from one drawn recipe (values and layout); results must agree bit for bit.
+OPTIMIZERS = {  # kernel -> (state buffers, hyperparameters)
+    "sgd_update": ((), ("lr",)),
+    "momentum_update": (("v",), ("lr", "momentum")),
+    "nesterov_update": (("v",), ("lr", "momentum")),
+    "adagrad_update": (("h",), ("lr", "eps")),
+    "rmsprop_update": (("h",), ("lr", "decay_rate", "eps")),
+    "adam_update": (("m", "v"), ("lr_t", "beta1", "beta2", "eps")),
+}
+HYPER = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1e-7, 0.9, 0.999, 1.0, 2.0, -0.5]),
+                  st.floats(allow_nan=True, allow_infinity=True))
+
+
+@st.composite
+def recipes(draw, shape, dtypes, layouts, nonneg=False):
+    """(values, layout) from which equal arrays are built for each backend."""
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    values = draw(hnp.arrays(dtype, shape, elements=_elements(dtype, False, 1e6, nonneg)))
+    return values, draw(st.sampled_from(layouts))
+
+
+def _build(recipe):
+    values, layout = recipe
+    return _layout(values.copy(), layout)
+
+
+def both_in_place(name, recipes_, arguments, *rest):
+    """Run in-place kernel ``name`` on each backend with fresh arrays built from
+    ``recipes_``: ``arguments(built, *rest)`` gives the call's arguments. Compare the
+    outcome, the updated arrays and the result bit for bit; ``rest`` must come back
+    unchanged. Returns the NumPy backend's updated arrays or None."""
+    res = {}
+    for backend, mod in MODULES.items():
+        args = [_build(r) for r in recipes_]
+        before = _snap(rest)
+        try:
+            with np.errstate(all="ignore"):
+                out = getattr(mod, name)(*arguments(args, *rest))
+            res[backend] = ("ok", args, out)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            res[backend] = ("err", exc, None)
+        _unchanged(before, rest, f"{backend}.{name} wrote to a read-only argument")
+    (kn, vn, on), (kc, vc, oc) = res["numpy"], res["cython"]
+    note(f"{name}: numpy -> {kn} {vn!r:.300}; cython -> {kc} {vc!r:.300}")
+    assert kn == kc, f"{name}: numpy {kn} ({vn!r}), cython {kc} ({vc!r})"
+    if kn == "err":
+        assert type(vn) is type(vc) and str(vn) == str(vc), (vn, vc)
+        return None
+    for i, (a, b) in enumerate(zip(vn, vc)):
+        _same_values(a, b, True, f"{name} argument {i}")
+    for i, (a, b) in enumerate(zip(on if isinstance(on, tuple) else (on,),
+                                   oc if isinstance(oc, tuple) else (oc,))):
+        _same_values(a, b, True, f"{name} result {i}")
+    return vn
+
+
+@given(data=st.data(), name=st.sampled_from(sorted(OPTIMIZERS)))
+def test_optimizer_updates(data, name):
+    """Both backends update param and state alike, bit for bit, or refuse alike (a param
+    or state that is not a writable C-contiguous float array, a grad of another shape)."""
+    state, hyper = OPTIMIZERS[name]
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+    dtype = data.draw(st.sampled_from(GOOD))
+    writable = ["C", "C", "C", "C", "F", "strided", "readonly", "list"]
+    param = data.draw(recipes(shape, [dtype] * 4 + [np.int64, np.float16], writable))
+    states = [data.draw(recipes(shape, [dtype] * 4 + [np.float32, np.float64], writable,
+                                nonneg=s in ("h", "v") and name != "momentum_update"
+                                and name != "nesterov_update"))
+              for s in state]
+    wrong = data.draw(st.integers(0, 5)) == 0
+    grad = data.draw(arrays(shape=None if wrong else shape, dtypes=GOOD + CONVERTED + REFUSED))
+    hypers = [data.draw(HYPER) for _ in hyper]
+    # kernel(param, grad, *state, *hyperparameters)
+    both_in_place(name, [param, *states], lambda built, grad, *h: [built[0], grad, *built[1:], *h],
+                  grad, *hypers)
+
+
+@given(data=st.data())
+def test_dropout(data):
+    x = data.draw(arrays(dtypes=GOOD + CONVERTED + REFUSED))
+    u = data.draw(arrays(shape=np.shape(x) if data.draw(st.integers(0, 3)) else None,
+                         dtypes=GOOD + CONVERTED, finite=True, bound=1.0, nonneg=True))
+    ratio = data.draw(st.sampled_from([0.0, 0.5, 0.15, 1.0]))
+    scale = data.draw(st.sampled_from([1.0, 2.0, 1 / 0.85]))
+    use_out = data.draw(st.booleans())
+    r = both("dropout_forward", x, u, ratio, scale, exact=True,
+             out_of=(lambda r: np.zeros_like(r[0])) if use_out else None)
+    dout = data.draw(arrays(shape=np.shape(x) if data.draw(st.integers(0, 3)) else None,
+                            dtypes=GOOD + CONVERTED + REFUSED))
+    mask = r[1] if r is not None else np.asarray(u) > ratio
+    both("dropout_backward", dout, mask, scale, exact=True)
+
+
+@given(data=st.data())
+def test_batchnorm(data):
+    """Training mode (running statistics updated in place), test mode and backward."""
+    n, d = data.draw(st.integers(0, 5)), data.draw(st.integers(0, 4))
+    x = data.draw(arrays(shape=(n, d) if data.draw(st.integers(0, 5)) else None,
+                         dtypes=GOOD + CONVERTED + REFUSED, finite=data.draw(st.booleans()),
+                         bound=1e3))
+    dt = np.dtype(data.draw(st.sampled_from(GOOD)))
+    row = (d,) if data.draw(st.integers(0, 5)) else (d + 1,)
+    gamma = data.draw(arrays(shape=row, dtypes=[dt], finite=True, bound=10))
+    beta = data.draw(arrays(shape=(d,), dtypes=[dt], finite=True, bound=10))
+    stats = [data.draw(recipes((d,), [dt] * 4 + [np.float32, np.float64],
+                               ["C", "C", "C", "readonly", "strided"], nonneg=True))
+             for _ in range(2)]
+    momentum, eps = data.draw(st.sampled_from([0.9, 0.0, 1.0])), data.draw(st.sampled_from([1e-6, 1e-3]))
+    res = {}
+    for backend, mod in MODULES.items():
+        rm, rv = (_build(r) for r in stats)
+        try:
+            with np.errstate(all="ignore"):
+                res[backend] = ("ok", mod.batchnorm_forward(x, gamma, beta, rm, rv, momentum, eps),
+                                (rm, rv))
+        except (ValueError, TypeError) as exc:
+            res[backend] = ("err", exc, None)
+    (kn, vn, sn), (kc, vc, sc) = res["numpy"], res["cython"]
+    assert kn == kc, (vn, vc)
+    if kn == "err":
+        assert type(vn) is type(vc) and str(vn) == str(vc), (vn, vc)
+        return
+    tol = np.dtype(vn[0].dtype)
+    for a, b in zip(vn + sn, vc + sc):
+        _same_values(a, b, False, "batchnorm_forward", tol)
+    out, xn, std = vn
+    both("batchnorm_inference", x, gamma, beta, sn[0], sn[1], eps)
+    dout = data.draw(arrays(shape=out.shape if data.draw(st.integers(0, 4)) else None,
+                            dtypes=GOOD + CONVERTED, finite=True, bound=1e3))
+    both("batchnorm_backward", dout, xn, std, gamma)
+
+
 # --------------------------------------------------------------------------- layers
 
 def _has_float32(*values):

@@ -247,7 +247,7 @@ def _param_inputs(param, grad, *state):
         check_out(name, a, param.shape, param.dtype)
     grad = float_array("grad", grad)
     check_same_shape("grad", grad, "param", param.shape)
-    return np.ascontiguousarray(grad, dtype=param.dtype)
+    return np.asarray(grad, dtype=param.dtype, order="C")  # 0-d stays 0-d
 
 
 def sgd_update(param, grad, lr):
