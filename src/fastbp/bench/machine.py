@@ -77,6 +77,8 @@ def machine_info(threads=None):
         "blas": blas_config(),
         "fastbp": __version__,
         "fastbp_cython": kernels.HAVE_CYTHON,
+        "fastbp_simd": kernels._cython.SIMD if kernels.HAVE_CYTHON else None,
+        "fastbp_openmp": kernels._cython.HAVE_OPENMP if kernels.HAVE_CYTHON else None,
         "fastbp_default_backend": kernels.get_backend(),
         "threads_pinned": threads,
         "fastbp_threads": _fastbp_threads(),
@@ -102,7 +104,9 @@ def describe(info):
         f"machine: {info['cpu']} ({info['cpu_count']} CPUs), Python {info['python']}, "
         f"NumPy {info['numpy']} ({blas.get('name', '?')} {blas.get('version', '')})",
         f"threads: pinned to {info['threads_pinned']}; pools: {pools_txt}",
-        f"fastbp {info['fastbp']}, compiled kernels: {info['fastbp_cython']}; "
+        f"fastbp {info['fastbp']}, compiled kernels: {info['fastbp_cython']}"
+        + (f" ({info.get('fastbp_simd')} loops, OpenMP: {info.get('fastbp_openmp')})"
+           if info['fastbp_cython'] else "") + "; "
         f"torch: {torch['version'] + ' x' + str(torch['num_threads']) if torch else 'not used'}",
         f"environment: {env}",
     ]

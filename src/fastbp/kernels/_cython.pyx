@@ -78,6 +78,7 @@ cdef extern from "_loops.h" nogil:
     void sce_grad_targets_f32(const float*, const float*, float*, intp_t, float)
     void sce_grad_targets_f64(const double*, const double*, double*, intp_t, double)
     bint labels_in_range(const intp_t*, intp_t, intp_t)
+    const char* simd_level()
 
 cdef extern from "<omp.h>" nogil:
     """
@@ -195,6 +196,8 @@ cdef intp_t EXP_PARALLEL_MIN = 1 << 15
 cdef int _threads = 1
 
 HAVE_OPENMP = bool(FASTBP_HAVE_OPENMP)
+#: The build of the inner loops that runs on this CPU: "avx512f", "avx2" or "baseline".
+SIMD = simd_level().decode()
 
 
 def _default_threads():

@@ -25,8 +25,17 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define FASTBP_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The build the loops run here, in the order target_clones picks it. */
+static const char *simd_level(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f";
+    if (__builtin_cpu_supports("avx2")) return "avx2";
+    return "baseline";
+}
 #else
 #define FASTBP_SIMD
+static const char *simd_level(void) { return "baseline"; }
 #endif
 
 #define FASTBP_LANES 8
