@@ -119,10 +119,10 @@ static FASTBP_SIMD void colsum_##S(const T *a, double *acc, npy_intp n, npy_intp
     }                                                                                   \
 }                                                                                       \
                                                                                         \
-/* Row max in vectors of 32 bytes (four accumulators, whole vectors compared with    \
- * plain C, which gcc does not vectorise as a loop over lanes), then the tail. A lane  \
- * keeps its value unless the new element is larger: m < v is false for NaN. A row     \
- * with a NaN gives NaN through x - max in the caller whatever the max is.          */ \
+/* Row max with GCC vector extensions, four 32-byte accumulators, then the tail (gcc  \
+ * leaves a max written as a loop over lanes scalar: it is a select that keeps NaN    \
+ * out). A lane keeps its value unless the new element is larger (m < v is false for   \
+ * NaN); a row with a NaN gives NaN through x - max in the caller whatever the max is. */ \
 static FASTBP_SIMD T row_max_##S(const T *r, npy_intp c)                                \
 {                                                                                       \
     typedef T V __attribute__((vector_size(32)));                                       \
