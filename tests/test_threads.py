@@ -140,3 +140,46 @@ def test_shared_inputs_read_concurrently(backend):
     for th in threads:
         th.join()
     assert not errors, errors
+
+
+_FORK_SCRIPT = """
+import multiprocessing as mp, sys, warnings
+import numpy as np
+from fastbp.kernels import _cython as K
+K.set_num_threads(2)
+x = np.random.default_rng(0).standard_normal((512, 1000))
+t = np.arange(512) % 1000
+if sys.argv[1] == "threaded-parent":
+    parent = float(K.softmax_cross_entropy(x, t)[0])   # an OpenMP parallel region
+def child(q):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        K.set_num_threads(2)
+    q.put((float(K.softmax_cross_entropy(x, t)[0]), K.get_num_threads(), len(w)))
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+p.join(60)
+if p.exitcode is None:
+    p.kill()
+    sys.exit("the forked child hung")
+loss, threads, warned = q.get(timeout=10)
+assert loss == float(K.softmax_cross_entropy(x, t)[0]), loss
+print(threads, warned)
+"""
+
+
+@pytest.mark.skipif(not kernels.HAVE_CYTHON or not kernels._cython.HAVE_OPENMP,
+                    reason="needs the compiled kernels built with OpenMP")
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+@pytest.mark.parametrize("parent, expected", [("threaded-parent", "1 1"), ("idle-parent", "2 0")])
+def test_forked_children_do_not_hang(parent, expected):
+    """libgomp cannot start threads in a child forked after a parallel region (its first
+    region there waits forever): such a child runs the kernels on one thread, and asking
+    for more warns. A child forked before any parallel region keeps its threads."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, parent], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == expected.split()

@@ -22,6 +22,7 @@ Design:
 """
 import operator
 import os
+import warnings
 
 import numpy as np
 
@@ -194,6 +195,8 @@ cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
 cdef intp_t PARALLEL_MIN = 1 << 20
 cdef intp_t EXP_PARALLEL_MIN = 1 << 15
 cdef int _threads = 1
+cdef bint _omp_started = False   # a parallel region has run in this process
+cdef bint _forked = False        # this process was forked after that: one thread only
 
 HAVE_OPENMP = bool(FASTBP_HAVE_OPENMP)
 #: The build of the inner loops that runs on this CPU: "avx512f", "avx2" or "baseline".
@@ -214,7 +217,24 @@ def set_num_threads(n):
     n = operator.index(n)
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
+    if n > 1 and _forked:
+        warnings.warn("fastbp: this process was forked after fastbp's kernels had run on "
+                      "several threads; OpenMP cannot start threads again here, so they "
+                      "stay on one (use the 'spawn' start method for threaded workers)",
+                      RuntimeWarning, stacklevel=2)
+        n = 1
     _threads = n
+
+
+def _after_fork_in_child():
+    # libgomp's threads do not survive a fork, and its next parallel region in the
+    # child waits for them forever: a child of a process that ran one stays on one thread
+    global _threads, _forked
+    if _omp_started:
+        _forked, _threads = True, 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_num_threads():
@@ -244,12 +264,14 @@ cdef void _run(range_fn fn, const Job* job, intp_t n, intp_t grain, intp_t eleme
                intp_t min_elements) noexcept nogil:
     """``fn(job, start, stop)`` over [0, n): on one thread, or in one run of whole grains
     per thread when the work touches at least ``min_elements`` elements."""
+    global _omp_started
     cdef intp_t nt = 1, step, k, start
     if elements >= min_elements and FASTBP_HAVE_OPENMP:
         nt = min(<intp_t>_threads, (n + grain - 1) // grain)
     if nt <= 1:
         fn(job, 0, n)
         return
+    _omp_started = True
     step = ((n + nt - 1) // nt + grain - 1) // grain * grain
     for k in prange(nt, num_threads=nt, schedule="static"):
         start = k * step
