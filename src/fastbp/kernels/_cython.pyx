@@ -470,22 +470,26 @@ cdef tuple _sce_inputs(object x, object t, str name="x"):
 
 
 cdef void _sce_rows_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
-    """Rows [a, b) of the softmax and their losses."""
-    # labels or targets: one of the two is NULL (pointers set by plain statements: a
-    # conditional expression makes Cython drop the const of its temporaries)
+    """Rows [a, b) of the softmax and their losses; ``j.b`` holds the targets when there
+    are no labels."""
+    # pointers set by plain statements: a conditional expression makes Cython drop the
+    # const of its temporaries
     cdef intp_t c = j.c, off = a * c
     cdef const intp_t* lab = NULL
-    cdef const char* t = NULL
+    cdef const double* t64 = NULL
+    cdef const float* t32 = NULL
     if j.labels != NULL:
         lab = j.labels + a
+    elif j.f64:
+        t64 = <const double*>j.b + off
     else:
-        t = j.b + off * (8 if j.f64 else 4)
+        t32 = <const float*>j.b + off
     if j.f64:
-        softmax_ce_rows_f64(<const double*>j.a + off, <double*>j.out + off, lab,
-                            <const double*>t, j.loss + a, b - a, c, EXP_F64)
+        softmax_ce_rows_f64(<const double*>j.a + off, <double*>j.out + off, lab, t64,
+                            j.loss + a, b - a, c, EXP_F64)
     else:
-        softmax_ce_rows_f32(<const float*>j.a + off, <float*>j.out + off, lab,
-                            <const float*>t, j.loss + a, b - a, c, EXP_F32)
+        softmax_ce_rows_f32(<const float*>j.a + off, <float*>j.out + off, lab, t32,
+                            j.loss + a, b - a, c, EXP_F32)
 
 
 def softmax_cross_entropy(x, t, out=None):
