@@ -148,3 +148,32 @@ def test_a_contender_on_another_thread_pool_is_warmed_up(monkeypatch):
     # three samples follow the other pool, so at least three warm-ups of 0.02 s
     assert time.perf_counter() - t0 >= 3 * 0.02
     assert calls["own-pool"] > 3 * 2  # warm-up calls beyond one per sample
+
+
+def _plot_bench_tool():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "plot_bench.py")
+    spec = importlib.util.spec_from_file_location("plot_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_bench_tables_from_the_committed_results(capsys):
+    """tools/plot_bench.py turns the committed results into the tables of
+    docs/benchmarks.md (Markdown, and the targets of two runs side by side)."""
+    import os
+    tool = _plot_bench_tool()
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+    two, one = (os.path.join(docs, f) for f in ("bench-2threads.json", "bench-1thread.json"))
+    assert tool.main([two, "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| step 784-50-10 b100 float64 |" in md and "cython/floor+sgd" in md
+    assert tool.main([two, "--targets", one]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| target | 2 threads | 1 thread | wanted |"
+    assert len(table) == 2 + len(json.load(open(two))["targets"])
+    with open(os.path.join(docs, "benchmarks.md")) as f:
+        text = f.read()
+    assert all(row in text for row in table[2:])  # the docs hold this very table

@@ -9,6 +9,8 @@ than the book (log scale; 1 = as fast as the book). Needs matplotlib
 
     python tools/plot_bench.py bench.json [-o docs/bench.png] [--dtype float64]
     python tools/plot_bench.py bench.json --markdown     # the tables, for docs/benchmarks.md
+    python tools/plot_bench.py docs/bench-2threads.json --targets docs/bench-1thread.json
+                                  # the targets of several runs side by side, one column each
 """
 import argparse
 import json
@@ -150,24 +152,44 @@ def markdown(results, machine, targets=None):
     if targets:
         out += ["| target | measured | wanted | met |", "| --- | ---: | ---: | --- |"]
         for t in targets:
-            if t["ratio"] is None:
-                got = "-"
-            elif t["minimum"] is None:
-                got = f"{t['ratio']:.2f}"
-            elif "floor" in t["what"]:
-                got = f"{1 / t['ratio']:.2f}x floor"
-            else:
-                got = f"{t['ratio']:.2f}x"
-            if t["minimum"] is None:
-                want = "< 1"
-            elif "floor" in t["what"]:
-                want = f"<= {1 / t['minimum']:.1f}x floor"
-            else:
-                want = f">= {t['minimum']:g}x"
             met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
-            out.append(f"| {t['what']} | {got} | {want} | {met} |")
+            out.append(f"| {t['what']} | {_got(t)} | {_want(t)} | {met} |")
         out.append("")
     return "\n".join(out)
+
+
+def _got(t):
+    if t is None or t["ratio"] is None:
+        return "-"
+    if t["minimum"] is None:
+        return f"{t['ratio']:.2f}"
+    if "floor" in t["what"]:
+        return f"{1 / t['ratio']:.2f}x floor"
+    return f"{t['ratio']:.2f}x"
+
+
+def _want(t):
+    if t["minimum"] is None:
+        return "< 1"
+    if "floor" in t["what"]:
+        return f"<= {1 / t['minimum']:.1f}x floor"
+    return f">= {t['minimum']:g}x"
+
+
+def targets_side_by_side(runs):
+    """One Markdown table of the targets of several ``fastbp bench`` runs, given as
+    ``[(label, targets)]``: a column per run, "(no)" where a target is not met."""
+    out = ["| target | " + " | ".join(label for label, _ in runs) + " | wanted |",
+           "| --- | " + " | ".join("---:" for _ in runs) + " | ---: |"]
+    first = runs[0][1]
+    by_run = [{t["what"]: t for t in targets} for _, targets in runs]
+    for t in first:
+        cells = []
+        for targets in by_run:
+            u = targets.get(t["what"])
+            cells.append(_got(u) + ("" if u is None or u["met"] in (None, True) else " (no)"))
+        out.append(f"| {t['what']} | " + " | ".join(cells) + f" | {_want(t)} |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None):
@@ -177,7 +199,19 @@ def main(argv=None):
     p.add_argument("--dtype", choices=("float64", "float32"), help="plot one dtype only")
     p.add_argument("--markdown", action="store_true",
                    help="print the results as Markdown tables instead of plotting")
+    p.add_argument("--targets", nargs="*", metavar="JSON",
+                   help="print the targets of this run and of these other fastbp bench runs "
+                        "side by side, a column per run (labelled by its thread count)")
     args = p.parse_args(argv)
+    if args.targets is not None:
+        runs = []
+        for path in [args.json] + args.targets:
+            with open(path) as f:
+                data = json.load(f)
+            threads = data.get("options", {}).get("threads")
+            runs.append((f"{threads} thread{'s' if threads != 1 else ''}", data["targets"]))
+        print(targets_side_by_side(runs), end="")
+        return 0
     if args.markdown:
         with open(args.json) as f:
             data = json.load(f)
