@@ -155,8 +155,7 @@ def run_contender(benchmark, case, name, budget):
 
 def _ratios(times):
     out = {}
-    for a, b in (("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
-                 ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy")):
+    for a, b in _cases.RATIO_PAIRS:
         if times.get(a) and times.get(b):
             out[f"{a}/{b}"] = times[a] / times[b]
     return out

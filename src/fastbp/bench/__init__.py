@@ -120,9 +120,7 @@ def measure(case, budget=1.0, repeats=7):
             previous = name
     times = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
-    pairs = [("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
-             ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy")]
-    for a, b in pairs:
+    for a, b in _cases.RATIO_PAIRS:
         if a in samples and b in samples:
             ratios[f"{a}/{b}"] = statistics.median(x / y for x, y in zip(samples[a], samples[b]))
     # Page faults per call: the allocator hands back fresh pages when it has returned

@@ -36,6 +36,7 @@ __all__ = [
     "Contender", "Case", "KERNEL_SHAPES", "STEP_ARCHS", "TARGETS",
     "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
     "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
+    "RATIO_PAIRS",
 ]
 
 LR = 0.1            # the book's learning rate
@@ -137,48 +138,28 @@ def have_threadpoolctl():
     return True
 
 
-def _thread_owners():
-    import fastbp
-    return [o for o in (fastbp, _kernels, getattr(_kernels, "_cython", None)) if o is not None]
-
-
-def _fastbp_thread_api():
-    """fastbp's own ``(get_num_threads, set_num_threads)``, if it has them, else Nones."""
-    getter = setter = None
-    for owner in _thread_owners():
-        setter = setter or getattr(owner, "set_num_threads", None)
-        getter = getter or getattr(owner, "get_num_threads", None)
-    return (getter if callable(getter) else None), (setter if callable(setter) else None)
-
-
 @contextlib.contextmanager
 def fastbp_threads(n):
-    """fastbp's own thread setting (``fastbp.set_num_threads``) at ``n``, when it has one."""
-    getter, setter = _fastbp_thread_api()
-    previous = getter() if (getter and setter) else None
-    if setter is not None:
-        setter(n)
+    """fastbp's own thread setting (``fastbp.set_num_threads``) at ``n``."""
+    previous = _kernels.get_num_threads()
+    _kernels.set_num_threads(n)
     try:
         yield
     finally:
-        if setter is not None and previous is not None:
-            setter(previous)
+        _kernels.set_num_threads(previous)
 
 
 @contextlib.contextmanager
 def set_omp_threads(n):
     """Limit the OpenMP pools (threadpoolctl) and fastbp's own thread setting to ``n``."""
     from threadpoolctl import threadpool_limits
-    getter, setter = _fastbp_thread_api()
-    previous = getter() if (getter and setter) else None
-    with threadpool_limits(limits=n, user_api="openmp"):
-        if setter is not None:
-            setter(n)
-        try:
-            yield
-        finally:
-            if setter is not None and previous is not None:
-                setter(previous)
+    with threadpool_limits(limits=n, user_api="openmp"), fastbp_threads(n):
+        yield
+
+
+#: The ratios reported between contenders, "a/b" = time of a over time of b.
+RATIO_PAIRS = (("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
+               ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy"))
 
 
 # =================================================================== kernels

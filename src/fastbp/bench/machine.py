@@ -60,9 +60,8 @@ def torch_info():
 
 
 def _fastbp_threads():
-    from .cases import _fastbp_thread_api
-    getter, _ = _fastbp_thread_api()
-    return getter() if getter else None
+    from .. import kernels
+    return kernels.get_num_threads()
 
 
 def machine_info(threads=None):
