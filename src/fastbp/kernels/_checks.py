@@ -184,3 +184,81 @@ def softmax_inputs(x, t, name="x"):
         )
     labels = np.asarray(labels, dtype=np.intp, order="C")
     return x, labels if labels.flags.aligned else labels.copy(), None
+
+
+# --------------------------------------------------------------------------- chapter 7
+# Convolution and pooling windows (im2col, col2im, max pooling): the geometry is checked
+# here, once, so that the compiled loops can index without bounds checks.
+
+def window_int(name, value, minimum):
+    """A whole number >= ``minimum`` (a Python or NumPy integer; no bool, no float)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def window(filter_h, filter_w, stride, pad, names=("filter_h", "filter_w")):
+    """``(filter_h, filter_w, stride, pad)`` as checked Python ints."""
+    return (window_int(names[0], filter_h, 1), window_int(names[1], filter_w, 1),
+            window_int("stride", stride, 1), window_int("pad", pad, 0))
+
+
+def image_shape(name, shape, fh, fw, stride, pad):
+    """``(N, C, H, W, out_h, out_w)`` for an (N, C, H, W) input and a window: the output
+    has ``out = (H + 2 * pad - fh) // stride + 1`` rows, which must be at least one."""
+    if len(shape) != 4:
+        raise ValueError(f"{name}: expected a 4-D array (N, C, H, W), got shape {tuple(shape)}")
+    n, c, h, w = shape
+    out_h = (h + 2 * pad - fh) // stride + 1
+    out_w = (w + 2 * pad - fw) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"{name}: a {fh}x{fw} window with pad {pad} does not fit in an image of "
+            f"{h}x{w} (shape {tuple(shape)})"
+        )
+    return n, c, h, w, out_h, out_w
+
+
+def input_shape_arg(input_shape):
+    """col2im's and the pooling backward's ``input_shape``: four non-negative ints."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"input_shape: expected a tuple (N, C, H, W), got {input_shape!r}") from None
+    if len(shape) != 4:
+        raise ValueError(f"input_shape: expected 4 sizes (N, C, H, W), got {shape}")
+    return tuple(window_int("input_shape", s, 0) for s in shape)
+
+
+def pool_window(pool_h, pool_w, stride, pad):
+    """Checked pooling window; ``pad`` must be smaller than the window, so that every
+    window holds at least one element of the image (padding counts as -inf)."""
+    ph, pw, s, p = window(pool_h, pool_w, stride, pad, ("pool_h", "pool_w"))
+    if p >= ph or p >= pw:
+        raise ValueError(f"pad: expected less than the pool window {ph}x{pw}, got {p}")
+    return ph, pw, s, p
+
+
+def arg_max_array(arg_max, size):
+    """The pooling argmax: an integer array of ``size`` window indices (the forward's
+    ``arg_max``, any shape of that size) as C-contiguous 1-D intp; the range is checked
+    by the caller."""
+    arg_max = as_array("arg_max", arg_max)
+    if arg_max.dtype.kind not in "iu":
+        raise TypeError(f"arg_max: expected an integer array, got dtype {arg_max.dtype}")
+    if arg_max.size != size:
+        raise ValueError(
+            f"arg_max: expected {size} indices (one per element of dout), got shape {arg_max.shape}"
+        )
+    a = np.asarray(arg_max.reshape(-1), dtype=np.intp, order="C")
+    return a if a.flags.aligned else a.copy()
+
+
+def arg_max_range_error(arg_max, k):
+    return ValueError(
+        f"arg_max: window indices must lie in [0, {k}), got values from "
+        f"{arg_max.min()} to {arg_max.max()}"
+    )

@@ -32,6 +32,12 @@ from libc.stdlib cimport calloc, free
 
 from ._checks import (
     affine_shapes as _affine_shapes,
+    arg_max_array,
+    arg_max_range_error,
+    image_shape,
+    input_shape_arg,
+    pool_window,
+    window,
     check_out,
     check_same_shape,
     common_dtype,
@@ -79,6 +85,18 @@ cdef extern from "_loops.h" nogil:
     void sce_grad_targets_f32(const float*, const float*, float*, intp_t, float)
     void sce_grad_targets_f64(const double*, const double*, double*, intp_t, double)
     bint labels_in_range(const intp_t*, intp_t, intp_t)
+    ctypedef struct Window "fastbp_window":
+        intp_t c, h, w, fh, fw, stride, pad, oh, ow
+    void im2col_f32(const float*, float*, const Window*, intp_t, intp_t)
+    void im2col_f64(const double*, double*, const Window*, intp_t, intp_t)
+    void col2im_f32(const float*, float*, const Window*, intp_t, intp_t)
+    void col2im_f64(const double*, double*, const Window*, intp_t, intp_t)
+    void maxpool_fwd_f32(const float*, float*, intp_t*, const Window*, intp_t, intp_t)
+    void maxpool_fwd_f64(const double*, double*, intp_t*, const Window*, intp_t, intp_t)
+    void maxpool_bwd_f32(const float*, const intp_t*, float*, const Window*, intp_t, intp_t)
+    void maxpool_bwd_f64(const double*, const intp_t*, double*, const Window*, intp_t, intp_t)
+    void conv_bias_grad_f32(const float*, float*, intp_t, intp_t, intp_t, intp_t, intp_t)
+    void conv_bias_grad_f64(const double*, double*, intp_t, intp_t, intp_t, intp_t, intp_t)
     const char* simd_level()
 
 cdef extern from "<omp.h>" nogil:
@@ -256,6 +274,8 @@ ctypedef struct Job:
     double* loss           # one per row
     intp_t c               # columns (row kernels)
     double scale
+    const Window* win      # image and window geometry (convolution, pooling)
+    intp_t* index          # an index output (the pooling argmax)
 
 ctypedef void (*range_fn)(const Job*, intp_t, intp_t) noexcept nogil
 
@@ -1146,3 +1166,169 @@ __all__ += [
     "batchnorm_inference",
     "batchnorm_backward",
 ]
+
+
+# --------------------------------------------------------------------------- chapter 7
+# Convolution and pooling windows (the contract is in the NumPy twin). The geometry is
+# checked in Python (_checks.py, shared with the twin): a few microseconds against loops
+# over a whole batch of images. The batch is split over threads, whole images per
+# thread, once the arrays outgrow the caches (PARALLEL_MIN elements).
+
+cdef Window _window(intp_t n, intp_t c, intp_t h, intp_t w, intp_t fh, intp_t fw,
+                    intp_t s, intp_t p, intp_t oh, intp_t ow):
+    cdef Window g
+    g.c, g.h, g.w, g.fh, g.fw, g.stride, g.pad, g.oh, g.ow = c, h, w, fh, fw, s, p, oh, ow
+    return g
+
+
+cdef void _im2col_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        im2col_f64(<const double*>j.a, <double*>j.out, j.win, a, b)
+    else:
+        im2col_f32(<const float*>j.a, <float*>j.out, j.win, a, b)
+
+
+cdef void _col2im_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        col2im_f64(<const double*>j.a, <double*>j.out, j.win, a, b)
+    else:
+        col2im_f32(<const float*>j.a, <float*>j.out, j.win, a, b)
+
+
+cdef void _maxpool_fwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        maxpool_fwd_f64(<const double*>j.a, <double*>j.out, j.index, j.win, a, b)
+    else:
+        maxpool_fwd_f32(<const float*>j.a, <float*>j.out, j.index, j.win, a, b)
+
+
+cdef void _maxpool_bwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        maxpool_bwd_f64(<const double*>j.a, j.labels, <double*>j.out, j.win, a, b)
+    else:
+        maxpool_bwd_f32(<const float*>j.a, j.labels, <float*>j.out, j.win, a, b)
+
+
+cdef void _conv_bias_grad_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    # j.c: images; the window's c and h * w: channels and elements per plane
+    if j.f64:
+        conv_bias_grad_f64(<const double*>j.a, <double*>j.out, j.c, j.win.c, j.win.h, a, b)
+    else:
+        conv_bias_grad_f32(<const float*>j.a, <float*>j.out, j.c, j.win.c, j.win.h, a, b)
+
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0, out=None):
+    """Unfold the windows of ``x`` (N, C, H, W) into ``col`` (N*out_h*out_w, C*fh*fw),
+    the book's layout; see the NumPy twin."""
+    fh, fw, s, p = window(filter_h, filter_w, stride, pad)
+    cdef cnp.ndarray xa = _floats("x", x)
+    n, c, h, w, oh, ow = image_shape("x", (<object>xa).shape, fh, fw, s, p)
+    cdef intp_t shape[2]
+    shape[0], shape[1] = n * oh * ow, c * fh * fw
+    cdef cnp.ndarray o = _result("out", out, 2, shape, cnp.PyArray_TYPE(xa))
+    xa = _apart(xa, o, False)
+    cdef Window g = _window(n, c, h, w, fh, fw, s, p, oh, ow)
+    cdef Job job
+    job.f64, job.a, job.out, job.win = _is_f64(xa), _cdata(xa), <char*>_data(o), &g
+    cdef intp_t size = cnp.PyArray_SIZE(o), images = n
+    with nogil:
+        _run(_im2col_job, &job, images, 1, size, PARALLEL_MIN)
+    return o
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
+    """The adjoint of ``im2col``: ``dx`` (N, C, H, W), overlapping windows accumulated;
+    see the NumPy twin."""
+    fh, fw, s, p = window(filter_h, filter_w, stride, pad)
+    shape4 = input_shape_arg(input_shape)
+    cdef cnp.ndarray ca = _floats("col", col)
+    n, c, h, w, oh, ow = image_shape("input_shape", shape4, fh, fw, s, p)
+    check_same_shape("col", ca, f"im2col's output for input_shape {shape4}",
+                     (n * oh * ow, c * fh * fw))
+    cdef intp_t shape[4]
+    shape[0], shape[1], shape[2], shape[3] = n, c, h, w
+    cdef cnp.ndarray o = _result("out", out, 4, shape, cnp.PyArray_TYPE(ca))
+    ca = _apart(ca, o, False)
+    cdef Window g = _window(n, c, h, w, fh, fw, s, p, oh, ow)
+    cdef Job job
+    job.f64, job.a, job.out, job.win = _is_f64(ca), _cdata(ca), <char*>_data(o), &g
+    cdef intp_t size = cnp.PyArray_SIZE(ca)
+    with nogil:
+        _run(_col2im_job, &job, shape[0], 1, size, PARALLEL_MIN)
+    return o
+
+
+def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0, out=None):
+    """Max pooling of ``x`` (N, C, H, W): ``(out, arg_max)``, padding as -inf, arg_max
+    the book's (flat, order (n, i, j, c)); see the NumPy twin."""
+    ph, pw, s, p = pool_window(pool_h, pool_w, stride, pad)
+    cdef cnp.ndarray xa = _floats("x", x)
+    n, c, h, w, oh, ow = image_shape("x", (<object>xa).shape, ph, pw, s, p)
+    cdef intp_t shape[4]
+    shape[0], shape[1], shape[2], shape[3] = n, c, oh, ow
+    cdef cnp.ndarray o = _result("out", out, 4, shape, cnp.PyArray_TYPE(xa))
+    xa = _apart(xa, o, False)
+    cdef intp_t size = cnp.PyArray_SIZE(o)
+    cdef cnp.ndarray arg = cnp.PyArray_EMPTY(1, &size, cnp.NPY_INTP, 0)
+    cdef Window g = _window(n, c, h, w, ph, pw, s, p, oh, ow)
+    cdef Job job
+    job.f64, job.a, job.out, job.win = _is_f64(xa), _cdata(xa), <char*>_data(o), &g
+    job.index = <intp_t*>_data(arg)
+    cdef intp_t elements = cnp.PyArray_SIZE(xa)
+    with nogil:
+        _run(_maxpool_fwd_job, &job, shape[0], 1, elements, PARALLEL_MIN)
+    return o, arg
+
+
+def maxpool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0, out=None):
+    """Gradient of max pooling: each ``dout`` element goes to the input element its
+    window's ``arg_max`` points at; see the NumPy twin."""
+    ph, pw, s, p = pool_window(pool_h, pool_w, stride, pad)
+    shape4 = input_shape_arg(input_shape)
+    n, c, h, w, oh, ow = image_shape("input_shape", shape4, ph, pw, s, p)
+    cdef cnp.ndarray d = _floats("dout", dout)
+    check_same_shape("dout", d, f"the pooling output for input_shape {shape4}", (n, c, oh, ow))
+    cdef cnp.ndarray arg
+    if (isinstance(arg_max, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>arg_max) == cnp.NPY_INTP
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>arg_max) and cnp.PyArray_NDIM(<cnp.ndarray>arg_max) == 1
+            and cnp.PyArray_SIZE(<cnp.ndarray>arg_max) == cnp.PyArray_SIZE(d)):
+        arg = <cnp.ndarray>arg_max
+    else:
+        arg = arg_max_array(arg_max, cnp.PyArray_SIZE(d))
+    if not labels_in_range(<const intp_t*>_data(arg), cnp.PyArray_SIZE(arg), ph * pw):
+        raise arg_max_range_error(arg, ph * pw)
+    cdef intp_t shape[4]
+    shape[0], shape[1], shape[2], shape[3] = n, c, h, w
+    cdef cnp.ndarray o = _result("out", out, 4, shape, cnp.PyArray_TYPE(d))
+    d, arg = _apart(d, o, False), _apart(arg, o, False)
+    cdef Window g = _window(n, c, h, w, ph, pw, s, p, oh, ow)
+    cdef Job job
+    job.f64, job.a, job.out, job.win = _is_f64(d), _cdata(d), <char*>_data(o), &g
+    job.labels = <const intp_t*>_data(arg)
+    cdef intp_t elements = cnp.PyArray_SIZE(o)
+    with nogil:
+        _run(_maxpool_bwd_job, &job, shape[0], 1, elements, PARALLEL_MIN)
+    return o
+
+
+def conv_bias_grad(dout, out=None):
+    """Bias gradient of a convolution: sums of ``dout`` (N, C, H, W) over N, H, W in
+    double, (C,)."""
+    cdef cnp.ndarray d = _floats("dout", dout)
+    if cnp.PyArray_NDIM(d) != 4:
+        raise ValueError(f"dout: expected a 4-D array (N, C, H, W), got shape {(<object>d).shape}")
+    cdef intp_t c = cnp.PyArray_DIM(d, 1)
+    cdef cnp.ndarray o = _result("out", out, 1, &c, cnp.PyArray_TYPE(d))
+    d = _apart(d, o, False)
+    cdef Window g   # only c (channels) and h (elements per plane) are read
+    g.c, g.h = c, cnp.PyArray_DIM(d, 2) * cnp.PyArray_DIM(d, 3)
+    cdef Job job
+    job.f64, job.a, job.out, job.win = _is_f64(d), _cdata(d), <char*>_data(o), &g
+    job.c = cnp.PyArray_DIM(d, 0)
+    cdef intp_t size = cnp.PyArray_SIZE(d)
+    with nogil:
+        _run(_conv_bias_grad_job, &job, c, 1, size, PARALLEL_MIN)
+    return o
+
+
+__all__ += ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "conv_bias_grad"]

@@ -248,4 +248,159 @@ static int labels_in_range(const npy_intp *labels, npy_intp n, npy_intp c)
     return ok;
 }
 
+/* ------------------------------------------------------------------ chapter 7
+ * Convolution and pooling windows over NCHW images; the geometry has been checked by
+ * the caller (_checks.py), so the loops index without bounds checks. Each range
+ * function handles images [n0, n1) of the batch, which are independent: the callers
+ * split the batch over threads. Accumulations add the contributions to an element in
+ * window order (ky, kx outermost), as the NumPy twin's strided slices do, so both
+ * backends give the same bits.
+ */
+typedef struct {
+    npy_intp c, h, w;          /* channels, height, width of an input image */
+    npy_intp fh, fw;           /* window */
+    npy_intp stride, pad;
+    npy_intp oh, ow;           /* output positions */
+} fastbp_window;
+
+#define FASTBP_DEFINE_CONV_LOOPS(T, S)                                                  \
+                                                                                        \
+/* col row (n*oh + i)*ow + j, column (c*fh + ky)*fw + kx: the window element, 0 in the \
+ * padding.                                                                          */ \
+static void im2col_##S(const T *x, T *col, const fastbp_window *g, npy_intp n0,         \
+                       npy_intp n1)                                                     \
+{                                                                                       \
+    const npy_intp C = g->c, H = g->h, W = g->w, FH = g->fh, FW = g->fw;               \
+    const npy_intp K = C * FH * FW, s = g->stride, p = g->pad;                         \
+    for (npy_intp n = n0; n < n1; n++) {                                                \
+        const T *xn = x + n * C * H * W;                                                \
+        T *row = col + n * g->oh * g->ow * K;                                           \
+        for (npy_intp i = 0; i < g->oh; i++)                                            \
+            for (npy_intp j = 0; j < g->ow; j++, row += K) {                            \
+                const npy_intp y0 = i * s - p, x0 = j * s - p;                          \
+                const int inside = x0 >= 0 && x0 + FW <= W;                             \
+                for (npy_intp c = 0; c < C; c++)                                        \
+                    for (npy_intp ky = 0; ky < FH; ky++) {                              \
+                        T *r = row + (c * FH + ky) * FW;                                \
+                        const npy_intp y = y0 + ky;                                     \
+                        if (y < 0 || y >= H) {                                          \
+                            for (npy_intp kx = 0; kx < FW; kx++) r[kx] = 0;             \
+                            continue;                                                   \
+                        }                                                               \
+                        const T *xr = xn + (c * H + y) * W + x0;                        \
+                        if (inside)                                                     \
+                            for (npy_intp kx = 0; kx < FW; kx++) r[kx] = xr[kx];        \
+                        else                                                            \
+                            for (npy_intp kx = 0; kx < FW; kx++)                        \
+                                r[kx] = x0 + kx >= 0 && x0 + kx < W ? xr[kx] : (T)0;    \
+                    }                                                                   \
+            }                                                                           \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* The adjoint: x = 0, then x[n, c, i*s + ky - p, j*s + kx - p] += col[...], ky and kx \
+ * outermost (the order of the NumPy twin).                                          */ \
+static void col2im_##S(const T *col, T *x, const fastbp_window *g, npy_intp n0,         \
+                       npy_intp n1)                                                     \
+{                                                                                       \
+    const npy_intp C = g->c, H = g->h, W = g->w, FH = g->fh, FW = g->fw;               \
+    const npy_intp K = C * FH * FW, s = g->stride, p = g->pad, OH = g->oh, OW = g->ow;  \
+    for (npy_intp n = n0; n < n1; n++) {                                                \
+        T *xn = x + n * C * H * W;                                                      \
+        const T *cn = col + n * OH * OW * K;                                            \
+        memset(xn, 0, (size_t)(C * H * W) * sizeof(T));                                 \
+        for (npy_intp c = 0; c < C; c++)                                                \
+            for (npy_intp ky = 0; ky < FH; ky++)                                        \
+                for (npy_intp kx = 0; kx < FW; kx++) {                                  \
+                    const T *src = cn + (c * FH + ky) * FW + kx;                        \
+                    /* the output columns j whose element falls inside the image */     \
+                    npy_intp j0 = 0, j1 = OW;                                           \
+                    while (j0 < OW && j0 * s + kx - p < 0) j0++;                        \
+                    while (j1 > j0 && (j1 - 1) * s + kx - p >= W) j1--;                 \
+                    for (npy_intp i = 0; i < OH; i++) {                                 \
+                        const npy_intp y = i * s + ky - p;                              \
+                        if (y < 0 || y >= H) continue;                                  \
+                        T *xr = xn + (c * H + y) * W + kx - p;                          \
+                        const T *sr = src + i * OW * K;                                 \
+                        for (npy_intp j = j0; j < j1; j++) xr[j * s] += sr[j * K];      \
+                    }                                                                   \
+                }                                                                       \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* Max of each window (padding: -inf) and the window index of its first maximum, the  \
+ * first NaN if any (the rule of np.argmax). arg is in the book's order (n, i, j, c). */ \
+static void maxpool_fwd_##S(const T *x, T *out, npy_intp *arg, const fastbp_window *g,  \
+                            npy_intp n0, npy_intp n1)                                   \
+{                                                                                       \
+    const npy_intp C = g->c, H = g->h, W = g->w, FH = g->fh, FW = g->fw;               \
+    const npy_intp s = g->stride, p = g->pad, OH = g->oh, OW = g->ow;                   \
+    for (npy_intp n = n0; n < n1; n++)                                                  \
+        for (npy_intp c = 0; c < C; c++) {                                              \
+            const T *xc = x + (n * C + c) * H * W;                                      \
+            T *oc = out + (n * C + c) * OH * OW;                                        \
+            for (npy_intp i = 0; i < OH; i++)                                           \
+                for (npy_intp j = 0; j < OW; j++) {                                     \
+                    T m = -(T)INFINITY;                                                 \
+                    npy_intp best = 0;                                                  \
+                    for (npy_intp ky = 0; ky < FH; ky++) {                              \
+                        const npy_intp y = i * s + ky - p;                              \
+                        for (npy_intp kx = 0; kx < FW; kx++) {                          \
+                            const npy_intp xx = j * s + kx - p;                         \
+                            T v = y >= 0 && y < H && xx >= 0 && xx < W                  \
+                                  ? xc[y * W + xx] : -(T)INFINITY;                      \
+                            if (m == m && (v > m || v != v)) {                          \
+                                m = v;                                                  \
+                                best = ky * FW + kx;                                    \
+                            }                                                           \
+                        }                                                               \
+                    }                                                                   \
+                    oc[i * OW + j] = m;                                                 \
+                    arg[((n * OH + i) * OW + j) * C + c] = best;                        \
+                }                                                                       \
+        }                                                                               \
+}                                                                                       \
+                                                                                        \
+/* dx = 0, then dout[n, c, i, j] added to the element arg points at (none to the       \
+ * padding). Windows that cannot overlap (stride >= window) take one pass; otherwise   \
+ * one pass per window index k, in order, as the NumPy twin adds.                    */ \
+static void maxpool_bwd_##S(const T *dout, const npy_intp *arg, T *dx,                  \
+                            const fastbp_window *g, npy_intp n0, npy_intp n1)           \
+{                                                                                       \
+    const npy_intp C = g->c, H = g->h, W = g->w, FH = g->fh, FW = g->fw;               \
+    const npy_intp s = g->stride, p = g->pad, OH = g->oh, OW = g->ow;                   \
+    const int disjoint = s >= FH && s >= FW;                                            \
+    for (npy_intp n = n0; n < n1; n++)                                                  \
+        for (npy_intp c = 0; c < C; c++) {                                              \
+            const T *dc = dout + (n * C + c) * OH * OW;                                 \
+            const npy_intp *ac = arg + n * OH * OW * C + c;                             \
+            T *xc = dx + (n * C + c) * H * W;                                           \
+            memset(xc, 0, (size_t)(H * W) * sizeof(T));                                 \
+            for (npy_intp k = 0; k < (disjoint ? 1 : FH * FW); k++)                     \
+                for (npy_intp i = 0; i < OH; i++)                                       \
+                    for (npy_intp j = 0; j < OW; j++) {                                 \
+                        const npy_intp a = ac[(i * OW + j) * C];                        \
+                        if (!disjoint && a != k) continue;                              \
+                        const npy_intp y = i * s + a / FW - p, xx = j * s + a % FW - p; \
+                        if (y >= 0 && y < H && xx >= 0 && xx < W)                       \
+                            xc[y * W + xx] += dc[i * OW + j];                           \
+                    }                                                                   \
+        }                                                                               \
+}                                                                                       \
+                                                                                        \
+/* db[c] = sum of dout[:, c] over N, H, W in double, for channels [c0, c1), each in a \
+ * fixed order (so the result does not depend on how channels are split).          */ \
+static void conv_bias_grad_##S(const T *dout, T *db, npy_intp n, npy_intp C,            \
+                               npy_intp hw, npy_intp c0, npy_intp c1)                   \
+{                                                                                       \
+    for (npy_intp c = c0; c < c1; c++) {                                                \
+        double acc = 0;                                                                 \
+        for (npy_intp i = 0; i < n; i++) acc += row_sum_##S(dout + (i * C + c) * hw, hw); \
+        db[c] = (T)acc;                                                                 \
+    }                                                                                   \
+}
+
+FASTBP_DEFINE_CONV_LOOPS(float, f32)
+FASTBP_DEFINE_CONV_LOOPS(double, f64)
+
 #endif

@@ -470,3 +470,137 @@ __all__ += [
     "batchnorm_inference",
     "batchnorm_backward",
 ]
+
+
+# =========================================================================== chapter 7
+# Convolution and pooling (fastbp.util, Convolution, Pooling). Images are NCHW. ``col``
+# has the book's layout: one row per output position (n, i, j), one column per window
+# element (c, ky, kx), so that a convolution is one matrix product ``col @ W.reshape(FN,
+# -1).T``. Accumulations (col2im, the pooling backward) add the contributions to an
+# input element in window order (ky, kx), on both backends, so they agree bit for bit.
+
+from numpy.lib.stride_tricks import sliding_window_view as _windows
+
+from ._checks import (arg_max_array, arg_max_range_error, image_shape, input_shape_arg,
+                      pool_window, window)
+
+
+def _padded(x, pad, value=0.0):
+    if pad == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=value)
+
+
+def _window_view(xp, fh, fw, stride, out_h, out_w):
+    """(N, C, out_h, out_w, fh, fw) view of the windows of the padded image ``xp``."""
+    v = _windows(xp, (fh, fw), axis=(2, 3))
+    return v[:, :, : stride * (out_h - 1) + 1 : stride, : stride * (out_w - 1) + 1 : stride]
+
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0, out=None):
+    """Unfold the windows of ``x`` (N, C, H, W) into ``col`` (N*out_h*out_w, C*fh*fw).
+
+    Row ``(n * out_h + i) * out_w + j`` holds the window at output position (i, j) of
+    image n, element ``(c * fh + ky) * fw + kx`` is ``x[n, c, i*stride + ky - pad,
+    j*stride + kx - pad]``, 0 in the padding: the book's ``im2col``, in ``x``'s dtype.
+    """
+    fh, fw, s, p = window(filter_h, filter_w, stride, pad)
+    x = float_array("x", x)
+    n, c, _, _, oh, ow = image_shape("x", x.shape, fh, fw, s, p)
+    col = out_or_empty("out", out, (n * oh * ow, c * fh * fw), x.dtype)
+    v = _window_view(_padded(x, p), fh, fw, s, oh, ow)
+    if out is not None and np.may_share_memory(out, x):
+        v = v.copy()
+    np.copyto(col.reshape(n, oh, ow, c, fh, fw), v.transpose(0, 2, 3, 1, 4, 5))
+    return col
+
+
+def _accumulate(dst, src, fh, fw, stride, out_h, out_w):
+    """``dst[:, :, y, x] += src[:, :, ky, kx, i, j]`` at y = i*stride + ky, x = j*stride + kx,
+    one strided slice per window element, in window order."""
+    for ky in range(fh):
+        for kx in range(fw):
+            dst[:, :, ky : ky + stride * out_h : stride, kx : kx + stride * out_w : stride] += src[:, :, ky, kx]
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
+    """The adjoint of ``im2col``: ``dx`` (N, C, H, W) where each element of ``col`` is
+    added to the input element it was taken from (overlapping windows accumulate; the
+    padding is dropped). ``col`` must be (N*out_h*out_w, C*fh*fw) for ``input_shape``."""
+    fh, fw, s, p = window(filter_h, filter_w, stride, pad)
+    shape = input_shape_arg(input_shape)
+    col = float_array("col", col)
+    n, c, h, w, oh, ow = image_shape("input_shape", shape, fh, fw, s, p)
+    check_same_shape("col", col, f"im2col's output for input_shape {shape}",
+                     (n * oh * ow, c * fh * fw))
+    dx = out_or_empty("out", out, shape, col.dtype)
+    if out is not None and np.may_share_memory(out, col):
+        col = col.copy()
+    src = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    img = dx if p == 0 else np.empty((n, c, h + 2 * p, w + 2 * p), dx.dtype)
+    img.fill(0)
+    _accumulate(img, src, fh, fw, s, oh, ow)
+    if p:
+        np.copyto(dx, img[:, :, p : p + h, p : p + w])
+    return dx
+
+
+def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0, out=None):
+    """Max pooling of ``x`` (N, C, H, W): ``(out, arg_max)``.
+
+    ``out`` (N, C, out_h, out_w) is the maximum of each window; the padding counts as
+    -inf (it never wins over an element of the image; ``pad`` must be smaller than the
+    window). ``arg_max`` is the book's: the window index ``ky * pool_w + kx`` of the
+    first maximum (the first NaN if there is one: NaN propagates), intp, flat in the
+    order (n, i, j, c).
+    """
+    ph, pw, s, p = pool_window(pool_h, pool_w, stride, pad)
+    x = float_array("x", x)
+    n, c, _, _, oh, ow = image_shape("x", x.shape, ph, pw, s, p)
+    o = out_or_empty("out", out, (n, c, oh, ow), x.dtype)
+    v = _window_view(_padded(x, p, -np.inf), ph, pw, s, oh, ow).reshape(n, c, oh, ow, ph * pw)
+    arg = np.argmax(v, axis=4) if v.size else np.zeros((n, c, oh, ow), np.intp)
+    np.copyto(o, np.take_along_axis(v, arg[..., None], axis=4)[..., 0])
+    return o, np.ascontiguousarray(arg.transpose(0, 2, 3, 1), dtype=np.intp).reshape(-1)
+
+
+def maxpool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0, out=None):
+    """Gradient of max pooling: ``dout[n, c, i, j]`` goes to the input element its
+    window's ``arg_max`` points at (accumulated where windows overlap; nothing to the
+    padding). ``dout`` (N, C, out_h, out_w), ``arg_max`` as the forward gives it."""
+    ph, pw, s, p = pool_window(pool_h, pool_w, stride, pad)
+    shape = input_shape_arg(input_shape)
+    n, c, h, w, oh, ow = image_shape("input_shape", shape, ph, pw, s, p)
+    dout = float_array("dout", dout)
+    check_same_shape("dout", dout, f"the pooling output for input_shape {shape}", (n, c, oh, ow))
+    arg = arg_max_array(arg_max, dout.size)
+    if arg.size and (arg.min() < 0 or arg.max() >= ph * pw):
+        raise arg_max_range_error(arg, ph * pw)
+    dx = out_or_empty("out", out, shape, dout.dtype)
+    if out is not None and np.may_share_memory(out, dout):
+        dout = dout.copy()
+    arg = arg.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
+    img = dx if p == 0 else np.empty((n, c, h + 2 * p, w + 2 * p), dx.dtype)
+    img.fill(0)
+    zero = dout.dtype.type(0)
+    for k in range(ph * pw):
+        ky, kx = divmod(k, pw)
+        img[:, :, ky : ky + s * oh : s, kx : kx + s * ow : s] += np.where(arg == k, dout, zero)
+    if p:
+        np.copyto(dx, img[:, :, p : p + h, p : p + w])
+    return dx
+
+
+def conv_bias_grad(dout, out=None):
+    """Bias gradient of a convolution: the sums of ``dout`` (N, C, H, W) over N, H and
+    W, (C,), accumulated in float64 and rounded once to ``dout``'s dtype."""
+    dout = float_array("dout", dout)
+    if dout.ndim != 4:
+        raise ValueError(f"dout: expected a 4-D array (N, C, H, W), got shape {dout.shape}")
+    out = out_or_empty("out", out, dout.shape[1:2], dout.dtype)
+    with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
+        out[...] = dout.sum(axis=(0, 2, 3), dtype=np.float64)
+    return out
+
+
+__all__ += ["im2col", "col2im", "maxpool_forward", "maxpool_backward", "conv_bias_grad"]
