@@ -364,3 +364,135 @@ class BatchNormalization:
 
 
 __all__ += ["Dropout", "BatchNormalization"]
+
+
+# =========================================================================== chapter 7
+# Convolution and Pooling (the book's chapter 7), NCHW. Where they differ from the book,
+# on purpose (docs/chapter7.md says more):
+# - float16 input is accepted by ``forward`` and computed in float32 (the book's
+#   ch08/half_float_network.py feeds float16 images); the kernels themselves refuse it.
+# - ``Convolution.forward`` returns a C-contiguous (N, FN, out_h, out_w) array (the
+#   book's is a transposed view); ``backward(dout, need_dx=False)`` skips dx, which a
+#   network's first layer never uses (most of a SimpleConvNet backward pass).
+# - ``Pooling`` pads with -inf (padding never wins the max; the book's pads with zeros
+#   and then fails on the output shape), and ``pad`` must be smaller than the window.
+# - A forward or backward that raises leaves the layer's state as it was.
+
+
+def _image_input(x, name="x"):
+    """``x`` as an array; float16 becomes float32 (inference on half-precision data)."""
+    x = as_array(name, x)
+    return x.astype(np.float32) if x.dtype == np.float16 else x
+
+
+class Convolution:
+    """Convolution with filters ``W`` (FN, C, FH, FW) and bias ``b`` (FN,) (or a scalar),
+    computed as the book does: ``col = im2col(x)``, ``out = col @ col_W + b`` with
+    ``col_W = W.reshape(FN, -1).T``, one matrix product for the whole batch.
+
+    ``W`` and ``b`` are held by reference, never copied (``col_W`` is a view of ``W``
+    when ``W`` is contiguous). ``forward`` keeps ``x``, ``col`` and ``col_W`` for
+    ``backward``, which sets ``dW`` (W's shape) and ``db`` (FN,) and returns ``dx``.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.col = None
+        self.col_W = None
+        self.dW = None
+        self.db = None
+        self._out_shape = None
+        self._filter = None
+
+    def _check_params(self):
+        W, b = self.W, self.b
+        if not isinstance(W, np.ndarray) or W.ndim != 4:
+            raise ValueError(f"W: expected a 4-D array (FN, C, FH, FW), got shape {np.shape(W)}")
+        float_dtype("W", W)
+        if np.shape(b) not in ((W.shape[0],), ()):
+            raise ValueError(f"b: expected shape ({W.shape[0]},) or a scalar, got {np.shape(b)}")
+        if getattr(b, "dtype", None) not in NATIVE:
+            float_dtype("b", as_array("b", b))
+        return W, b
+
+    def forward(self, x):
+        W, b = self._check_params()
+        x = _image_input(x)
+        if x.ndim != 4 or x.shape[1] != W.shape[1]:
+            raise ValueError(
+                f"x: expected shape (N, {W.shape[1]}, H, W) (W has shape {W.shape}), got {x.shape}"
+            )
+        fn, _, fh, fw = W.shape
+        x = float_array("x", x, common_dtype(("x", x), ("W", W)))
+        col = _kernels.active().im2col(x, fh, fw, self.stride, self.pad)
+        n = x.shape[0]
+        oh = (x.shape[2] + 2 * self.pad - fh) // self.stride + 1
+        ow = (x.shape[3] + 2 * self.pad - fw) // self.stride + 1
+        col_W = W.reshape(fn, -1).T
+        prod = np.matmul(col, col_W)  # (N * oh * ow, FN): one product for the batch
+        bias = np.asarray(b, dtype=np.result_type(prod.dtype, getattr(b, "dtype", prod.dtype)))
+        out = np.empty((n, fn, oh, ow), dtype=bias.dtype)
+        # NHWC -> NCHW and the bias in one pass (the book adds b, then transposes a view
+        # that the next layer has to copy)
+        np.add(prod.reshape(n, oh * ow, fn).transpose(0, 2, 1),
+               bias.reshape(-1, 1) if bias.ndim else bias, out=out.reshape(n, fn, oh * ow))
+        self.x, self.col, self.col_W = x, col, col_W
+        self._out_shape, self._filter = out.shape, (fh, fw)
+        return out
+
+    def backward(self, dout, need_dx=True):
+        """Set ``dW`` and ``db``; return ``dx`` (the input's shape), or None when
+        ``need_dx`` is false (not in the book)."""
+        if self.col is None:
+            raise _forward_first(self)
+        _check_dout(dout, self._out_shape)
+        k = _kernels.active()
+        dout = float_array("dout", dout, common_dtype(("dout", dout), ("col", self.col)))
+        db = k.conv_bias_grad(dout)
+        d2 = dout.transpose(0, 2, 3, 1).reshape(-1, dout.shape[1])  # (N * oh * ow, FN)
+        dW = np.matmul(d2.T, self.col).reshape(self.col_W.shape[1], self.x.shape[1], *self._filter)
+        dx = None
+        if need_dx:
+            dcol = np.matmul(d2, self.col_W.T)
+            dx = k.col2im(dcol, self.x.shape, *self._filter, self.stride, self.pad)
+        self.dW, self.db = dW, db
+        return dx
+
+
+class Pooling:
+    """Max pooling over ``pool_h`` x ``pool_w`` windows, the book's constructor.
+
+    ``forward`` keeps ``x`` and ``arg_max`` (the book's: the index of each window's
+    maximum, flat in the order (n, i, j, c)); ``backward`` sends each ``dout`` element
+    to the input element that was the maximum of its window.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.arg_max = None
+        self._out_shape = None
+
+    def forward(self, x):
+        x = _image_input(x)
+        out, arg_max = _kernels.active().maxpool_forward(x, self.pool_h, self.pool_w,
+                                                         self.stride, self.pad)
+        self.x, self.arg_max, self._out_shape = x, arg_max, out.shape
+        return out
+
+    def backward(self, dout):
+        if self.arg_max is None:
+            raise _forward_first(self)
+        _check_dout(dout, self._out_shape)
+        return _kernels.active().maxpool_backward(dout, self.arg_max, self.x.shape, self.pool_h,
+                                                  self.pool_w, self.stride, self.pad)
+
+
+__all__ += ["Convolution", "Pooling"]

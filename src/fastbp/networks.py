@@ -4,7 +4,8 @@ from collections import OrderedDict
 import numpy as np
 
 from .gradient import numerical_gradient
-from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import (Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid,
+                     SoftmaxWithLoss)
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -332,3 +333,294 @@ class MultiLayerNetExtend(_MultiLayer):
 def _as_generator(rng):
     """None (NumPy's global state, as the book) or a ``numpy.random.Generator``."""
     return None if rng is None else np.random.default_rng(rng)
+
+
+# =========================================================================== chapters 7, 8
+# The book's ``ch07/simple_convnet.py`` and ``ch08/deep_convnet.py``. Where they differ
+# from the book, on purpose (docs/chapter7.md):
+# - ``accuracy(x, t, batch_size)`` counts every sample (the book's drops the last,
+#   partial batch, yet divides by all of them);
+# - labels may come as a column (N, 1), as the book's ch07/gradient_check.py passes them;
+# - the first convolution skips its input gradient in ``gradient`` (nobody reads it);
+# - ``save_params`` writes a ``.npz`` (or the book's pickle for a ``.pkl`` name) and
+#   ``load_params`` reads both, pickles without running their code, into the existing
+#   arrays (in place: whatever holds them, the layers included, sees the new values).
+
+
+def _conv_out(size, filter_size, stride, pad):
+    return (size + 2 * pad - filter_size) // stride + 1
+
+
+def _labels(t, classes):
+    """Labels given as a column (N, 1) become (N,), unless they are one-hot of 1 class."""
+    t = np.asarray(t)
+    return t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 and classes != 1 else t
+
+
+def _batched_accuracy(predict, x, t, batch_size):
+    """Fraction of ``x`` whose highest score is ``t`` (labels, or one-hot), computed
+    ``batch_size`` samples at a time."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    t = np.asarray(t)
+    if t.ndim != 1:
+        t = np.argmax(t, axis=1)
+    n = np.shape(x)[0]
+    if t.shape != (n,):
+        raise ValueError(f"t: expected {n} labels (one per sample of x), got shape {t.shape}")
+    if n == 0:
+        raise ValueError("x: empty batch: the accuracy is undefined")
+    correct = 0
+    for start in range(0, n, batch_size):
+        y = np.argmax(predict(x[start:start + batch_size]), axis=1)
+        correct += int(np.sum(y == t[start:start + batch_size]))
+    return correct / n
+
+
+def _save_params(params, file_name):
+    """``params`` as a ``.npz`` (NumPy's format, no pickle), or as the book's pickle of
+    a dict when the name ends in ``.pkl`` (readable by the book's own code)."""
+    arrays = {key: np.asarray(value) for key, value in params.items()}
+    if str(file_name).endswith(".pkl"):
+        import pickle
+        with open(file_name, "wb") as f:
+            pickle.dump(arrays, f)
+    else:
+        np.savez(file_name, **arrays)
+
+
+def _load_params(params, file_name):
+    """Copy the arrays saved in ``file_name`` (``.npz``, or a pickle of a dict such as the
+    book's ``params.pkl``, read by ``fastbp._pickle`` without running its code) into
+    ``params``, in place. Every key must be there with its shape; nothing is changed
+    unless all are."""
+    from . import _pickle
+
+    with open(file_name, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # .npz files are zip archives
+        f.seek(0)
+        if zipped:
+            with np.load(f, allow_pickle=False) as z:
+                loaded = {key: z[key] for key in z.files}
+        else:
+            loaded = _pickle.load(f)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{file_name}: expected a dict of arrays, got {type(loaded).__name__}")
+    missing = sorted(set(params) - set(loaded))
+    extra = sorted(set(loaded) - set(params))
+    if missing or extra:
+        raise ValueError(f"{file_name}: expected the parameters {sorted(params)}, "
+                         f"missing {missing}, unexpected {extra}")
+    for key, value in loaded.items():
+        value = np.asarray(value)
+        if value.shape != params[key].shape:
+            raise ValueError(f"{file_name}: {key} has shape {value.shape}, the network's "
+                             f"{params[key].shape}")
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{file_name}: {key} has dtype {value.dtype}, expected numbers")
+    for key, value in loaded.items():
+        params[key][...] = value
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
+class SimpleConvNet:
+    """conv - relu - pool - affine - relu - affine - softmax, the book's chapter 7.
+
+    ``params`` holds ``W1`` (filter_num, C, filter_size, filter_size), ``b1``, ``W2``,
+    ``b2``, ``W3``, ``b3``, drawn in the book's order (so ``np.random.seed`` gives the
+    book's weights); ``layers`` is an ``OrderedDict`` with the book's names (``Conv1``,
+    ``Relu1``, ``Pool1``, ``Affine1``, ``Relu2``, ``Affine2``); the layers hold the
+    parameter arrays by reference. Images are (N, C, H, W); float16 images are
+    computed in float32. Keyword-only extras as ``TwoLayerNet``: ``dtype`` and ``rng``.
+    """
+
+    def __init__(self, input_dim=(1, 28, 28),
+                 conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+                 hidden_size=100, output_size=10, weight_init_std=0.01,
+                 *, dtype=np.float64, rng=None):
+        dtype = _check_dtype(dtype)
+        randn = _normal(None if rng is None else np.random.default_rng(rng))
+        filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
+        pad, stride = conv_param["pad"], conv_param["stride"]
+        channels, height, width = input_dim
+        conv_h = _conv_out(height, filter_size, stride, pad)
+        conv_w = _conv_out(width, filter_size, stride, pad)
+        pool_output_size = filter_num * (conv_h // 2) * (conv_w // 2)
+
+        std = weight_init_std
+        self.params = {
+            "W1": (std * randn(filter_num, channels, filter_size, filter_size)).astype(dtype),
+            "b1": np.zeros(filter_num, dtype=dtype),
+            "W2": (std * randn(pool_output_size, hidden_size)).astype(dtype),
+            "b2": np.zeros(hidden_size, dtype=dtype),
+            "W3": (std * randn(hidden_size, output_size)).astype(dtype),
+            "b3": np.zeros(output_size, dtype=dtype),
+        }
+        self.layers = OrderedDict()
+        self.layers["Conv1"] = Convolution(self.params["W1"], self.params["b1"], stride, pad)
+        self.layers["Relu1"] = Relu()
+        self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
+        self.layers["Affine1"] = Affine(self.params["W2"], self.params["b2"])
+        self.layers["Relu2"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W3"], self.params["b3"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        """Mean cross-entropy of the batch ``x`` against labels or one-hot ``t``."""
+        y = self.predict(x)
+        return self.last_layer.forward(y, _labels(t, y.shape[-1]))
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of ``x`` classified as ``t``, ``batch_size`` images at a time."""
+        return _batched_accuracy(self.predict, x, t, batch_size)
+
+    def numerical_gradient(self, x, t):
+        """Gradients by central differences: slow, for checking ``gradient``."""
+        loss_w = lambda w: self.loss(x, t)  # noqa: E731 (the book's idiom)
+        return {key: numerical_gradient(loss_w, self.params[key]) for key in self.params}
+
+    def gradient(self, x, t):
+        """Gradients by backpropagation: ``{"W1": ..., "b1": ..., "W3": ..., "b3": ...}``."""
+        self.loss(x, t)
+        _conv_backprop(list(self.layers.values()), self.last_layer.backward(1))
+        grads = {}
+        for idx, name in enumerate(("Conv1", "Affine1", "Affine2"), 1):
+            grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[name].dW, self.layers[name].db
+        return grads
+
+    def save_params(self, file_name="params.pkl"):
+        """Save ``params``: see ``load_params``."""
+        _save_params(self.params, file_name)
+
+    def load_params(self, file_name="params.pkl"):
+        """Load parameters saved by ``save_params`` or by the book (``params.pkl``), in
+        place; a pickle is read without running its code (only arrays and dicts)."""
+        _load_params(self.params, file_name)
+
+
+def _conv_backprop(layers, dout):
+    """``dout`` backward through ``layers`` (first to last); a first Convolution skips
+    its input gradient."""
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        if i == 0 and isinstance(layer, Convolution):
+            layer.backward(dout, need_dx=False)
+        else:
+            dout = layer.backward(dout)
+
+
+class DeepConvNet:
+    """The book's chapter 8 network (about 99.4% on MNIST)::
+
+        conv - relu - conv - relu - pool -
+        conv - relu - conv - relu - pool -
+        conv - relu - conv - relu - pool -
+        affine - relu - dropout - affine - dropout - softmax
+
+    The book's constructor (``conv_param_1`` ... ``conv_param_6``, ``hidden_size``,
+    ``output_size``), He initialisation drawn in its order, and ``layers`` as its list
+    (the weighted layers at indices 0, 2, 5, 7, 10, 12, 15, 18). Dropout scales as the
+    book's does (``inverted=False``), so the book's trained weights give its accuracy.
+    ``predict(x, train_flg=False)``; ``loss`` runs in training mode, as the book's.
+    Keyword-only extras: ``dtype`` and ``rng`` (also seeds the dropout masks).
+    """
+
+    _WEIGHTED = (0, 2, 5, 7, 10, 12, 15, 18)
+
+    def __init__(self, input_dim=(1, 28, 28),
+                 conv_param_1={"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+                 conv_param_2={"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
+                 conv_param_3={"filter_num": 32, "filter_size": 3, "pad": 1, "stride": 1},
+                 conv_param_4={"filter_num": 32, "filter_size": 3, "pad": 2, "stride": 1},
+                 conv_param_5={"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+                 conv_param_6={"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
+                 hidden_size=50, output_size=10, *, dtype=np.float64, rng=None):
+        dtype = _check_dtype(dtype)
+        gen = None if rng is None else np.random.default_rng(rng)
+        randn = _normal(gen)
+        conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
+                       conv_param_6]
+        self.params = {}
+        channels, h, w = input_dim
+        for idx, cp in enumerate(conv_params, 1):
+            fs = cp["filter_size"]
+            scale = np.sqrt(2.0 / (channels * fs * fs))  # He, for ReLU
+            self.params[f"W{idx}"] = (scale * randn(cp["filter_num"], channels, fs, fs)).astype(dtype)
+            self.params[f"b{idx}"] = np.zeros(cp["filter_num"], dtype=dtype)
+            channels = cp["filter_num"]
+            h = _conv_out(h, fs, cp["stride"], cp["pad"])
+            w = _conv_out(w, fs, cp["stride"], cp["pad"])
+            if idx % 2 == 0:  # a 2x2 pooling after every second convolution
+                h, w = _conv_out(h, 2, 2, 0), _conv_out(w, 2, 2, 0)
+        flat = channels * h * w
+        self.params["W7"] = (np.sqrt(2.0 / flat) * randn(flat, hidden_size)).astype(dtype)
+        self.params["b7"] = np.zeros(hidden_size, dtype=dtype)
+        self.params["W8"] = (np.sqrt(2.0 / hidden_size) * randn(hidden_size, output_size)).astype(dtype)
+        self.params["b8"] = np.zeros(output_size, dtype=dtype)
+
+        def dropout():
+            child = None if gen is None else np.random.default_rng(gen.integers(2**63))
+            return Dropout(0.5, inverted=False, rng=child)
+
+        self.layers = []
+        for idx, cp in enumerate(conv_params, 1):
+            self.layers.append(Convolution(self.params[f"W{idx}"], self.params[f"b{idx}"],
+                                           cp["stride"], cp["pad"]))
+            self.layers.append(Relu())
+            if idx % 2 == 0:
+                self.layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
+        self.layers.append(Affine(self.params["W7"], self.params["b7"]))
+        self.layers.append(Relu())
+        self.layers.append(dropout())
+        self.layers.append(Affine(self.params["W8"], self.params["b8"]))
+        self.layers.append(dropout())
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x, train_flg=False):
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        """Mean cross-entropy of the batch, in training mode (dropout on)."""
+        y = self.predict(x, train_flg=True)
+        return self.last_layer.forward(y, _labels(t, y.shape[-1]))
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of ``x`` classified as ``t`` (test mode), ``batch_size`` at a time."""
+        return _batched_accuracy(lambda xb: self.predict(xb, train_flg=False), x, t, batch_size)
+
+    def gradient(self, x, t):
+        """Gradients by backpropagation (training mode): ``{"W1": ..., ..., "b8": ...}``."""
+        self.loss(x, t)
+        _conv_backprop(self.layers, self.last_layer.backward(1))
+        grads = {}
+        for idx, i in enumerate(self._WEIGHTED, 1):
+            grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[i].dW, self.layers[i].db
+        return grads
+
+    def save_params(self, file_name="params.pkl"):
+        """Save ``params``: see ``SimpleConvNet.save_params``."""
+        _save_params(self.params, file_name)
+
+    def load_params(self, file_name="params.pkl"):
+        """Load parameters in place, the book's ``deep_convnet_params.pkl`` included (read
+        without running its code)."""
+        _load_params(self.params, file_name)
+
+
+__all__ += ["SimpleConvNet", "DeepConvNet"]
