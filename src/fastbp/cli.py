@@ -19,7 +19,7 @@ from . import __version__
 from . import kernels
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
 from ._progress import ProgressBar
-from .networks import MultiLayerNetExtend, TwoLayerNet
+from .networks import CONV_NETS, CONV_RECIPE, MultiLayerNetExtend, TwoLayerNet, build_conv_network
 from .optimizers import OPTIMIZERS, get_optimizer
 from .training import iterations_per_epoch, train_two_layer
 
@@ -102,11 +102,13 @@ def build_parser():
     t.add_argument("--lr", type=_positive_float, default=None, metavar="RATE",
                    help="learning rate (default: 0.1 for sgd, else the book's default of the "
                         "optimizer, e.g. 0.001 for adam)")
-    t.add_argument("--net", choices=("two", "multi"), default="two",
+    t.add_argument("--net", choices=("two", "multi", "conv", "deep"), default="two",
                    help="two: the book's TwoLayerNet (default); multi: MultiLayerNetExtend "
-                        "(chapter 6) with the hidden sizes of --hidden")
-    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd",
-                   help="update rule (default: sgd, as in chapter 5)")
+                        "(chapter 6) with the hidden sizes of --hidden; conv: SimpleConvNet "
+                        "(chapter 7); deep: DeepConvNet (chapter 8). conv and deep train "
+                        "as the book: adam at 0.001, 20 epochs of batch 100")
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None,
+                   help="update rule (default: sgd, as in chapter 5; adam for conv and deep)")
     t.add_argument("--batchnorm", action="store_true",
                    help="batch normalization after every hidden Affine (--net multi)")
     t.add_argument("--dropout", type=_ratio, default=0.0, metavar="R",
@@ -218,6 +220,11 @@ def _plot(history, path):
 
 def _check_net_options(args):
     """Refuse chapter-6 options on the book's TwoLayerNet (before any data is loaded)."""
+    if args.optimizer is None:
+        args.optimizer = CONV_RECIPE["optimizer"] if args.net in CONV_NETS else "sgd"
+    if args.net in CONV_NETS and args.hidden and len(args.hidden) != 1:
+        raise CommandError(f"--hidden: --net {args.net} has one hidden Affine layer, got "
+                           f"{len(args.hidden)} sizes")
     if args.net != "two":
         return
     extras = [name for name, used in (("--batchnorm", args.batchnorm), ("--dropout", args.dropout),
@@ -231,7 +238,13 @@ def _check_net_options(args):
 
 def _build(args, n_in, n_out, rng):
     """The network and optimizer that the options ask for, and a one-line description."""
-    if args.net == "two":
+    if args.net in CONV_NETS:
+        network = build_conv_network(args.net, args.hidden[0] if args.hidden else None,
+                                     dtype=args.dtype, rng=rng)
+        hidden = (network.params["b7" if args.net == "deep" else "b2"].size,)
+        name = type(network).__name__
+        n_in = "1x28x28"
+    elif args.net == "two":
         hidden = args.hidden or (50,)
         network = TwoLayerNet(n_in, hidden[0], n_out, dtype=args.dtype, rng=rng)
         name = "TwoLayerNet"
@@ -242,7 +255,9 @@ def _build(args, n_in, n_out, rng):
             use_dropout=args.dropout > 0, dropout_ration=args.dropout,
             use_batchnorm=args.batchnorm, dtype=args.dtype, rng=rng)
         name = "MultiLayerNetExtend" if (args.batchnorm or args.dropout) else "MultiLayerNet"
-    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else None)
+    lr = args.lr if args.lr is not None else (
+        CONV_RECIPE["lr"] if args.net in CONV_NETS and args.optimizer == "adam"
+        else 0.1 if args.optimizer == "sgd" else None)
     optimizer = get_optimizer(args.optimizer, **({} if lr is None else {"lr": lr}))
     sizes = "-".join(str(n) for n in (n_in, *hidden, n_out))
     return network, optimizer, f"{name} {sizes}, {args.optimizer} lr {optimizer.lr:g}"
@@ -260,6 +275,8 @@ def cmd_train(args):
     bar_enabled = None if show else False  # None: when stderr is a terminal
 
     source, ((x_train, t_train), (x_test, t_test)) = _load(args, progress=bar_enabled)
+    if args.net in CONV_NETS:  # the CNNs take images (N, 1, 28, 28)
+        x_train, x_test = x_train.reshape(-1, 1, 28, 28), x_test.reshape(-1, 1, 28, 28)
     per_epoch = iterations_per_epoch(x_train.shape[0], args.batch_size)
     if args.iters is not None:
         iters = args.iters
@@ -270,12 +287,14 @@ def cmd_train(args):
         _note(f"on the sample the default run is {_plural(SAMPLE_EPOCHS, 'epoch')} "
               f"({_plural(iters, 'iteration')}); "
               "use --iters or --epochs to change it, --data-dir for the full set")
+    elif args.net in CONV_NETS:
+        iters = CONV_RECIPE["epochs"] * per_epoch
     else:
         iters = BOOK_ITERS
     seed = args.seed if args.seed is not None else secrets.randbits(32)
     n_epochs = -(-iters // per_epoch)
     rng = np.random.default_rng(seed)  # the weights, then the batches
-    network, optimizer, description = _build(args, x_train.shape[1], 10, rng)
+    network, optimizer, description = _build(args, x_train.shape[1] if x_train.ndim == 2 else None, 10, rng)
 
     if show:
         print(f"{description}, {args.dtype}, {backend} backend; "

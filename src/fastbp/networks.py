@@ -624,3 +624,18 @@ class DeepConvNet:
 
 
 __all__ += ["SimpleConvNet", "DeepConvNet"]
+
+
+#: The book's training recipe for its CNNs (ch07/train_convnet.py, ch08/train_deepnet.py):
+#: Adam at 0.001, batch 100, 20 epochs. ``fastbp train --net conv|deep`` uses it.
+CONV_RECIPE = {"optimizer": "adam", "lr": 0.001, "batch_size": 100, "epochs": 20}
+CONV_NETS = {"conv": SimpleConvNet, "deep": DeepConvNet}
+
+
+def build_conv_network(name, hidden_size=None, *, dtype=np.float64, rng=None):
+    """The CLI's ``--net conv`` (``SimpleConvNet``) or ``--net deep`` (``DeepConvNet``)
+    for 28x28 one-channel images, with the book's defaults (hidden_size 100 and 50)."""
+    if name not in CONV_NETS:
+        raise ValueError(f"name: expected one of {sorted(CONV_NETS)}, got {name!r}")
+    extra = {} if hidden_size is None else {"hidden_size": hidden_size}
+    return CONV_NETS[name](input_dim=(1, 28, 28), **extra, dtype=dtype, rng=rng)

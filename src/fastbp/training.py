@@ -110,7 +110,8 @@ def train_two_layer(x_train, t_train, x_test, t_test, *, hidden_size=50, iters=1
     Callbacks: ``on_step(i)`` after iteration ``i`` (1-based), ``on_epoch(record)`` with
     an :class:`EpochRecord` at the end of each epoch.
     """
-    if x_train.ndim != 2 or x_test.ndim != 2:
+    # (N, D); a given network may take other samples (images (N, C, H, W) for the CNNs)
+    if (x_train.ndim < 2 or x_test.ndim < 2) or (network is None and x_train.ndim != 2):
         raise ValueError(
             f"x_train, x_test: expected 2-D arrays (N, D), got shapes {x_train.shape} and {x_test.shape}"
         )
