@@ -192,9 +192,10 @@ class Affine:
 class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss, fused.
 
-    ``t`` holds integer labels (N,) or one-hot targets (N, C). ``forward`` returns the
-    loss (a scalar of ``x``'s dtype) and keeps ``loss``, ``y`` (the probabilities) and
-    ``t``; ``backward(dout=1)`` returns ``(y - onehot(t)) * dout / N``.
+    ``t`` holds integer labels (N,) (or a column (N, 1) of them) or one-hot targets
+    (N, C). ``forward`` returns the loss (a scalar of ``x``'s dtype) and keeps ``loss``,
+    ``y`` (the probabilities) and ``t``; ``backward(dout=1)`` returns
+    ``(y - onehot(t)) * dout / N``.
     """
 
     def __init__(self):
@@ -210,6 +211,8 @@ class SoftmaxWithLoss:
         if single:  # one sample: a batch of one
             x = x.reshape(1, -1)
             t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1) if t.ndim == 0 else t
+        if t.ndim == 2 and t.shape == (x.shape[0], 1) and x.shape[1] != 1:
+            t = t.reshape(-1)  # labels as a column, as the book's ch07/gradient_check.py passes them
         self.loss, y = _kernels.active().softmax_cross_entropy(x, t)
         self._single = single  # only after success, like y and t
         self.y, self.t = (y[0], t[0]) if single else (y, t)

@@ -340,7 +340,6 @@ def _as_generator(rng):
 # from the book, on purpose (docs/chapter7.md):
 # - ``accuracy(x, t, batch_size)`` counts every sample (the book's drops the last,
 #   partial batch, yet divides by all of them);
-# - labels may come as a column (N, 1), as the book's ch07/gradient_check.py passes them;
 # - the first convolution skips its input gradient in ``gradient`` (nobody reads it);
 # - ``save_params`` writes a ``.npz`` (or the book's pickle for a ``.pkl`` name) and
 #   ``load_params`` reads both, pickles without running their code, into the existing
@@ -349,12 +348,6 @@ def _as_generator(rng):
 
 def _conv_out(size, filter_size, stride, pad):
     return (size + 2 * pad - filter_size) // stride + 1
-
-
-def _labels(t, classes):
-    """Labels given as a column (N, 1) become (N,), unless they are one-hot of 1 class."""
-    t = np.asarray(t)
-    return t.reshape(-1) if t.ndim == 2 and t.shape[1] == 1 and classes != 1 else t
 
 
 def _batched_accuracy(predict, x, t, batch_size):
@@ -479,7 +472,7 @@ class SimpleConvNet:
     def loss(self, x, t):
         """Mean cross-entropy of the batch ``x`` against labels or one-hot ``t``."""
         y = self.predict(x)
-        return self.last_layer.forward(y, _labels(t, y.shape[-1]))
+        return self.last_layer.forward(y, t)
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t``, ``batch_size`` images at a time."""
@@ -598,7 +591,7 @@ class DeepConvNet:
     def loss(self, x, t):
         """Mean cross-entropy of the batch, in training mode (dropout on)."""
         y = self.predict(x, train_flg=True)
-        return self.last_layer.forward(y, _labels(t, y.shape[-1]))
+        return self.last_layer.forward(y, t)
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t`` (test mode), ``batch_size`` at a time."""
