@@ -263,20 +263,27 @@ typedef struct {
     npy_intp oh, ow;           /* output positions */
 } fastbp_window;
 
-/* dst[0:n] = src[0:n] for a window row: the usual widths get a fixed-length copy that
- * gcc unrolls (a loop of 3 or 5 iterations costs more in overhead than in copying:
- * im2col at (100, 1, 28, 28) 5x5 ran 11 instructions per element with the loop). */
-#define FASTBP_COPY_SHORT(dst, src, n)                                                  \
-    do {                                                                                \
-        switch (n) {                                                                    \
-        case 2: for (int q_ = 0; q_ < 2; q_++) (dst)[q_] = (src)[q_]; break;            \
-        case 3: for (int q_ = 0; q_ < 3; q_++) (dst)[q_] = (src)[q_]; break;            \
-        case 5: for (int q_ = 0; q_ < 5; q_++) (dst)[q_] = (src)[q_]; break;            \
-        default: for (npy_intp q_ = 0; q_ < (n); q_++) (dst)[q_] = (src)[q_];           \
-        }                                                                               \
-    } while (0)
+#if defined(__GNUC__)
+#define FASTBP_INLINE static inline __attribute__((always_inline))
+#else
+#define FASTBP_INLINE static inline
+#endif
 
 #define FASTBP_DEFINE_CONV_LOOPS(T, S)                                                  \
+                                                                                        \
+/* One window that lies inside the image: C planes of FH rows of FW elements (rows W  \
+ * apart, planes `plane` apart) into the contiguous r. Inlined with a constant FW at   \
+ * the usual widths, so gcc unrolls the row copy: with a loop of 3 or 5 iterations the \
+ * loop overhead cost more than the copying (11 instructions per element).           */ \
+FASTBP_INLINE void window_copy_##S(T *r, const T *src, npy_intp C, npy_intp FH,         \
+                                   npy_intp FW, npy_intp plane, npy_intp W)             \
+{                                                                                       \
+    for (npy_intp c = 0; c < C; c++, src += plane) {                                    \
+        const T *sr = src;                                                              \
+        for (npy_intp ky = 0; ky < FH; ky++, r += FW, sr += W)                          \
+            for (npy_intp kx = 0; kx < FW; kx++) r[kx] = sr[kx];                        \
+    }                                                                                   \
+}                                                                                       \
                                                                                         \
 /* col row (n*oh + i)*ow + j, column (c*fh + ky)*fw + kx: the window element, 0 in the \
  * padding.                                                                          */ \
@@ -291,8 +298,15 @@ static void im2col_##S(const T *x, T *col, const fastbp_window *g, npy_intp n0, 
         for (npy_intp i = 0; i < g->oh; i++)                                            \
             for (npy_intp j = 0; j < g->ow; j++, row += K) {                            \
                 const npy_intp y0 = i * s - p, x0 = j * s - p;                          \
-                const int inside = x0 >= 0 && x0 + FW <= W;                             \
-                for (npy_intp c = 0; c < C; c++)                                        \
+                if (y0 >= 0 && y0 + FH <= H && x0 >= 0 && x0 + FW <= W) {               \
+                    const T *src = xn + y0 * W + x0;                                    \
+                    if (FW == 5) window_copy_##S(row, src, C, FH, 5, H * W, W);         \
+                    else if (FW == 3) window_copy_##S(row, src, C, FH, 3, H * W, W);    \
+                    else if (FW == 2) window_copy_##S(row, src, C, FH, 2, H * W, W);    \
+                    else window_copy_##S(row, src, C, FH, FW, H * W, W);                \
+                    continue;                                                           \
+                }                                                                       \
+                for (npy_intp c = 0; c < C; c++)  /* a window over the padding */       \
                     for (npy_intp ky = 0; ky < FH; ky++) {                              \
                         T *r = row + (c * FH + ky) * FW;                                \
                         const npy_intp y = y0 + ky;                                     \
@@ -301,11 +315,8 @@ static void im2col_##S(const T *x, T *col, const fastbp_window *g, npy_intp n0, 
                             continue;                                                   \
                         }                                                               \
                         const T *xr = xn + (c * H + y) * W + x0;                        \
-                        if (inside)                                                     \
-                            FASTBP_COPY_SHORT(r, xr, FW);                               \
-                        else                                                            \
-                            for (npy_intp kx = 0; kx < FW; kx++)                        \
-                                r[kx] = x0 + kx >= 0 && x0 + kx < W ? xr[kx] : (T)0;    \
+                        for (npy_intp kx = 0; kx < FW; kx++)                            \
+                            r[kx] = x0 + kx >= 0 && x0 + kx < W ? xr[kx] : (T)0;        \
                     }                                                                   \
             }                                                                           \
     }                                                                                   \
