@@ -63,7 +63,15 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile_args + openmp,
         extra_link_args=openmp,
-    )
+    ),
+    Extension(
+        "fastbp.kernels._gemm",
+        ["src/fastbp/kernels/_gemm.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=extra_compile_args + openmp,
+        extra_link_args=openmp,
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -141,9 +141,7 @@ class Affine:
             # the common case, checked cheaply: at the book's batch of 100 the general
             # path below costs as much as the small layer's matrix product
             self.x, self.original_x_shape = x, x.shape
-            out = np.matmul(x, W)
-            out += b
-            return out
+            return _kernels.active().affine_forward(x, W, b)
         return self._forward_checked(x)
 
     def _forward_checked(self, x):
@@ -164,11 +162,10 @@ class Affine:
         # state is set only once the input is known good: a failed forward must not
         # leave a backward working on a mix of the old and the new input
         self.x, self.original_x_shape = x2, x.shape
-        out = np.matmul(x2, W)
-        if getattr(b, "dtype", out.dtype) == out.dtype:
-            out += b
-        else:  # float32 out with a float64 b: NumPy's promotion, as ``x @ W + b``
-            out = out + b
+        if getattr(b, "dtype", None) == x2.dtype:
+            out = _kernels.active().affine_forward(x2, W, b)
+        else:  # float32 out with a float64 b (or a list): NumPy's promotion, as ``x @ W + b``
+            out = np.matmul(x2, W) + b
         return out[0] if x.ndim == 1 else out
 
     def backward(self, dout, need_dx=True, dW_out=None, db_out=None):
@@ -186,6 +183,23 @@ class Affine:
             dout = dout.reshape(1, -1)
         dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W, need_dx,
                                                                  dW_out, db_out)
+        return None if dx is None else dx.reshape(self.original_x_shape)
+
+    def backward_sgd(self, dout, lr, weight_decay=0.0, need_dx=True):
+        """``backward`` and an SGD step in one (not in the book): returns ``dx`` (computed
+        with the old ``W``; None without ``need_dx``) and updates ``W`` and ``b`` in
+        place, ``W -= lr * (dW + weight_decay * W)``, ``b -= lr * db``, with the weight
+        step folded into the gradient's matrix product. ``dW`` and ``db`` are not kept
+        (they are set to None): this is what ``train_step`` runs for plain SGD.
+        """
+        if self.x is None:
+            raise _forward_first(self)
+        dout = as_array("dout", dout)
+        if len(self.original_x_shape) == 1 and dout.ndim == 1:
+            dout = dout.reshape(1, -1)
+        dx = _kernels.active().affine_backward_sgd(dout, self.x, self.W, self.b, lr,
+                                                   weight_decay, need_dx)
+        self.dW = self.db = None
         return None if dx is None else dx.reshape(self.original_x_shape)
 
 

@@ -3,8 +3,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import kernels as _kernels
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .optimizers import SGD
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -45,8 +47,35 @@ def _backprop(layers, dout, buffers=None):
             buffers[i] = (layer.dW, layer.db)
 
 
+def _backprop_sgd(layers, dout, lr, weight_decay):
+    """``_backprop`` with plain SGD applied on the way: each ``Affine`` folds its step
+    into its weight gradient's product (no gradient array, no separate update pass);
+    batch normalization's ``gamma``/``beta`` take theirs once their gradients exist.
+
+    Updating a layer's parameters as soon as its backward has run is the book's update
+    after the whole backward pass: the layers below never read them.
+    """
+    k = _kernels.active()
+    layers = list(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        if isinstance(layer, Affine):
+            dout = layer.backward_sgd(dout, lr, weight_decay, need_dx=i > 0)
+            continue
+        dout = layer.backward(dout)
+        if isinstance(layer, BatchNormalization):
+            k.sgd_update(layer.gamma, layer.dgamma, lr)
+            k.sgd_update(layer.beta, layer.dbeta, lr)
+
+
 def _train_step(network, x, t, optimizer):
-    """``network.train_step``: the gradients go into buffers reused across steps."""
+    """``network.train_step``. Plain SGD is fused into the backward pass; any other
+    optimizer gets gradients written into buffers reused across steps."""
+    if type(optimizer) is SGD:
+        network._forward_loss(x, t)
+        _backprop_sgd(network.layers.values(), network._last_layer().backward(1),
+                      optimizer.lr, getattr(network, "weight_decay_lambda", 0.0) or 0.0)
+        return network._last_loss()
     grads = network._gradient(x, t, network._grad_buffers)
     optimizer.update(network.params, grads)
     return network._last_loss()
@@ -124,6 +153,12 @@ class TwoLayerNet:
         ``dW``/``db`` are those buffers. Arrays returned by ``gradient`` are never reused.
         """
         return _train_step(self, x, t, optimizer)
+
+    def _forward_loss(self, x, t):
+        return self.loss(x, t)
+
+    def _last_layer(self):
+        return self.lastLayer
 
     def _gradient(self, x, t, buffers=None):
         self.loss(x, t)
@@ -268,6 +303,12 @@ class _MultiLayer:
     def _last_loss(self):
         loss = self.last_layer.loss
         return loss + self._weight_decay() if self.weight_decay_lambda else loss
+
+    def _forward_loss(self, x, t):
+        return self.loss(x, t, train_flg=True)
+
+    def _last_layer(self):
+        return self.last_layer
 
     def _gradient(self, x, t, buffers=None):
         self.loss(x, t, train_flg=True)

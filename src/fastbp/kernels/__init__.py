@@ -30,6 +30,10 @@ finally:
         del os.environ[_name]
 
 HAVE_CYTHON = _cython is not None
+if HAVE_CYTHON:
+    from . import _blas  # the compiled backend's matrix products
+
+    _blas.set_max_threads(_cython.get_num_threads())
 BACKENDS = ("cython", "numpy")
 
 __all__ = ["HAVE_CYTHON", "BACKENDS", "active", "get_backend", "set_backend", "use_backend",
@@ -95,8 +99,9 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Let the compiled kernels use ``n`` OpenMP threads on large arrays (from 32,768
-    elements for the softmax and the sigmoid, a million for the other kernels).
+    """Let the compiled kernels use ``n`` OpenMP threads: on large arrays (from 32,768
+    elements for the softmax and the sigmoid, a million for the other kernels), and in
+    the matrix products, which choose between one thread and ``n`` by timing.
 
     The default is the number of CPUs (at most 8), or ``FASTBP_NUM_THREADS``. Results
     do not depend on it. Without the compiled kernels, in a build without OpenMP, or in
@@ -105,3 +110,4 @@ def set_num_threads(n):
     """
     if HAVE_CYTHON:
         _cython.set_num_threads(n)
+        _blas.set_max_threads(_cython.get_num_threads())

@@ -184,3 +184,49 @@ def softmax_inputs(x, t, name="x"):
         )
     labels = np.asarray(labels, dtype=np.intp, order="C")
     return x, labels if labels.flags.aligned else labels.copy(), None
+
+
+def _writable_param(name, a, dtype):
+    """A parameter updated in place: a writable C-contiguous ndarray of ``dtype``."""
+    return check_out(name, a, np.shape(a), dtype)
+
+
+def _apart(name, a, *others):
+    """Refuse ``a`` (written) when its memory meets one of the ``(name, array)`` inputs."""
+    for other_name, other in others:
+        if other is not None and np.may_share_memory(a, other):
+            raise ValueError(f"{name}: must not overlap {other_name}")
+
+
+def affine_forward_inputs(x, W, b, out):
+    """``(x, W, b, out)`` of ``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,)
+    as C-contiguous arrays of one float dtype, ``out`` (N, M) or a new array."""
+    dt = common_dtype(("x", x), ("W", W), ("b", b))
+    x, W, b = float_array("x", x, dt), float_array("W", W, dt), float_array("b", b, dt)
+    if W.ndim != 2:
+        raise ValueError(f"W: expected a 2-D array (in, out), got shape {W.shape}")
+    if x.ndim != 2 or x.shape[1] != W.shape[0]:
+        raise ValueError(f"x: expected shape (N, {W.shape[0]}), got {x.shape}")
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"b: expected shape ({W.shape[1]},), got {b.shape}")
+    out = out_or_empty("out", out, (x.shape[0], W.shape[1]), dt)
+    _apart("out", out, ("x", x), ("W", W), ("b", b))
+    return x, W, b, out
+
+
+def affine_sgd_inputs(dout, x, W, b, lr, decay):
+    """Arguments of ``affine_backward_sgd``: ``dout`` and ``x`` as C-contiguous arrays of
+    the parameters' dtype, ``W`` and ``b`` writable as they are (updated in place) and
+    apart from the inputs, ``lr`` and ``decay`` real numbers."""
+    W = _writable_param("W", W, getattr(W, "dtype", None))
+    if W.dtype not in NATIVE:
+        float_dtype("W", W)
+    b = _writable_param("b", b, W.dtype)
+    dout, x = float_array("dout", dout, W.dtype), float_array("x", x, W.dtype)
+    affine_shapes(dout, x, W)
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"b: expected shape ({W.shape[1]},), got {b.shape}")
+    for name, param in (("W", W), ("b", b)):
+        _apart(name, param, ("dout", dout), ("x", x))
+    _apart("W", W, ("b", b))
+    return dout, x, W, b, real_scalar("lr", lr), real_scalar("decay", decay)

@@ -30,7 +30,10 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free
 
+from . import _blas
 from ._checks import (
+    affine_forward_inputs,
+    affine_sgd_inputs,
     affine_shapes as _affine_shapes,
     check_out,
     check_same_shape,
@@ -49,7 +52,9 @@ __all__ = [
     "sigmoid_forward",
     "sigmoid_backward",
     "bias_grad",
+    "affine_forward",
     "affine_backward",
+    "affine_backward_sgd",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
 ]
@@ -434,11 +439,49 @@ def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
             and cnp.PyArray_DIM(d, 0) == cnp.PyArray_DIM(xa, 0)
             and cnp.PyArray_DIM(d, 1) == cnp.PyArray_DIM(Wa, 1)):
         _affine_shapes(d, xa, Wa)
-    if dW_out is not None:
-        _result("dW_out", dW_out, 2, cnp.PyArray_DIMS(Wa), cnp.PyArray_TYPE(Wa))
-    dx = np.matmul(d, Wa.T) if need_dx else None
-    dW = np.matmul(xa.T, d, out=dW_out)
+    cdef intp_t dx_shape[2]
+    dx_shape[0], dx_shape[1] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    cdef cnp.ndarray dW = _result("dW_out", dW_out, 2, cnp.PyArray_DIMS(Wa), cnp.PyArray_TYPE(Wa))
+    dx = None
+    if need_dx:
+        dx = _blas.gemm(d, Wa, cnp.PyArray_EMPTY(2, dx_shape, cnp.PyArray_TYPE(Wa), 0),
+                        trans_b=True)
+    # the products read dout and x whole before dW is written: an overlapping dW_out
+    # gets them copied first (db is then the column sums of the copy, as NumPy's)
+    d, xa = _apart(d, dW, False), _apart(xa, dW, False)
+    _blas.gemm(xa, d, dW, trans_a=True)
     return dx, dW, bias_grad(d, out=db_out)
+
+
+def affine_forward(x, W, b, out=None):
+    """``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,), one float dtype."""
+    cdef intp_t shape[2]
+    if (out is None and _is_native(x) and _is_native(W) and _is_native(b)
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.PyArray_TYPE(<cnp.ndarray>W)
+            and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.PyArray_TYPE(<cnp.ndarray>W)
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2 and cnp.PyArray_NDIM(<cnp.ndarray>W) == 2
+            and cnp.PyArray_NDIM(<cnp.ndarray>b) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+            and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == cnp.PyArray_DIM(<cnp.ndarray>W, 1)):
+        shape[0], shape[1] = cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+        out = cnp.PyArray_EMPTY(2, shape, cnp.PyArray_TYPE(<cnp.ndarray>W), 0)
+    else:
+        x, W, b, out = affine_forward_inputs(x, W, b, out)
+    return _blas.gemm(x, W, out, bias=b)
+
+
+def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
+    """Backward through ``out = x @ W + b`` with the SGD step folded into the weight
+    gradient's product: returns ``dx`` (with the old ``W``), sets
+    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` (one GEMM, ``beta = 1 - lr * decay``)
+    and ``b -= lr * bias_grad(dout)``."""
+    d, xa, Wa, ba, lr_, decay_ = affine_sgd_inputs(dout, x, W, b, lr, decay)
+    dx = None
+    if need_dx:
+        dx = _blas.gemm(d, Wa, np.empty((xa.shape[0], xa.shape[1]), Wa.dtype), trans_b=True)
+    _blas.gemm(xa, d, Wa, trans_a=True, alpha=-lr_, beta=1.0 - lr_ * decay_)
+    sgd_update(ba, bias_grad(d), lr_)
+    return dx
 
 
 # --------------------------------------------------------------------------- Softmax + CE

@@ -20,6 +20,8 @@ import numpy as np
 
 from ._checks import (
     NATIVE,
+    affine_forward_inputs,
+    affine_sgd_inputs,
     check_out,
     affine_shapes,
     check_same_shape,
@@ -37,7 +39,9 @@ __all__ = [
     "sigmoid_forward",
     "sigmoid_backward",
     "bias_grad",
+    "affine_forward",
     "affine_backward",
+    "affine_backward_sgd",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
 ]
@@ -143,6 +147,39 @@ def bias_grad(dout, out=None):
     with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
         out[...] = dout.sum(axis=0, dtype=np.float64)
     return out
+
+
+def affine_forward(x, W, b, out=None):
+    """``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,), one float dtype.
+
+    The product goes to BLAS (``np.matmul``); ``out`` must not overlap the inputs.
+    """
+    if not (_is_native(x) and _is_native(W) and _is_native(b) and out is None
+            and x.dtype == W.dtype == b.dtype and x.ndim == 2 and W.ndim == 2
+            and x.shape[1] == W.shape[0] and b.shape == (W.shape[1],)):
+        x, W, b, out = affine_forward_inputs(x, W, b, out)
+    out = np.matmul(x, W, out=out)
+    out += b
+    return out
+
+
+def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
+    """Backward through ``out = x @ W + b`` with the SGD step folded in: returns ``dx``
+    (None without ``need_dx``), computed with the old ``W``, and updates in place
+    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` and ``b -= lr * bias_grad(dout)``.
+
+    ``decay`` is the L2 weight decay (the book's ``weight_decay_lambda``: the gradient
+    ``dW + decay * W``). ``W`` and ``b`` must be writable C-contiguous arrays apart
+    from ``dout`` and ``x``.
+    """
+    dout, x, W, b, lr, decay = affine_sgd_inputs(dout, x, W, b, lr, decay)
+    dx = np.matmul(dout, W.T) if need_dx else None
+    dW = np.matmul(x.T, dout)
+    if decay:
+        W *= 1.0 - lr * decay
+    sgd_update(W, dW, lr)
+    sgd_update(b, bias_grad(dout), lr)
+    return dx
 
 
 def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
