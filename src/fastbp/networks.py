@@ -145,12 +145,15 @@ class TwoLayerNet:
 
     def train_step(self, x, t, optimizer):
         """One training step (not in the book): ``gradient``, then
-        ``optimizer.update(params, grads)`` (e.g. ``fastbp.optimizers.SGD(lr=0.1)``,
-        which updates in place). Returns the batch loss.
+        ``optimizer.update(params, grads)``, in place. Returns the batch loss.
 
-        The gradients are written into buffers that the next ``train_step`` reuses, so a
-        steady-state step allocates no parameter-sized array; after it, the layers'
-        ``dW``/``db`` are those buffers. Arrays returned by ``gradient`` are never reused.
+        With plain ``fastbp.optimizers.SGD`` the update is folded into the backward pass:
+        each weight step is part of its gradient's matrix product
+        (``W = W - lr * x.T @ dout``, one GEMM), so there is no gradient array and no
+        separate update pass, and the layers' ``dW``/``db`` are None afterwards. Other
+        optimizers get the gradients in buffers that the next ``train_step`` reuses (the
+        layers' ``dW``/``db`` are those buffers), so a steady-state step allocates no
+        parameter-sized array. Arrays returned by ``gradient`` are never reused.
         """
         return _train_step(self, x, t, optimizer)
 
@@ -296,7 +299,8 @@ class _MultiLayer:
     def train_step(self, x, t, optimizer):
         """One training step (not in the book): ``gradient`` then
         ``optimizer.update(params, grads)``; returns the batch loss (with the weight
-        decay term). Gradients go into buffers reused across steps: see
+        decay term). Plain SGD is folded into the backward pass (the weight decay into
+        the product's ``beta = 1 - lr * weight_decay_lambda``); see
         ``TwoLayerNet.train_step``."""
         return _train_step(self, x, t, optimizer)
 
