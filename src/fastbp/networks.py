@@ -57,7 +57,7 @@ def _backprop(layers, dout, buffers=None):
 def _check_batch(x, t, classes, what="the mean loss"):
     """Check the targets ``t`` of the batch ``x`` against ``classes`` scores per sample
     (labels (N,) or one-hot (N, C); a label or a one-hot row for a single sample, 1-D
-    ``x``), before any layer runs. Returns the labels (intp (N,)) of either kind; an
+    ``x``), before any layer runs. Returns ``(labels, onehot)`` as ``targets`` does; an
     empty batch is refused (``what`` is undefined over it)."""
     x = as_array("x", x)
     if x.ndim <= 1:  # a single sample, as the layers take it (Affine refuses a 0-d x)
@@ -65,13 +65,14 @@ def _check_batch(x, t, classes, what="the mean loss"):
     n = 1 if x.ndim <= 1 else x.shape[0]
     if n == 0:
         raise ValueError(f"x: empty batch (shape {x.shape}): {what} is undefined")
-    labels, onehot = targets(t, n, classes)
-    return labels if onehot is None else np.argmax(onehot, axis=1)
+    return targets(t, n, classes)
 
 
 def _accuracy(network, x, t, predict):
     """Fraction of the samples of ``x`` whose highest score is their label."""
-    labels = _check_batch(x, t, network._classes(), "the accuracy")
+    labels, onehot = _check_batch(x, t, network._classes(), "the accuracy")
+    if onehot is not None:
+        labels = np.argmax(onehot, axis=1)
     y = np.argmax(predict(x).reshape(labels.shape[0], -1), axis=1)
     return np.sum(y == labels) / float(labels.shape[0])
 
