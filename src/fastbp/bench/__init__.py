@@ -416,6 +416,11 @@ def _table(headers, rows):
     return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
 
+def _step_label(case_id):
+    """A step's case id without its leading "step " (the table says it)."""
+    return case_id[len("step "):] if case_id.startswith("step ") else case_id
+
+
 def _para(text):
     return textwrap.wrap(text, WIDTH)
 
@@ -456,7 +461,8 @@ def report(results, allocation=(), profiles=None):
             names = [n for n in STEP_NAMES if n in r["times"]] + \
                 [n for n in r["times"] if n not in STEP_NAMES]
             for i, n in enumerate(names):
-                row = [r["id"] if i == 0 else "", STEP_NAMES.get(n, n), _fmt_time(r["times"][n]),
+                row = [_step_label(r["id"]) if i == 0 else "", STEP_NAMES.get(n, n),
+                       _fmt_time(r["times"][n]),
                        "-" if n == "cython" else _fmt_ratio(r["ratios"].get(f"{n}/cython"))]
                 if busy:
                     bt = b["times"].get(n) if b else None
@@ -464,10 +470,13 @@ def report(results, allocation=(), profiles=None):
                             "-" if n == "cython" or not b else _fmt_ratio(b["ratios"].get(f"{n}/cython")),
                             _fmt_ratio(bt / r["times"][n] if bt else None)]
                 rows.append(row)
-            for n, why in r.get("skipped", {}).items():
-                rows.append(["" if names else r["id"], STEP_NAMES.get(n, n), "skipped: " + why[:50], ""]
-                            + (["", "", ""] if busy else []))
         lines += _table(headers, rows)
+        skipped = {}
+        for r in steps:
+            for n, why in r.get("skipped", {}).items():
+                skipped.setdefault(f"{STEP_NAMES.get(n, n)} ({why})", None)
+        if skipped:
+            lines += _para("Not timed: " + "; ".join(skipped))
         faulty = [(r["id"], n, f) for r in steps for n, f in r.get("page_faults", {}).items() if f >= 1]
         if faulty:
             lines += _para("Page faults per step (fresh pages after the allocator gave memory "
@@ -489,7 +498,7 @@ def report(results, allocation=(), profiles=None):
                        "params[k] -= lr * grads[k]")
         rows = []
         for a in allocation:
-            rows.append([a["case"], STEP_NAMES.get(a["contender"], a["contender"]),
+            rows.append([_step_label(a["case"]), STEP_NAMES.get(a["contender"], a["contender"]),
                          *("-" if a.get(k) is None else f"{a[k]['in_params']:.2f}" for k, _ in labels)])
         lines += _table(["step", "contender", *(h for _, h in labels)], rows)
         lines.append("")
