@@ -21,7 +21,7 @@ CONTENDERS = cases.STEP_CONTENDERS + tuple(PEERS)
 @pytest.mark.parametrize("load", ["idle", "busy"])
 @pytest.mark.parametrize("arch,dtype,contender", [
     pytest.param(arch, dtype, name, id=f"{arch}-{dtype}-{name}")
-    for arch, dtype in cases.step_case_ids() for name in CONTENDERS
+    for arch in cases.STEP_ARCHS for dtype in cases.DTYPES for name in CONTENDERS
 ])
 def test_step(benchmark, request, pinned_threads, arch, dtype, contender, load):
     case = get_case(("step", arch, dtype),

@@ -23,7 +23,7 @@ import numpy as np
 __all__ = [
     "sigmoid", "softmax", "cross_entropy_error",
     "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "TwoLayerNet", "MultiLayerNet", "sgd_update",
+    "TwoLayerNet", "MultiLayerNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
 ]
 
@@ -344,12 +344,6 @@ class MultiLayerNet:
                 grads['beta' + str(idx)] = bn.dbeta
 
         return grads
-
-
-def sgd_update(params, grads, lr):
-    """The book's training loop (and ``common/optimizer.py``'s ``SGD.update``)."""
-    for key in params.keys():
-        params[key] -= lr * grads[key]
 
 
 # --------------------------------------------------------------- common/optimizer.py

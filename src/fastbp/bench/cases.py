@@ -36,25 +36,19 @@ from ..networks import MultiLayerNet, TwoLayerNet
 from . import book
 
 __all__ = [
-    "Contender", "Case", "Unavailable", "KERNEL_SHAPES", "STEP_ARCHS", "STEP_CONTENDERS",
-    "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
-    "threads_case_ids", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
+    "Contender", "Case", "Unavailable", "KERNELS", "STEP_ARCHS", "THREADS_CASES", "DTYPES",
+    "STEP_CONTENDERS", "kernel_case", "step_case", "threads_case",
+    "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
     "ratio_pairs",
 ]
 
 LR = 0.1            # the book's learning rate
 SEED = 20240601
 
-# The book's shapes and larger ones. Affine backward runs at the TwoLayerNet layers: (x, W) shapes.
-KERNEL_SHAPES = {
-    "relu_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "relu_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "sigmoid_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "sigmoid_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "softmax_ce_labels": [(100, 10), (256, 1000), (4096, 1000)],
-    "softmax_ce_onehot": [(100, 10), (256, 1000), (4096, 1000)],
-    "affine_backward": [(100, 784, 50), (100, 50, 10)],
-}
+#: The kernels a kernel case can time (``fastbp bench`` picks its shapes; the
+#: pytest-benchmark suite has its grid of shapes in benchmarks/test_bench_kernels.py).
+KERNELS = ("relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+           "softmax_ce_labels", "softmax_ce_onehot", "affine_backward")
 # Training steps: layer sizes and batch.
 STEP_ARCHS = {
     "784-50-10": ((784, 50, 10), 100),
@@ -244,7 +238,7 @@ def _kernel_fns(kernel, shape, dtype, rng, build_exact):
             layer.forward(x)
             return layer.backward, (lambda: (dout,)), (lambda dx: [dx, layer.dW, layer.db])
         return build, False
-    raise ValueError(f"kernel: expected one of {sorted(KERNEL_SHAPES)}, got {kernel!r}")
+    raise ValueError(f"kernel: expected one of {sorted(KERNELS)}, got {kernel!r}")
 
 
 def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
@@ -286,18 +280,6 @@ def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
     if exact[0] is not None:
         info["exact_loss"] = exact[0]
     return Case(case_id, "kernel", fresh, out, check, info=info, skipped=skipped)
-
-
-def kernel_case_ids(include_large=True):
-    """``(kernel, shape, dtype)`` for every kernel case, in a stable order."""
-    ids = []
-    for kernel, shapes in KERNEL_SHAPES.items():
-        for shape in shapes:
-            if not include_large and np.prod(shape) >= 4096 * 1000:
-                continue
-            for dtype in DTYPES:
-                ids.append((kernel, shape, dtype))
-    return ids
 
 
 # =================================================================== training steps
@@ -499,10 +481,6 @@ def step_case(arch, dtype, contenders=STEP_CONTENDERS, peers=None, threads=None)
                 build=build, nets=timed_nets, data=(x, t))
 
 
-def step_case_ids():
-    return [(arch, dtype) for arch in STEP_ARCHS for dtype in DTYPES]
-
-
 # =================================================================== threads
 
 def threads_case(kernel, shape, dtype, threads=(1, 2)):
@@ -534,7 +512,3 @@ def threads_case(kernel, shape, dtype, threads=(1, 2)):
 
     return Case(case_id, "threads", base.fresh, out, check,
                 info=dict(base.info, threads=list(threads)), skipped=skipped)
-
-
-def threads_case_ids():
-    return [(k, s, d) for k, s in THREADS_CASES for d in DTYPES]
