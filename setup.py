@@ -106,20 +106,22 @@ def openmp_flags(compiler, family):
         src = os.path.join(tmp, "omp_probe.c")
         with open(src, "w") as f:
             f.write(OPENMP_PROBE)
+        step = "compile"
         try:
             objects = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+            step = "link"
             compiler.link_executable(objects, "omp_probe", output_dir=tmp,
                                      extra_postargs=ldflags)
-        except Exception as exc:  # CompileError, LinkError
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # CompileError, LinkError; the compiler's output is above
+            error = f"{type(exc).__name__} at the {step} step: {str(exc)[:300]}"
         else:
             return cflags, ldflags
+    flags = " ".join(dict.fromkeys(cflags + ldflags))
     message = (
-        f"fastbp: building WITHOUT OpenMP: {family} could not build and link an OpenMP "
-        f"program with {' '.join(cflags + ldflags)} ({error.strip()}). The compiled "
-        "kernels will run on one thread. Install the compiler's OpenMP runtime "
-        "(libgomp for gcc, libomp for clang) and rebuild, or set FASTBP_OPENMP=0 to "
-        "build without OpenMP on purpose."
+        f"fastbp: building WITHOUT OpenMP: {family} could not build an OpenMP program "
+        f"with {flags} ({error}). The compiled kernels will run on one thread. Install "
+        "the compiler's OpenMP runtime (libgomp for gcc, libomp for clang) and rebuild, "
+        "or set FASTBP_OPENMP=0 to build without OpenMP on purpose."
     )
     if setting == "1":
         raise RuntimeError(message + " (FASTBP_OPENMP=1 requires OpenMP)")
