@@ -75,6 +75,9 @@ def _targets():
             Target(f"numpy backend 784-50-10 step vs the book, {dt}", s, "book", "numpy",
                    at_least=1.4),
         ]
+        for step in (s, g):
+            rows.append(Target(f"{step[5:step.index(' b')]} book-API loop over train_step, {dt}",
+                               step, "cython-api", "cython", at_most=1.15))
     s = f"{small} float64"
     rows += [
         Target("busy: 784-50-10 step slowdown, float64", s, "cython", "cython", at_most=2.0,

@@ -196,7 +196,7 @@ def test_book_relu_backward_writes_into_dout_so_cases_hand_out_copies():
     assert np.array_equal(c.setup()[0], b)   # the case's own dout was not touched
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS + (["cython-api"] if fastbp.HAVE_CYTHON else []))
 def test_step_case_matches_the_book_after_one_step(backend):
     case = cases.step_case("784-50-10", "float64", contenders=("book", backend, "floor"))
     case.check(backend)

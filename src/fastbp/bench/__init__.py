@@ -427,8 +427,8 @@ def _para(text):
 
 # Contenders of a step, in the order they are shown, and their names for a reader.
 STEP_NAMES = {"book": "the book", "numpy": "fastbp numpy", "cython": "fastbp",
-              "floor": "floor", "floor+sgd": "floor+sgd", "torch": "PyTorch eager",
-              "jax": "JAX jit"}
+              "cython-api": "fastbp, book API", "floor": "floor", "floor+sgd": "floor+sgd",
+              "torch": "PyTorch eager", "jax": "JAX jit"}
 
 
 def report(results, allocation=(), profiles=None):
@@ -449,6 +449,8 @@ def report(results, allocation=(), profiles=None):
     if steps:
         lines += _para("Training steps (forward, loss, backward, SGD update): time per step, and "
                        "how many times faster fastbp is (below 1: the contender is faster). "
+                       "fastbp: train_step with optimizers.SGD; book API: gradient, then "
+                       "params[k] -= lr * grads[k]. "
                        "floor: the step's matrix products alone; floor+sgd: with the weight "
                        "update; for them 'fastbp is' reads as the products' share of the step."
                        + (" busy: the same with one other process spinning on one core." if busy else ""))

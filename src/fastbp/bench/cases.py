@@ -8,7 +8,10 @@ A *case* is one group of side-by-side measurements (a kernel at one shape and dt
 one training step). Its *contenders* compute the same thing different ways:
 
 - ``book``: the book's plain-NumPy idiom (``fastbp.bench.book``);
-- ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend;
+- ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend (a
+  step through ``train_step``, fastbp's fast path);
+- ``cython-api``: fastbp's compiled backend driven by the book's loop, ``gradient`` then
+  ``params[k] -= lr * grads[k]`` (what code written for the book gets);
 - ``floor``: the step's matrix products alone, into preallocated buffers;
 - ``floor+sgd``: the same, plus the in-place SGD update of the weights (a reference
   for what the writes to the weights cost around two-threaded matrix products);
@@ -62,7 +65,7 @@ THREADS_CASES = [
 ]
 DTYPES = ("float64", "float32")
 #: fastbp's own contenders of a training step (peers come on top, from ``peers=``).
-STEP_CONTENDERS = ("book", "numpy", "cython", "floor", "floor+sgd")
+STEP_CONTENDERS = ("book", "numpy", "cython", "cython-api", "floor", "floor+sgd")
 
 
 class Unavailable(Exception):
@@ -407,24 +410,27 @@ def step_case(arch, dtype, contenders=STEP_CONTENDERS, peers=None, threads=None)
         nets["book"] = net
         return _step_fn(net, x, t), (lambda params: params)
 
-    def fastbp_builder(name):
+    def fastbp_builder(name, backend, book_api=False):
         def build():
-            with _kernels.use_backend(name):
+            with _kernels.use_backend(backend):
                 net, what = _fastbp_net(sizes, dtype)
             info["fastbp_net"] = what
             net = _bind(net, init)
             nets[name] = net
-            return _fastbp_step_fn(net, x, t), (lambda params: params)
+            step = _step_fn(net, x, t) if book_api else _fastbp_step_fn(net, x, t)
+            return step, (lambda params: params)
         return build
 
     for name in contenders:
         if name == "book":
             builders[name] = (book_builder, lambda: np.errstate(over="ignore"))
-        elif name in ("numpy", "cython"):
-            if name == "cython" and not _kernels.HAVE_CYTHON:
+        elif name in ("numpy", "cython", "cython-api"):
+            backend = "numpy" if name == "numpy" else "cython"
+            if backend == "cython" and not _kernels.HAVE_CYTHON:
                 skipped[name] = "fastbp's compiled kernels are not built"
                 continue
-            builders[name] = (fastbp_builder(name), backend_context(name))
+            builders[name] = (fastbp_builder(name, backend, book_api=name == "cython-api"),
+                              backend_context(backend))
         elif name in ("floor", "floor+sgd"):
             if name == "floor+sgd" and not _kernels.HAVE_CYTHON:
                 skipped[name] = "fastbp's compiled kernels are not built"
