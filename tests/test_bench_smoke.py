@@ -131,6 +131,21 @@ def test_the_report_fits_100_columns_at_the_longest_case_names():
     assert "busy/idle" in text and "1.00x" in text
 
 
+@pytest.mark.parametrize("pools", [None, [{"internal_api": "openblas", "version": "0.3.31",
+                                            "architecture": "SkylakeX", "num_threads": 2}]])
+def test_the_machine_header_says_once_how_threads_are_set(pools):
+    from fastbp.bench.machine import describe, machine_info
+    info = dict(machine_info(2), threadpools=pools)
+    text = describe(info, width=100)
+    _speaks_to_a_user(text)
+    threads = [line for line in text.splitlines() if line.startswith("threads:")]
+    assert len(threads) == 1
+    if pools is None:
+        assert "run at their defaults" in text and "threadpoolctl" in text
+    else:
+        assert threads[0].startswith("threads: 2 for fastbp, BLAS and OpenMP; pools: openblas")
+
+
 def test_bench_help_returns_0(capsys):
     assert main(["--help"]) == 0
     assert "--peers" in capsys.readouterr().out
