@@ -1,6 +1,5 @@
 """fastbp.optimizers: the book's update formulas, in place, on both backends."""
 import inspect
-import math
 import tracemalloc
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 import fastbp
 from fastbp import kernels
 from fastbp.kernels import _numpy as knp
+from fastbp.bench import book as book_idiom
 from fastbp.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 
 BACKENDS = ["numpy"] + (["cython"] if kernels.HAVE_CYTHON else [])
@@ -24,48 +24,8 @@ def backend(request):
 
 
 # --------------------------------------------------------------------------- the book
-
-class BookFormulas:
-    """The book's ``common/optimizer.py`` formulas, written out plainly.
-
-    Hyperparameters are Python floats (so a float32 parameter is updated in float32
-    arithmetic, NumPy's rule for a Python scalar with an array).
-    """
-
-    def __init__(self, name, **hp):
-        self.name, self.hp, self.state, self.iter = name, hp, {}, 0
-
-    def update(self, params, grads):
-        hp, st = self.hp, self.state
-        self.iter += 1
-        for key in params:
-            p, g = params[key], grads[key]
-            if key not in st:
-                st[key] = [np.zeros_like(p), np.zeros_like(p)]
-            a, b = st[key]
-            if self.name == "SGD":
-                p -= hp["lr"] * g
-            elif self.name == "Momentum":
-                a[...] = hp["momentum"] * a - hp["lr"] * g
-                p += a
-            elif self.name == "Nesterov":
-                a *= hp["momentum"]
-                a -= hp["lr"] * g
-                p += hp["momentum"] * hp["momentum"] * a
-                p -= (1 + hp["momentum"]) * hp["lr"] * g
-            elif self.name == "AdaGrad":
-                a += g * g
-                p -= hp["lr"] * g / (np.sqrt(a) + 1e-7)
-            elif self.name == "RMSprop":
-                a *= hp["decay_rate"]
-                a += (1 - hp["decay_rate"]) * g * g
-                p -= hp["lr"] * g / (np.sqrt(a) + 1e-7)
-            elif self.name == "Adam":
-                b1, b2 = hp["beta1"], hp["beta2"]
-                lr_t = hp["lr"] * math.sqrt(1.0 - b2 ** self.iter) / (1.0 - b1 ** self.iter)
-                a += (1 - b1) * (g - a)
-                b += (1 - b2) * (g ** 2 - b)
-                p -= lr_t * a / (np.sqrt(b) + 1e-7)
+# The book's optimizers: fastbp.bench.book, the one reference of the book's idiom (its
+# coefficients are Python floats, so a float32 parameter is updated in float32).
 
 
 CASES = [
@@ -99,7 +59,7 @@ def _problem(dtype, seed=0):
 def test_trajectory_equals_the_book_step_by_step(backend, dtype, cls, hp):
     params, grads = _problem(dtype)
     ref = {k: v.copy() for k, v in params.items()}
-    opt, book = cls(**hp), BookFormulas(cls.__name__, **hp)
+    opt, book = cls(**hp), getattr(book_idiom, cls.__name__)(**hp)
     for step, g in enumerate(grads):
         opt.update(params, g)
         book.update(ref, g)
