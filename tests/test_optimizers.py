@@ -48,11 +48,11 @@ class BookFormulas:
             elif self.name == "Momentum":
                 a[...] = hp["momentum"] * a - hp["lr"] * g
                 p += a
-            elif self.name == "Nesterov":
-                a *= hp["momentum"]
-                a -= hp["lr"] * g
+            elif self.name == "Nesterov":  # the book's fixed form: p moves with the old v
                 p += hp["momentum"] * hp["momentum"] * a
                 p -= (1 + hp["momentum"]) * hp["lr"] * g
+                a *= hp["momentum"]
+                a -= hp["lr"] * g
             elif self.name == "AdaGrad":
                 a += g * g
                 p -= hp["lr"] * g / (np.sqrt(a) + 1e-7)
@@ -177,6 +177,36 @@ def test_zero_dimensional_parameters(backend, cls):
     for _ in range(3):
         cls().update(p, {"w": np.array(0.5)})
     assert p["w"].shape == () and p["w"] < 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nesterov_is_bengio_2012_eq7(backend, dtype):
+    """Nesterov against the paper's update written out on its own (Bengio,
+    Boulanger-Lewandowski and Pascanu 2012, arXiv:1212.0901, eq. 7, constant momentum):
+    theta_t = theta + mu**2 * v - (1 + mu) * lr * g, v_t = mu * v - lr * g, the
+    parameter moving with the velocity of the step before."""
+    lr, mu = 0.1, 0.7
+    params, grads = _problem(dtype, seed=5)
+    theta = {k: p.astype(np.float64) for k, p in params.items()}
+    v = {k: np.zeros_like(t) for k, t in theta.items()}
+    opt = Nesterov(lr=lr, momentum=mu)
+    for g in grads:
+        opt.update(params, g)
+        for k in theta:
+            gk = g[k].astype(np.float64)
+            theta[k], v[k] = theta[k] + mu ** 2 * v[k] - (1 + mu) * lr * gk, mu * v[k] - lr * gk
+    for k in theta:
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(params[k], theta[k], rtol=tol, atol=tol)
+        np.testing.assert_allclose(opt.v[k], v[k], rtol=tol, atol=tol)
+    # one step by hand: from v = 0 the first step is plain SGD scaled by (1 + mu), and
+    # the second moves by mu**2 * v_1 - (1 + mu) * lr * g_2 with v_1 = -lr * g_1
+    p = np.zeros(1, dtype)
+    opt = Nesterov(lr=0.5, momentum=0.5)
+    opt.update({"p": p}, {"p": np.ones(1, dtype)})
+    assert p[0] == -0.75 and opt.v["p"][0] == -0.5
+    opt.update({"p": p}, {"p": np.ones(1, dtype)})
+    assert p[0] == -0.75 + 0.25 * -0.5 - 0.75 and opt.v["p"][0] == 0.5 * -0.5 - 0.5
 
 
 def test_grads_are_not_modified(backend):
