@@ -532,7 +532,8 @@ cdef object _integer_labels(object t, intp_t n):
         return None
     if cnp.PyArray_TYPE(ta) == cnp.NPY_INTP and cnp.PyArray_ISCARRAY_RO(ta):
         return ta
-    return np.asarray(ta, dtype=np.intp, order="C")  # uint64 beyond intp goes negative: refused
+    # a copy (aligned, as the loops read it); uint64 beyond intp goes negative: refused
+    return np.array(ta, dtype=np.intp, order="C")
 
 
 cdef tuple _sce_inputs(object x, object t, str name="x"):
