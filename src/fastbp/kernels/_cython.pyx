@@ -205,8 +205,10 @@ cdef inline bint _meets(object a, object b):
     return na > 0 and nb > 0 and pa < pb + nb and pb < pa + na
 
 
-cdef cnp.ndarray _read_apart(str oname, cnp.ndarray o, str aname, cnp.ndarray a, bint same_ok):
-    """The overlap rule (``_checks.apart``) for output ``o`` and input ``a``: ``a`` when
+cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok, str aname="an input",
+                       str oname="out"):
+    """The overlap rule (``_checks.apart``) for output ``o`` and input ``a`` (named
+    ``oname`` and ``aname`` in the message, as the NumPy twin names them): ``a`` when
     they are apart, or when ``o`` is exactly ``a`` and the loop reads element i before
     it writes element i (``same_ok``); a copy of ``a`` when ``o`` is exactly ``a`` but
     the loop reads ``a`` after writing ``o`` (a row loop, the softmax's loss); the
@@ -365,7 +367,7 @@ def relu_forward(x, out=None):
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(xa))
-    xa = _read_apart("out", o, "x", xa, True)
+    xa = _apart(xa, o, True, "x")
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
     cdef Job job
     job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
@@ -390,8 +392,8 @@ def relu_backward(dout, mask, out=None):
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(d))
-    d = _read_apart("out", o, "dout", d, True)
-    ma = _read_apart("out", o, "mask", ma, True)  # a bool mask is never exactly out
+    d = _apart(d, o, True, "dout")
+    ma = _apart(ma, o, True, "mask")  # a bool mask is never exactly out
     cdef Job job
     job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ma), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(d)
@@ -422,7 +424,7 @@ def sigmoid_forward(x, out=None):
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
                                  cnp.PyArray_TYPE(xa))
     # the last pass reads x's sign after exp(-|x|) has filled out: exactly x is copied
-    xa = _read_apart("out", o, "x", xa, False)
+    xa = _apart(xa, o, False, "x")
     cdef Job job
     job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(xa)
@@ -444,8 +446,8 @@ def sigmoid_backward(dout, y, out=None):
         check_same_shape("y", ya, "dout", (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d),
                                  cnp.PyArray_TYPE(d))
-    d = _read_apart("out", o, "dout", d, True)
-    ya = _read_apart("out", o, "y", ya, True)
+    d = _apart(d, o, True, "dout")
+    ya = _apart(ya, o, True, "y")
     cdef Job job
     job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ya), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(d)
@@ -479,7 +481,7 @@ def bias_grad(dout, out=None):
     cdef int typenum = cnp.PyArray_TYPE(d)
     cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1)
     cdef cnp.ndarray o = _result("out", out, 1, &m, typenum)
-    d = _read_apart("out", o, "dout", d, True)  # a (M,) out is never exactly the (N, M) dout
+    d = _apart(d, o, True, "dout")  # a (M,) out is never exactly the (N, M) dout
     # float64 sums run in ``out`` itself; float32 ones in a double scratch
     cdef cnp.ndarray acc = o if typenum == cnp.NPY_DOUBLE else cnp.PyArray_EMPTY(1, &m, cnp.NPY_DOUBLE, 0)
     cdef Job job
@@ -578,11 +580,11 @@ def softmax_cross_entropy(x, t, out=None):
     cdef cnp.ndarray xc = <cnp.ndarray>xa
     cdef intp_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
     cdef cnp.ndarray y = _result("out", out, 2, cnp.PyArray_DIMS(xc), cnp.PyArray_TYPE(xc))
-    xc = _read_apart("out", y, "x", xc, False)  # the loss reads x after y is written
+    xc = _apart(xc, y, False, "x")  # the loss reads x after y is written
     if labels is not None:  # and the labels or the targets too
-        labels = _read_apart("out", y, "t", <cnp.ndarray>labels, False)
+        labels = _apart(<cnp.ndarray>labels, y, False, "t")
     else:
-        onehot = _read_apart("out", y, "t", <cnp.ndarray>onehot, False)
+        onehot = _apart(<cnp.ndarray>onehot, y, False, "t")
     cdef cnp.ndarray row_loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
     cdef Job job
     job.f64, job.a, job.out, job.c = _is_f64(xc), _cdata(xc), <char*>_data(y), c
@@ -605,11 +607,11 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     cdef intp_t n = cnp.PyArray_DIM(yc, 0), c = cnp.PyArray_DIM(yc, 1)
     cdef double scale = real_scalar("dout", dout) / n
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), cnp.PyArray_TYPE(yc))
-    yc = _read_apart("out", o, "y", yc, True)
+    yc = _apart(yc, o, True, "y")
     if labels is not None:  # labels[i] is read after earlier rows are written
-        labels = _read_apart("out", o, "t", <cnp.ndarray>labels, False)
+        labels = _apart(<cnp.ndarray>labels, o, False, "t")
     else:
-        onehot = _read_apart("out", o, "t", <cnp.ndarray>onehot, True)
+        onehot = _apart(<cnp.ndarray>onehot, o, True, "t")
     cdef Job job
     job.f64, job.a, job.out, job.c, job.scale = _is_f64(yc), _cdata(yc), <char*>_data(o), c, scale
     job.labels = <const intp_t*>_cdata(labels)
@@ -864,8 +866,8 @@ def dropout_forward(x, u, ratio, scale, out=None):
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
     cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
-    xa = _read_apart("out", o, "x", xa, True)
-    ua = _read_apart("out", o, "u", ua, True)  # the mask is taken before out is written
+    xa = _apart(xa, o, True, "x")
+    ua = _apart(ua, o, True, "u")  # the mask is taken before out is written
     cdef Job job
     job.hp[0], job.scale = _real("ratio", ratio), _real("scale", scale)
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
@@ -889,8 +891,8 @@ def dropout_backward(dout, mask, scale, out=None):
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, nd, cnp.PyArray_DIMS(d), cnp.PyArray_TYPE(d))
-    d = _read_apart("out", o, "dout", d, True)
-    ma = _read_apart("out", o, "mask", ma, True)  # a bool mask is never exactly out
+    d = _apart(d, o, True, "dout")
+    ma = _apart(ma, o, True, "mask")  # a bool mask is never exactly out
     cdef Job job
     job.scale = _real("scale", scale)
     job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ma), <char*>_data(o)
@@ -1058,10 +1060,10 @@ def batchnorm_backward(dout, xn, std, gamma, out=None):
     cdef cnp.ndarray dx = _result("out", out, 2, cnp.PyArray_DIMS(d), typenum)
     # exactly dout or xn is fine: the sums come first, and the last pass reads element
     # (i, j) of both before it writes it
-    d = _read_apart("out", dx, "dout", d, True)
-    xa = _read_apart("out", dx, "xn", xa, True)
-    sa = _read_apart("out", dx, "std", sa, True)
-    ga = _read_apart("out", dx, "gamma", ga, True)
+    d = _apart(d, dx, True, "dout")
+    xa = _apart(xa, dx, True, "xn")
+    sa = _apart(sa, dx, True, "std")
+    ga = _apart(ga, dx, True, "gamma")
     cdef cnp.ndarray dgamma = cnp.PyArray_EMPTY(1, &m, typenum, 0)
     cdef cnp.ndarray dbeta = cnp.PyArray_EMPTY(1, &m, typenum, 0)
     cdef cnp.ndarray work = _work(5 * m)
