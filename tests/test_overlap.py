@@ -118,3 +118,18 @@ def test_the_cases_that_were_wrong(backend):
     for u, v in zip(got, expect):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_array_equal(got[2], dout.sum(axis=0))
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_large_arrays_follow_the_rule(backend):
+    """The NumPy sigmoid works in slices: in place it is right past the first slice, and
+    a shifted out is refused whatever the size (it was wrong past the slice size)."""
+    k = BACKENDS[backend]
+    x = np.random.default_rng(1).standard_normal(50_001) * 10
+    expect = k.sigmoid_forward(x)
+    a = x.copy()
+    np.testing.assert_array_equal(k.sigmoid_forward(a, out=a), expect)
+    buf = np.concatenate([x, [0.0]])
+    with pytest.raises(ValueError, match="out: overlaps x without being it"):
+        k.sigmoid_forward(buf[:-1], out=buf[1:])
+    np.testing.assert_array_equal(buf[:-1], x)
