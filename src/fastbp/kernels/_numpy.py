@@ -206,7 +206,8 @@ def softmax_cross_entropy(x, t, out=None):
     x, labels, onehot = softmax_inputs(x, t)
     n = x.shape[0]
     y = out_or_empty("out", out, x.shape, x.dtype)
-    if out is not None and "t" in apart([("out", y)], [("x", x), ("t", labels if onehot is None else onehot)]):
+    read = [("x", x), ("t", labels if onehot is None else onehot)]
+    if out is not None and "t" in apart([("out", y)], read):
         onehot = onehot.copy()  # read after ``y`` is written
     with np.errstate(invalid="ignore"):  # NaN/inf rows give NaN, as documented
         z = x - x.max(axis=1, keepdims=True)
