@@ -384,11 +384,11 @@ class Nesterov:
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
 
-        for key in params.keys():
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
+        for key in params.keys():  # the parameter moves with the old velocity
             params[key] += self.momentum * self.momentum * self.v[key]
             params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
 
 
 class AdaGrad:
