@@ -531,3 +531,15 @@ def test_need_dx_false_skips_the_input_gradient(backend, rng):
     assert layer.backward(d, need_dx=False) is None and dx.shape == (2, 1, 6, 6)
     np.testing.assert_array_equal(layer.dW, dW)
     np.testing.assert_array_equal(layer.db, db)
+
+
+def test_layers_on_an_empty_batch(backend):
+    conv = Convolution(np.ones((2, 1, 3, 3)), np.zeros(2))
+    out = conv.forward(np.zeros((0, 1, 5, 5)))
+    assert out.shape == (0, 2, 3, 3)
+    assert conv.backward(np.zeros(out.shape)).shape == (0, 1, 5, 5)
+    np.testing.assert_array_equal(conv.dW, np.zeros((2, 1, 3, 3)))
+    np.testing.assert_array_equal(conv.db, np.zeros(2))
+    pool = Pooling(2, 2)
+    out = pool.forward(np.zeros((0, 2, 4, 4)))
+    assert out.shape == (0, 2, 2, 2) and pool.backward(out).shape == (0, 2, 4, 4)
