@@ -31,6 +31,8 @@ def batches(steps, batch, n=240, seed=11):
 class Momentum:
     """The book's Momentum (state: ``v``), to check optimizer state across ranks."""
 
+    state_names = ("v",)  # what a checkpoint saves
+
     def __init__(self, lr=0.05, momentum=0.9):
         self.lr, self.momentum, self.v = lr, momentum, None
 
@@ -44,6 +46,8 @@ class Momentum:
 
 class Adam:
     """The book's Adam (state: ``iter``, ``m``, ``v``)."""
+
+    state_names = ("iter", "m", "v")
 
     def __init__(self, lr=0.05, beta1=0.9, beta2=0.999):
         self.lr, self.beta1, self.beta2 = lr, beta1, beta2
