@@ -326,8 +326,8 @@ def test_distributed_checkpoint_resume_and_refusals(tmp_path):
 @needs_mpi
 def test_distributed_command_line_errors_are_one_line(tmp_path):
     rc, out, _ = mpirun(2, "-m", "fastbp", "train", "--distributed", "--lr", "nan", cwd=tmp_path)
-    assert rc == 2 or rc != 0
-    assert "fastbp: error: argument --lr: expected a positive number, got 'nan'" in out
+    assert rc != 0
+    assert out.count("fastbp: error: argument --lr: expected a positive number, got 'nan'") == 1
     assert "Traceback" not in out and "epoch" not in out
     rc, out, _ = mpirun(2, "-m", "fastbp", *TRAIN, "--distributed", "--data-dir", "missing",
                         cwd=tmp_path)

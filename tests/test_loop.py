@@ -98,5 +98,9 @@ def test_the_books_evaluation_schedule_is_a_hook(sample):
     net = TwoLayerNet(784, 10, 10, rng=0)
     s = BookSampler(len(x), 100, 0)
     h = run_loop(s, local_step(net, SGD(0.1), x, t), 101, evaluate=accuracies(net, x, t, xt, tt),
-                 epoch_end=lambda i: i % s.epoch_length == 0)  # after the first step of an epoch
+                 epoch_end=lambda i: i % s.epoch_length == 0,  # after an epoch's first step
+                 evaluate_last=False)
     assert [e.iteration for e in h.epochs] == [1, 51, 101]
+    h = run_loop(s, local_step(net, SGD(0.1), x, t), 60, evaluate=accuracies(net, x, t, xt, tt),
+                 epoch_end=lambda i: i % s.epoch_length == 0, evaluate_last=False)
+    assert [e.iteration for e in h.epochs] == [1, 51]  # none at the end of the run

@@ -311,7 +311,7 @@ def _check_writable(path, what):
 def _check_backend(name):
     """The backend to use; refuses an unavailable one with a clear message."""
     name = name or kernels.get_backend()
-    with kernels.use_backend(name):
+    with kernels.use_backend(name):  # raises for a backend that is not built
         pass
     return name
 
@@ -392,24 +392,23 @@ def _train(args, comm):
         for option in ("save", "checkpoint", "plot"):  # a named plot must be writable
             if getattr(args, option):
                 _check_writable(getattr(args, option), f"--{option}")
-        backend = _check_backend(args.backend)
-        source, data = _load(args, out, progress=bar_enabled)
+        _check_backend(args.backend)
+        _, data = _load(args, out, progress=bar_enabled)
         seed = args.seed if args.seed is not None else secrets.randbits(32)
-        return backend, source, data, seed
+        return data, seed
 
+    backend = args.backend or kernels.get_backend()
     if comm is None:
-        backend, source, data, seed = prepare()
-        (x_train, t_train), (x_test, t_test) = data
+        ((x_train, t_train), (x_test, t_test)), seed = prepare()
     else:
-        from .distributed.collectives import bcast, root_first
+        from .distributed.collectives import DEFAULT_TIMEOUT, bcast, root_first
         from .distributed.data_parallel import broadcast_data, share_cores
-
-        from .distributed.collectives import DEFAULT_TIMEOUT
         timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout or None)
+        # Rank 0 checks and loads (a failure there is one line, and every rank stops),
+        # then sends the data and the seed to the others.
         prepared = root_first(comm, _one_line(prepare), timeout=timeout)
-        backend = _check_backend(args.backend)
-        (x_train, t_train), (x_test, t_test) = prepared[2] if root else ((None, None), (None, None))
-        header = np.array([prepared[3] if root else 0], dtype=np.uint64)
+        ((x_train, t_train), (x_test, t_test)), seed = prepared or (((None,) * 2,) * 2, 0)
+        header = np.array([seed], dtype=np.uint64)
         bcast(comm, header, 0, timeout, "the seed broadcast")
         seed = int(header[0])
         x_train, t_train, x_test, t_test = broadcast_data(
@@ -422,10 +421,9 @@ def _train(args, comm):
     iters = _run_length(args, x_train.shape[0], sampler, out)
     n_epochs = max(sampler.epoch_of(iters - 1) + 1, 1)
     rng = np.random.default_rng(seed)  # the initial weights (the sampler has its own streams)
-    n_out = int(t_train.max()) + 1 if t_train.ndim == 1 else t_train.shape[1]
-    network, name, hidden = NETWORKS[args.net].build(args, x_train.shape[1], max(n_out, 10), rng)
+    network, name, hidden = NETWORKS[args.net].build(args, x_train.shape[1], 10, rng)
     optimizer = _optimizer(args)
-    sizes = "-".join(str(n) for n in (x_train.shape[1], *hidden, max(n_out, 10)))
+    sizes = "-".join(str(n) for n in (x_train.shape[1], *hidden, 10))
     ranks = "" if comm is None else f", data-parallel on {_plural(comm.Get_size(), 'MPI rank')}"
     out.line(f"{name} {sizes}, {args.optimizer} lr {optimizer.lr:g}, {args.dtype}, {backend} backend"
              f"{ranks}; {_plural(iters, 'iteration')} of batch {args.batch_size} "
@@ -657,4 +655,8 @@ def main(argv=None):
 
 
 def _error(message):
-    print(f"fastbp: error: {message}", file=sys.stderr)
+    # Under mpirun every rank parses the same command line: let rank 0 alone say what
+    # is wrong with it (the launcher names the rank in its environment).
+    rank = os.environ.get("OMPI_COMM_WORLD_RANK") or os.environ.get("PMI_RANK") or "0"
+    if rank == "0":
+        print(f"fastbp: error: {message}", file=sys.stderr)

@@ -30,9 +30,11 @@ loss is wanted), ``_batch_indices`` a sampler (``ShuffleSampler`` today,
 ``evaluate_sample_num_per_epoch``) the ``evaluate``, the verbose line an ``on_epoch``
 hook, the progress bar an ``on_step`` hook. The book evaluates after the *first*
 iteration of each epoch (``i % iter_per_epoch == 0`` for a 0-based ``i``): pass
-``epoch_end=lambda i: i % sampler.epoch_length == 0`` (``i`` 0-based) to get its
-schedule instead of the default (after the last iteration of each epoch and after the
-last iteration of the run).
+``epoch_end=lambda i: i % sampler.epoch_length == 0`` (``i`` 0-based) and
+``evaluate_last=False`` to get its schedule instead of the default (after the last
+iteration of each epoch and after the last iteration of the run). The Trainer's
+counters (``current_iter``, ``current_epoch``) and lists (``train_loss_list``, ...)
+are then kept by its hooks, and a second ``train()`` continues with ``start=``.
 """
 import math
 import time
@@ -65,9 +67,6 @@ class _Sampler:
             self.seed, self.rng = None, rng
         else:  # a seed: per-epoch generators, so that any epoch can be started afresh
             self.seed, self.rng = int(rng), None
-        self._epoch = None  # the epoch self._gen draws for, and how far it has drawn
-        self._drawn = 0
-        self._gen = None
 
     def epoch_of(self, i):
         """The epoch (0-based) of iteration ``i`` (0-based)."""
@@ -81,26 +80,6 @@ class _Sampler:
         """True when iteration ``i`` (0-based) is the last of its epoch."""
         return self.epoch_of(i + 1) > self.epoch_of(i)
 
-    def _generator(self, i):
-        """The generator to draw iteration ``i``'s batch from, ``None`` for NumPy's
-        global state. With a seed, a jump (a resume) replays the epoch's draws."""
-        if self.seed is None:
-            return self.rng
-        epoch = self.epoch_of(i)
-        offset = i - self.epoch_start(epoch)
-        if epoch != self._epoch or offset < self._drawn:
-            self._epoch, self._drawn = epoch, 0
-            self._gen = np.random.default_rng([self.seed, epoch])
-        while self._drawn < offset:  # only after a jump into the middle of an epoch
-            self._draw(self._gen, self._drawn)
-            self._drawn += 1
-        self._drawn += 1
-        return self._gen
-
-    def batch(self, i):
-        """The sample indices of iteration ``i`` (0-based; call in increasing order)."""
-        return self._draw(self._generator(i), i - self.epoch_start(self.epoch_of(i)))
-
 
 class BookSampler(_Sampler):
     """The book's batches: ``np.random.choice(train_size, batch_size)`` each step (with
@@ -113,8 +92,31 @@ class BookSampler(_Sampler):
     def __init__(self, train_size, batch_size, rng=None):
         super().__init__(train_size, batch_size, rng)
         self.epoch_length = max(self.train_size / self.batch_size, 1)
+        self._epoch = None  # the epoch self._gen draws for, and how far it has drawn
+        self._drawn = 0
+        self._gen = None
 
-    def _draw(self, gen, offset):
+    def _generator(self, i):
+        """The generator to draw iteration ``i``'s batch from, ``None`` for NumPy's
+        global state. With a seed, a jump (a resume) replays the epoch's draws."""
+        if self.seed is None:
+            return self.rng
+        epoch = self.epoch_of(i)
+        offset = i - self.epoch_start(epoch)
+        if epoch != self._epoch or offset < self._drawn:
+            self._epoch, self._drawn = epoch, 0
+            self._gen = np.random.default_rng([self.seed, epoch])
+        while self._drawn < offset:  # only after a jump into the middle of an epoch
+            self._draw(self._gen)
+            self._drawn += 1
+        self._drawn += 1
+        return self._gen
+
+    def batch(self, i):
+        """The sample indices of iteration ``i`` (0-based; call in increasing order)."""
+        return self._draw(self._generator(i))
+
+    def _draw(self, gen):
         if gen is None:
             return np.random.choice(self.train_size, self.batch_size)
         return gen.choice(self.train_size, self.batch_size)
@@ -226,13 +228,14 @@ class History:
 
 
 def run_loop(sampler, step, iters, *, evaluate, start=0, history=None, on_step=None,
-             on_epoch=None, before_evaluate=None, epoch_end=None):
+             on_epoch=None, before_evaluate=None, epoch_end=None, evaluate_last=True):
     """Run iterations ``start`` .. ``iters - 1`` (0-based) and return the
     :class:`History` (``history``, extended, when given: a resumed run).
 
     Each iteration calls ``step(sampler.batch(i))``; after the last iteration of an
     epoch (``epoch_end(i)``, default ``sampler.ends_epoch``) and after the very last
-    iteration, ``before_evaluate()``, then ``evaluate()``, then ``on_epoch(record)``.
+    iteration (unless ``evaluate_last`` is false: the book's ``Trainer`` does not),
+    ``before_evaluate()``, then ``evaluate()``, then ``on_epoch(record)``.
     See the module docstring for the pieces.
     """
     iters, start = int(iters), int(start)
@@ -249,7 +252,7 @@ def run_loop(sampler, step, iters, *, evaluate, start=0, history=None, on_step=N
         if on_step is not None:
             on_step(i + 1, loss)
         complete = epoch_end(i)
-        if complete or i == iters - 1:
+        if complete or (evaluate_last and i == iters - 1):
             if before_evaluate is not None:
                 before_evaluate()
             train_acc, test_acc = evaluate()
