@@ -1,7 +1,7 @@
 """Threads: the compiled kernels release the GIL, and concurrent training is deterministic.
 
-The backend choice is process-wide, so each test picks it before starting threads and
-never switches it inside one.
+A new thread starts on the process default backend (the choice is held per context), so
+each worker enters ``use_backend`` with the backend its test runs on.
 """
 import sys
 import threading
@@ -91,10 +91,13 @@ def test_concurrent_training_is_bit_identical(backend, dtype):
     errors = []
     barrier = threading.Barrier(len(seeds))
 
+    name = fastbp.get_backend()
+
     def run(i):
         try:
             barrier.wait()
-            results[i] = _train(seeds[i], x, t, dtype)
+            with fastbp.use_backend(name):
+                results[i] = _train(seeds[i], x, t, dtype)
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
 

@@ -28,6 +28,7 @@ from . import __version__
 from . import kernels
 from ._progress import ProgressBar
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
+from .gradcheck import TOLERANCE, gradient_check
 from .loop import SAMPLERS, History, accuracies, local_step, run_loop
 from .networks import MultiLayerNetExtend, TwoLayerNet
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -552,12 +553,10 @@ def _plot(history, path):
     fig.savefig(path, dpi=100)
     return True
 
+
 # ---------------------------------------------------------------------- gradcheck
 
-# Mean absolute difference above which the check fails. float64 central differences
-# agree to ~1e-7 at worst (the book prints up to 1.4e-7); float32 rounding makes
-# (f(x+h) - f(x-h)) / 2h uncertain at ~1e-3.
-GRADCHECK_TOL = {"float64": 1e-6, "float32": 1e-2}
+GRADCHECK_TOL = TOLERANCE  # the same dict: fastbp.gradcheck's tolerances
 
 
 def cmd_gradcheck(args):
@@ -570,25 +569,11 @@ def cmd_gradcheck(args):
     x, t = x_train[:args.batch].astype(args.dtype), t_train[:args.batch]
     hidden = args.hidden or (50,)
     network = TwoLayerNet(x.shape[1], hidden[0], 10, dtype=args.dtype, rng=seed)
-    tol = GRADCHECK_TOL[args.dtype]
     print(f"gradient check: TwoLayerNet {x.shape[1]}-{hidden[0]}-10, {args.dtype}, "
           f"{x.shape[0]} training images, seed {seed}")
-    print("mean |backprop - numerical| per parameter:")
-    worst = 0.0
-    for backend in backends:
-        with kernels.use_backend(backend):
-            start = time.perf_counter()
-            numerical = network.numerical_gradient(x, t)
-            backprop = network.gradient(x, t)
-            seconds = time.perf_counter() - start
-        diffs = {k: float(np.mean(np.abs(backprop[k] - numerical[k]))) for k in numerical}
-        worst = max(worst, *diffs.values())
-        cells = "  ".join(f"{k}:{v:.2e}" for k, v in diffs.items())
-        print(f"  {backend:<6}  {cells}  ({seconds:.1f} s)")
-    ok = worst <= tol
-    print(f"{'ok' if ok else 'FAILED'}: largest difference {worst:.2e} "
-          f"({'within' if ok else 'above'} {tol:g} for {args.dtype})")
-    return 0 if ok else 1
+    report = gradient_check(network, x, t, backends=backends, tol=GRADCHECK_TOL[args.dtype])
+    print(report)
+    return 0 if report.ok else 1
 
 
 # ---------------------------------------------------------------------- bench

@@ -1,10 +1,19 @@
-"""The book's networks (``common/two_layer_net.py``)."""
+"""The book's networks (``common/two_layer_net.py``).
+
+Every network checks a batch before its first layer runs (the targets with the loss
+layer's own check, ``kernels._checks.targets``; the batch itself where a later layer
+would refuse it), so a ``loss``, ``accuracy``, ``gradient``, ``train_step`` or
+``predict`` that raises leaves the network and its layers as they were. The accuracy
+of an empty batch is undefined: a ``ValueError``, as for the loss.
+"""
 from collections import OrderedDict
 
 import numpy as np
 
 from .gradient import numerical_gradient
-from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .kernels._checks import as_array, targets
+from .layers import (Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss,
+                     _batch_of_one)
 from .serialization import SaveParams
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
@@ -44,6 +53,29 @@ def _backprop(layers, dout, buffers=None):
         dout = layer.backward(dout, need_dx=i > 0, **out)
         if buffers is not None:
             buffers[i] = (layer.dW, layer.db)
+
+
+def _check_batch(x, t, classes, what="the mean loss"):
+    """Check the targets ``t`` of the batch ``x`` against ``classes`` scores per sample
+    (labels (N,) or one-hot (N, C); a label or a one-hot row for a single sample, 1-D
+    ``x``), before any layer runs. Returns ``(labels, onehot)`` as ``targets`` does; an
+    empty batch is refused (``what`` is undefined over it)."""
+    x = as_array("x", x)
+    if x.ndim <= 1:  # a single sample, as the layers take it (Affine refuses a 0-d x)
+        t = _batch_of_one(as_array("t", t))
+    n = 1 if x.ndim <= 1 else x.shape[0]
+    if n == 0:
+        raise ValueError(f"x: empty batch (shape {x.shape}): {what} is undefined")
+    return targets(t, n, classes)
+
+
+def _accuracy(network, x, t, predict):
+    """Fraction of the samples of ``x`` whose highest score is their label."""
+    labels, onehot = _check_batch(x, t, network._classes(), "the accuracy")
+    if onehot is not None:
+        labels = np.argmax(onehot, axis=1)
+    y = np.argmax(predict(x).reshape(labels.shape[0], -1), axis=1)
+    return np.sum(y == labels) / float(labels.shape[0])
 
 
 def _train_step(network, x, t, optimizer):
@@ -90,21 +122,15 @@ class TwoLayerNet(SaveParams):
 
     def loss(self, x, t):
         """Mean cross-entropy loss of the batch ``x`` against labels or one-hot ``t``."""
+        _check_batch(x, t, self._classes())
         return self.lastLayer.forward(self.predict(x), t)
 
     def accuracy(self, x, t):
-        scores = self.predict(x)
-        y = np.argmax(scores, axis=1)
-        t = np.asarray(t)
-        if t.ndim != 1:
-            if t.shape != scores.shape:
-                raise ValueError(f"t: one-hot targets must have shape {scores.shape}, got {t.shape}")
-            t = np.argmax(t, axis=1)
-        if t.shape != y.shape:  # a length-1 t would broadcast silently
-            raise ValueError(f"t: expected {y.shape[0]} labels (one per row of x), got shape {t.shape}")
-        if y.size == 0:
-            raise ValueError("x: empty batch: the accuracy is undefined")
-        return np.sum(y == t) / float(y.shape[0])
+        """Fraction of ``x`` classified as ``t`` (labels or one-hot)."""
+        return _accuracy(self, x, t, self.predict)
+
+    def _classes(self):
+        return np.shape(self.layers["Affine2"].W)[-1]
 
     def numerical_gradient(self, x, t):
         """Gradients by central differences: slow, for checking ``gradient``."""
@@ -208,6 +234,14 @@ class _MultiLayer(SaveParams):
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and
         batch normalization to training mode."""
+        if self.use_batchnorm:  # what BatchNormalization would refuse after Affine1 ran
+            x = as_array("x", x)
+            if x.ndim < 2:
+                raise ValueError(f"x: expected a batch of shape (N, {self.input_size}) "
+                                 f"(batch normalization needs one), got shape {x.shape}")
+            if train_flg and x.shape[0] == 0:
+                raise ValueError(f"x: empty batch (shape {x.shape}): the batch statistics "
+                                 "are undefined")
         for layer in self.layers.values():
             if isinstance(layer, (Dropout, BatchNormalization)):
                 x = layer.forward(x, train_flg)
@@ -223,8 +257,10 @@ class _MultiLayer(SaveParams):
         for idx in range(1, self.hidden_layer_num + 1):
             bn = self.layers.get(f"BatchNorm{idx}")
             if bn is not None:
-                mean, var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
-                state[f"running_mean{idx}"], state[f"running_var{idx}"] = mean, var
+                # the layer keeps these arrays from now on (its forward updates them in place)
+                bn.running_mean, bn.running_var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
+                state[f"running_mean{idx}"] = bn.running_mean
+                state[f"running_var{idx}"] = bn.running_var
         return state
 
     def _weight_decay(self):
@@ -240,17 +276,17 @@ class _MultiLayer(SaveParams):
     def loss(self, x, t, train_flg=False):
         """Mean cross-entropy of the batch plus the weight decay
         ``0.5 * weight_decay_lambda * sum(W**2)`` over every weight matrix."""
+        _check_batch(x, t, self._classes())
         y = self.predict(x, train_flg)
         loss = self.last_layer.forward(y, t)
         return loss + self._weight_decay() if self.weight_decay_lambda else loss
 
     def accuracy(self, x, t):
         """Fraction of ``x`` classified as ``t`` (labels or one-hot), in test mode."""
-        y = np.argmax(self.predict(x, train_flg=False), axis=1)
-        t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        return np.sum(y == t) / float(np.shape(x)[0])
+        return _accuracy(self, x, t, self.predict)
+
+    def _classes(self):
+        return np.shape(self.layers[f"Affine{self.hidden_layer_num + 1}"].W)[-1]
 
     def _grad_keys(self):
         keys = []

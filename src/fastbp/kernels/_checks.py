@@ -152,17 +152,30 @@ def softmax_inputs(x, t, name="x"):
         raise ValueError(f"{name}: empty batch (shape {x.shape}): the mean loss is undefined")
     if c == 0:
         raise ValueError(f"{name}: no classes (shape {x.shape})")
+    labels, onehot = targets(t, n, c, x.dtype, name)
+    return x, labels, onehot
+
+
+def targets(t, n, c, dtype=None, name="x"):
+    """Check the targets of ``n`` samples scored over ``c`` classes: integer labels (N,)
+    in ``[0, c)`` (whole floats too) or one-hot targets (N, C).
+
+    Returns ``(labels, onehot)``: ``labels`` as C-contiguous intp (N,) (``onehot``
+    None) or ``onehot`` as (N, C) float of ``dtype`` (its own float dtype when None;
+    ``labels`` None). ``name`` names the scores in messages. The networks call this
+    before their first layer runs, the loss kernels before their loops.
+    """
     t = as_array("t", t)
     if t.ndim == 2:
-        if t.shape != x.shape:
+        if t.shape != (n, c):
             raise ValueError(
-                f"t: one-hot targets must have the shape of {name} {x.shape}, got {t.shape}"
+                f"t: one-hot targets must have the shape of {name} {(n, c)}, got {t.shape}"
             )
         float_dtype("t", t)
-        return x, None, float_array("t", t, x.dtype)
+        return None, float_array("t", t, dtype)
     if t.ndim != 1:
         raise ValueError(
-            f"t: expected labels of shape ({n},) or one-hot targets of shape {x.shape}, "
+            f"t: expected labels of shape ({n},) or one-hot targets of shape {(n, c)}, "
             f"got shape {t.shape}"
         )
     if t.shape[0] != n:
@@ -183,4 +196,4 @@ def softmax_inputs(x, t, name="x"):
             f"t: labels must lie in [0, {c}), got values from {labels.min()} to {labels.max()}"
         )
     labels = np.asarray(labels, dtype=np.intp, order="C")
-    return x, labels if labels.flags.aligned else labels.copy(), None
+    return labels if labels.flags.aligned else labels.copy(), None
