@@ -360,3 +360,23 @@ def test_full_set(capsys):
     assert "sample" not in err and "given data directory" in err
     assert run("gradcheck", "--data-dir", full, "--hidden", "4", "--backend", "numpy", "--seed", "0") == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("ok:")
+
+
+def test_a_network_choice_is_one_entry(capsys, monkeypatch):
+    class FlatNet(fastbp.TwoLayerNet):  # takes images, as the convolutional networks do
+        def predict(self, x):
+            return super().predict(x.reshape(x.shape[0], -1))
+
+    def build(args, n_in, n_out, rng):
+        assert n_in is None  # images: no flat input size
+        return FlatNet(784, 8, n_out, rng=rng), "FlatNet 1x28x28-8-10"
+
+    monkeypatch.setitem(cli.NETWORKS, "flat", cli.Network(
+        "FlatNet", "a test network", build, hidden_layers=0, images=True, optimizer="adam",
+        lr=0.005, epochs=1))
+    assert run("train", "--net", "flat", "--no-plot", "--seed", "0", "--data-dir", SAMPLE_DIR,
+               "--iters", "20") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FlatNet 1x28x28-8-10, adam lr 0.005, float64")
+    assert run("train", "--net", "flat", "--hidden", "5") == 2
+    assert "FlatNet has 0 hidden layers" in capsys.readouterr().err

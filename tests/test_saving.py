@@ -232,3 +232,11 @@ def test_checkpoint_of_an_optimizer_without_declared_state_is_refused(tmp_path):
             pass
     with pytest.raises(TypeError, match="does not declare its state"):
         checkpoints.save_checkpoint(tmp_path / "c.npz", TwoLayerNet(4, 3, 2), Foreign())
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused(capsys):
+    assert cli.main(RUN + ["--iters", "20", "--checkpoint", "ck.npz"]) == 0
+    capsys.readouterr()
+    other = [a if a != "adam" else "momentum" for a in RUN]
+    assert cli.main(other + ["--iters", "40", "--checkpoint", "ck.npz", "--resume"]) == 1
+    assert "optimizer_name=adam, this run has optimizer_name=momentum" in capsys.readouterr().err

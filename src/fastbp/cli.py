@@ -88,37 +88,50 @@ _hidden_sizes = _checked(lambda text: tuple(int(part) for part in text.split(","
 
 @dataclass(frozen=True)
 class Network:
-    """A choice of ``fastbp train --net``: ``build(args, n_in, n_out, rng)`` returns
-    ``(network, name, hidden_sizes)``; ``hidden_layers``: how many sizes ``--hidden``
-    may give (None: any); ``chapter6``: accepts --batchnorm, --dropout, --weight-decay."""
+    """A choice of ``fastbp train --net``.
+
+    ``build(args, n_in, n_out, rng)`` returns ``(network, description)``, e.g.
+    ``"TwoLayerNet 784-50-10"``; ``hidden_layers``: how many sizes ``--hidden`` may give
+    (None: any); ``chapter6``: accepts --batchnorm, --dropout, --weight-decay;
+    ``images``: takes (N, 1, 28, 28) images instead of (N, 784) rows; ``optimizer``,
+    ``lr``: the defaults of --optimizer and --lr (``lr`` None: the optimizer's own
+    default, 0.1 for sgd); ``epochs``: the default length on the full set (None: the
+    book's 10,000 iterations)."""
 
     label: str
     help: str
     build: Callable
-    default_hidden: tuple
     hidden_layers: Optional[int] = None
     chapter6: bool = False
+    images: bool = False
+    optimizer: str = "sgd"
+    lr: Optional[float] = None
+    epochs: Optional[int] = None
 
 
 def _two_layer(args, n_in, n_out, rng):
-    hidden = args.hidden or NETWORKS["two"].default_hidden
-    return TwoLayerNet(n_in, hidden[0], n_out, dtype=args.dtype, rng=rng), "TwoLayerNet", hidden
+    hidden = args.hidden or (50,)
+    network = TwoLayerNet(n_in, hidden[0], n_out, dtype=args.dtype, rng=rng)
+    return network, f"TwoLayerNet {n_in}-{hidden[0]}-{n_out}"
 
 
 def _multi_layer(args, n_in, n_out, rng):
-    hidden = args.hidden or NETWORKS["multi"].default_hidden
+    hidden = args.hidden or (100, 100, 100)
     network = MultiLayerNetExtend(
         n_in, list(hidden), n_out, weight_decay_lambda=args.weight_decay,
         use_dropout=args.dropout > 0, dropout_ration=args.dropout,
         use_batchnorm=args.batchnorm, dtype=args.dtype, rng=rng)
     name = "MultiLayerNetExtend" if (args.batchnorm or args.dropout) else "MultiLayerNet"
-    return network, name, hidden
+    return network, f"{name} {'-'.join(str(n) for n in (n_in, *hidden, n_out))}"
 
 
+# Adding a network to `fastbp train` is one entry here.
 NETWORKS = {
-    "two": Network("TwoLayerNet", "the book's TwoLayerNet (default)", _two_layer, (50,), hidden_layers=1),
-    "multi": Network("MultiLayerNetExtend", "MultiLayerNetExtend (chapter 6) with the hidden sizes of --hidden",
-                     _multi_layer, (100, 100, 100), chapter6=True),
+    "two": Network("TwoLayerNet", "the book's TwoLayerNet (default)", _two_layer,
+                   hidden_layers=1),
+    "multi": Network("MultiLayerNetExtend",
+                     "MultiLayerNetExtend (chapter 6) with the hidden sizes of --hidden",
+                     _multi_layer, chapter6=True),
 }
 
 
@@ -163,7 +176,7 @@ def _add_train(sub):
                         "optimizer, e.g. 0.001 for adam)")
     t.add_argument("--net", choices=tuple(NETWORKS), default="two",
                    help="; ".join(f"{name}: {net.help}" for name, net in NETWORKS.items()))
-    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd",
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None,
                    help="update rule (default: sgd, as in chapter 5)")
     t.add_argument("--batchnorm", action="store_true",
                    help="batch normalization after every hidden Affine (--net multi)")
@@ -357,18 +370,24 @@ def _run_length(args, train_size, sampler, out):
         return args.iters
     if args.epochs is not None:
         return math.ceil(args.epochs * sampler.epoch_length)
+    full_epochs = NETWORKS[args.net].epochs
     if train_size < 60000:  # the sample, or a small set given by --data-dir
         iters = math.ceil(SAMPLE_EPOCHS * sampler.epoch_length)
         out.note(f"on the sample the default run is {_plural(SAMPLE_EPOCHS, 'epoch')} "
                  f"({_plural(iters, 'iteration')}); "
                  "use --iters or --epochs to change it, --data-dir for the full set")
         return iters
-    return BOOK_ITERS
+    return BOOK_ITERS if full_epochs is None else math.ceil(full_epochs * sampler.epoch_length)
 
 
 def _optimizer(args):
-    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else None)
-    return get_optimizer(args.optimizer, **({} if lr is None else {"lr": lr}))
+    """The optimizer of --optimizer and --lr, with the network's defaults."""
+    net = NETWORKS[args.net]
+    name = args.optimizer or net.optimizer
+    lr = args.lr
+    if lr is None:
+        lr = net.lr if name == net.optimizer and net.lr is not None else (0.1 if name == "sgd" else None)
+    return name, get_optimizer(name, **({} if lr is None else {"lr": lr}))
 
 
 def cmd_train(args):
@@ -422,16 +441,19 @@ def _train(args, comm):
     iters = _run_length(args, x_train.shape[0], sampler, out)
     n_epochs = max(sampler.epoch_of(iters - 1) + 1, 1)
     rng = np.random.default_rng(seed)  # the initial weights (the sampler has its own streams)
-    network, name, hidden = NETWORKS[args.net].build(args, x_train.shape[1], 10, rng)
-    optimizer = _optimizer(args)
-    sizes = "-".join(str(n) for n in (x_train.shape[1], *hidden, 10))
+    net = NETWORKS[args.net]
+    if net.images:  # the convolutional networks take (N, 1, 28, 28)
+        x_train, x_test = x_train.reshape(-1, 1, 28, 28), x_test.reshape(-1, 1, 28, 28)
+    network, description = net.build(args, x_train.shape[1] if x_train.ndim == 2 else None, 10, rng)
+    optimizer_name, optimizer = _optimizer(args)
     ranks = "" if comm is None else f", data-parallel on {_plural(comm.Get_size(), 'MPI rank')}"
-    out.line(f"{name} {sizes}, {args.optimizer} lr {optimizer.lr:g}, {args.dtype}, {backend} backend"
+    out.line(f"{description}, {optimizer_name} lr {optimizer.lr:g}, {args.dtype}, {backend} backend"
              f"{ranks}; {_plural(iters, 'iteration')} of batch {args.batch_size} "
              f"({_plural(n_epochs, 'epoch')} of {sampler.epoch_length:.4g}), seed {seed}")
 
     run = {"seed": seed, "batch_size": args.batch_size, "train_size": int(x_train.shape[0]),
-           "sampler": sampler.name, "net": args.net}  # a resumed run must have the same
+           "sampler": sampler.name, "net": args.net,
+           "optimizer_name": optimizer_name}  # a resumed run must have the same
     if comm is None:
         step = local_step(network, optimizer, x_train, t_train)
         evaluate = accuracies(network, x_train, t_train, x_test, t_test)

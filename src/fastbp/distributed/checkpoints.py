@@ -55,7 +55,7 @@ def optimizer_state(optimizer, params):
     return state
 
 
-def save_checkpoint(path, network, optimizer=None, **meta):
+def save_checkpoint(path, network, optimizer=None, /, **meta):
     """Write ``network``, ``optimizer``'s declared state and ``meta`` (numbers, strings,
     arrays) to ``path``, atomically."""
     arrays = {f"net/{k}": v for k, v in serialization.network_arrays(network).items()}
