@@ -368,7 +368,7 @@ def train_distributed(network, x_train, t_train, x_test=None, t_test=None, iters
     on ``root`` only; ``root`` writes ``checkpoint`` after every complete epoch; with
     ``resume`` and an existing checkpoint, training continues after its last epoch.
     Any exception on a rank of a multi-rank job prints a traceback and aborts every
-    rank. This is what ``fastbp train --distributed`` runs.
+    rank. ``fastbp train --distributed`` puts the same pieces together.
     """
     comm = world(comm)
     with abort_on_error(comm):
