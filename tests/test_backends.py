@@ -10,17 +10,24 @@ import pytest
 import fastbp
 from fastbp import kernels
 from fastbp.kernels import _numpy
+from fastbp.kernels._checks import KERNELS
 
 needs_cython = pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
 
 
 @needs_cython
 def test_same_kernels_and_signatures():
-    assert sorted(_numpy.__all__) == sorted(kernels._cython.__all__)
-    for name in _numpy.__all__:
+    """The twin rule, for every kernel at once (the one parity test): both modules
+    export exactly ``_checks.KERNELS``, each with the same signature, documented."""
+    assert _numpy.__all__ == kernels._cython.__all__ == list(KERNELS)
+    for name in KERNELS:
         py, cy = getattr(_numpy, name), getattr(kernels._cython, name)
         assert str(inspect.signature(py)) == str(inspect.signature(cy)), name
-        assert cy.__doc__, f"{name} has no docstring in the compiled module"
+        assert py.__doc__ and cy.__doc__, f"{name} has no docstring"
+    # nothing else public in the reference module that a twin could miss
+    public = {n for n, v in vars(_numpy).items() if callable(v) and not n.startswith("_")
+              and getattr(v, "__module__", None) == _numpy.__name__}
+    assert public == set(KERNELS)
 
 
 @needs_cython

@@ -76,8 +76,11 @@ class Momentum:
 
 
 class Nesterov:
-    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901):
-    ``v = momentum * v - lr * dW; W += momentum**2 * v - (1 + momentum) * lr * dW``."""
+    """Nesterov's accelerated gradient as Bengio, Boulanger-Lewandowski and Pascanu give
+    it ("Advances in optimizing recurrent networks", arXiv:1212.0901, eq. 7), which is
+    the book's ``common/optimizer.py`` since its "Fix Nesterov update function": the
+    parameter moves with the velocity of the step before,
+    ``W += momentum**2 * v; W -= (1 + momentum) * lr * dW; v = momentum * v - lr * dW``."""
 
     state_names = ("v",)  # what a checkpoint saves (fastbp.distributed.checkpoints)
 

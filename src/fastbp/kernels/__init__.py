@@ -115,8 +115,8 @@ def set_num_threads(n):
 
     The default is the number of CPUs (at most 8), or ``FASTBP_NUM_THREADS``. Results
     do not depend on it. Without the compiled kernels, in a build without OpenMP, or in
-    a process forked after the kernels ran on several threads (OpenMP cannot start
-    threads there again; asking for more warns), the kernels run on one thread.
+    a forked process (OpenMP cannot start threads safely there once any library has
+    used it; asking for more warns), the kernels run on one thread.
     """
     if HAVE_CYTHON:
         _cython.set_num_threads(n)
