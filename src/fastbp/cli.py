@@ -228,13 +228,16 @@ def _add_gradcheck(sub):
 
 
 def _add_bench(sub):
-    # Its options belong to fastbp.bench, which parses them itself: every argument
-    # after `bench` is passed on untouched (see main).
+    # Its options belong to fastbp.bench, which parses them itself: forward=True passes
+    # every argument after `bench` on untouched (see _parse).
     b = sub.add_parser("bench", add_help=False,
                        help="benchmark the kernels and a training step (options: fastbp bench --help)")
-    b.set_defaults(run=cmd_bench, validate=None)
+    b.set_defaults(run=cmd_bench, validate=None, forward=True)
 
 
+# Adding a subcommand is one `_add_*` function here: it sets `run` (the command) and
+# `validate` (checks of the parsed options, or None), or `forward=True` to receive the
+# rest of the command line unparsed as `args.argv`.
 SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench]
 
 
@@ -608,7 +611,7 @@ def cmd_bench(args):
             raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
         raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
                            'pip install "fastbp[bench]"') from None
-    return bench.main(args.bench_argv)
+    return bench.main(args.argv)
 
 
 # ---------------------------------------------------------------------- main
@@ -621,9 +624,10 @@ def _parse(argv):
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         parser.error("no command given: train, gradcheck or bench")
-    if args.command == "bench":
-        # fastbp.bench parses its own options: pass on every argument after "bench"
-        args.bench_argv = argv[argv.index("bench") + 1:]
+    if getattr(args, "forward", False):
+        # a subcommand that parses its own options (bench): every argument after its
+        # name is passed on untouched, as args.argv
+        args.argv = argv[argv.index(args.command) + 1:]
         return args
     hint = f" (see fastbp {args.command} --help)"
     if rest:
