@@ -16,6 +16,7 @@ from .kernels._checks import as_array, targets
 from .layers import (Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss,
                      _batch_of_one)
 from .optimizers import SGD
+from .serialization import SaveParams
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -113,14 +114,15 @@ def _train_step(network, x, t, optimizer):
     return network._last_loss()
 
 
-class TwoLayerNet:
+class TwoLayerNet(SaveParams):
     """Affine - ReLU - Affine - SoftmaxWithLoss, as in the book's chapter 5.
 
     ``params`` holds ``W1``, ``b1``, ``W2``, ``b2``; the layers hold the same arrays by
     reference, so in-place updates (``params[k] -= lr * grads[k]``) train the network.
     Keyword-only extras: ``dtype`` (float64 as in the book, or float32) and ``rng``
     (a seed or ``numpy.random.Generator``; by default NumPy's global state, so
-    ``np.random.seed`` works as in the book).
+    ``np.random.seed`` works as in the book). ``save_params(path)``/``load_params(path)``
+    as the book's chapter 7 and 8 networks (``.npz``, see ``fastbp.serialization``).
     """
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
@@ -219,7 +221,7 @@ def _init_scale(weight_init_std, fan_in):
     return float(weight_init_std)
 
 
-class _MultiLayer:
+class _MultiLayer(SaveParams):
     """Shared body of MultiLayerNet and MultiLayerNetExtend (see their docstrings)."""
 
     def __init__(self, input_size, hidden_size_list, output_size, activation,
@@ -284,6 +286,20 @@ class _MultiLayer:
             else:
                 x = layer.forward(x)
         return x
+
+    def state_arrays(self):
+        """What ``save_params`` saves besides ``params``: each batch normalization's
+        ``running_mean{i}``/``running_var{i}`` (test-mode predictions use them). They
+        are created here (zeros, the network's dtype) if no forward pass has yet."""
+        state = {}
+        for idx in range(1, self.hidden_layer_num + 1):
+            bn = self.layers.get(f"BatchNorm{idx}")
+            if bn is not None:
+                # the layer keeps these arrays from now on (its forward updates them in place)
+                bn.running_mean, bn.running_var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
+                state[f"running_mean{idx}"] = bn.running_mean
+                state[f"running_var{idx}"] = bn.running_var
+        return state
 
     def _weight_decay(self):
         lam = self.weight_decay_lambda
