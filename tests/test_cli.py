@@ -380,3 +380,16 @@ def test_a_network_choice_is_one_entry(capsys, monkeypatch):
     assert out.startswith("FlatNet 1x28x28-8-10, adam lr 0.005, float64")
     assert run("train", "--net", "flat", "--hidden", "5") == 2
     assert "FlatNet has 0 hidden layers" in capsys.readouterr().err
+
+
+def test_threads_option_sets_fastbps_threads(tmp_path, monkeypatch):
+    """--threads governs fastbp's kernels and matrix products."""
+    import fastbp
+    from fastbp import cli
+    monkeypatch.chdir(tmp_path)
+    before = fastbp.get_num_threads()
+    try:
+        assert cli.main(["train", "--iters", "2", "--threads", "1", "--no-plot", "--quiet"]) in (0, None)
+        assert fastbp.get_num_threads() == (1 if fastbp.HAVE_CYTHON else before)
+    finally:
+        fastbp.set_num_threads(before)

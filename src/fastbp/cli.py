@@ -187,6 +187,9 @@ def _add_train(sub):
     _add_common(t)
     t.add_argument("--backend", choices=kernels.BACKENDS, default=None,
                    help=f"kernel backend (default: {kernels.get_backend()})")
+    t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="threads for fastbp's kernels and matrix products (default: "
+                        f"{kernels.get_num_threads()}, or FASTBP_NUM_THREADS)")
     t.add_argument("--save", metavar="FILE.npz",
                    help="save the trained network (parameters and batch-norm statistics; "
                         ".npz, no pickle) for net.load_params(FILE)")
@@ -421,6 +424,8 @@ def _train(args, comm):
         return data, seed
 
     backend = args.backend or kernels.get_backend()
+    if args.threads is not None:
+        kernels.set_num_threads(args.threads)
     if comm is None:
         ((x_train, t_train), (x_test, t_test)), seed = prepare()
     else:

@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from .. import kernels
 from ..loop import BookSampler, History, batch_loss, run_loop
 from .checkpoints import epoch_saver, load_checkpoint, resume_from
 from .collectives import (DEFAULT_TIMEOUT, abort_on_error, allreduce, bcast, bcast_arrays,
@@ -288,12 +289,14 @@ def share_cores(comm):
     local.Free()
     if per_node == 1:
         return None
+    threads = max(1, (os.cpu_count() or 1) // per_node)
+    # fastbp's own threads (the compiled kernels and their matrix products)
+    kernels.set_num_threads(min(kernels.get_num_threads(), threads))
     set_by_env = [v for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
                   if os.environ.get(v)]
     if set_by_env:
         return None
-    threads = max(1, (os.cpu_count() or 1) // per_node)
-    try:
+    try:  # NumPy's BLAS threads, for the NumPy backend's products
         from threadpoolctl import threadpool_limits
     except ImportError:
         return (f"note: {per_node} ranks share this node's {os.cpu_count()} cores; run with "
