@@ -188,8 +188,8 @@ def _add_train(sub):
     t.add_argument("--backend", choices=kernels.BACKENDS, default=None,
                    help=f"kernel backend (default: {kernels.get_backend()})")
     t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help="threads for fastbp's kernels and matrix products (default: "
-                        f"{kernels.get_num_threads()}, or FASTBP_NUM_THREADS)")
+                   help="threads for fastbp's kernels and matrix products (default: the "
+                        "CPU count, at most 8, or FASTBP_NUM_THREADS)")
     t.add_argument("--save", metavar="FILE.npz",
                    help="save the trained network (parameters and batch-norm statistics; "
                         ".npz, no pickle) for net.load_params(FILE)")
