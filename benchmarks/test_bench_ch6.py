@@ -13,7 +13,7 @@ MultiLayerNetExtend, and Dropout alone):
 
 One round is one step (gradient + Adam update) on a batch of 100; ``extra_info``
 gives the time of an epoch of the full MNIST (600 steps). Data (real MNIST when
-FASTBP_MNIST_DIR is set, else random MNIST-shaped data) is built outside the timed
+FASTBP_DATA is set, else random MNIST-shaped data) is built outside the timed
 region; every benchmark checks its network against the book idiom before timing.
 BLAS runs on one thread (threadpoolctl, from the ``bench`` extra) so that the figures
 measure the code, not thread scheduling on a shared machine.
@@ -55,7 +55,7 @@ def one_blas_thread():
 def batches():
     """``N_BATCHES`` (x, t) batches of 100: the first real MNIST images, or random."""
     n = N_BATCHES * BATCH
-    root = os.environ.get("FASTBP_MNIST_DIR")
+    root = os.environ.get("FASTBP_DATA") or os.environ.get("FASTBP_MNIST_DIR")
     if root:
         (x, t), _ = load_mnist(normalize=False, data_dir=root)
         x, t = x[:n] / 255.0, t[:n].astype(np.intp)

@@ -16,6 +16,7 @@ from .kernels._checks import as_array, targets
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid,
                      SoftmaxWithLoss, _batch_of_one)
 from .optimizers import SGD
+from .serialization import SaveParams
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -113,14 +114,15 @@ def _train_step(network, x, t, optimizer):
     return network._last_loss()
 
 
-class TwoLayerNet:
+class TwoLayerNet(SaveParams):
     """Affine - ReLU - Affine - SoftmaxWithLoss, as in the book's chapter 5.
 
     ``params`` holds ``W1``, ``b1``, ``W2``, ``b2``; the layers hold the same arrays by
     reference, so in-place updates (``params[k] -= lr * grads[k]``) train the network.
     Keyword-only extras: ``dtype`` (float64 as in the book, or float32) and ``rng``
     (a seed or ``numpy.random.Generator``; by default NumPy's global state, so
-    ``np.random.seed`` works as in the book).
+    ``np.random.seed`` works as in the book). ``save_params(path)``/``load_params(path)``
+    as the book's chapter 7 and 8 networks (``.npz``, see ``fastbp.serialization``).
     """
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
@@ -219,7 +221,7 @@ def _init_scale(weight_init_std, fan_in):
     return float(weight_init_std)
 
 
-class _MultiLayer:
+class _MultiLayer(SaveParams):
     """Shared body of MultiLayerNet and MultiLayerNetExtend (see their docstrings)."""
 
     def __init__(self, input_size, hidden_size_list, output_size, activation,
@@ -284,6 +286,20 @@ class _MultiLayer:
             else:
                 x = layer.forward(x)
         return x
+
+    def state_arrays(self):
+        """What ``save_params`` saves besides ``params``: each batch normalization's
+        ``running_mean{i}``/``running_var{i}`` (test-mode predictions use them). They
+        are created here (zeros, the network's dtype) if no forward pass has yet."""
+        state = {}
+        for idx in range(1, self.hidden_layer_num + 1):
+            bn = self.layers.get(f"BatchNorm{idx}")
+            if bn is not None:
+                # the layer keeps these arrays from now on (its forward updates them in place)
+                bn.running_mean, bn.running_var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
+                state[f"running_mean{idx}"] = bn.running_mean
+                state[f"running_var{idx}"] = bn.running_var
+        return state
 
     def _weight_decay(self):
         lam = self.weight_decay_lambda
@@ -419,9 +435,8 @@ def _as_generator(rng):
 # - ``accuracy(x, t, batch_size)`` counts every sample (the book's drops the last,
 #   partial batch, yet divides by all of them);
 # - the first convolution skips its input gradient in ``gradient`` (nobody reads it);
-# - ``save_params`` writes a ``.npz`` (or the book's pickle for a ``.pkl`` name) and
-#   ``load_params`` reads both, pickles without running their code, into the existing
-#   arrays (in place: whatever holds them, the layers included, sees the new values).
+# - ``save_params``/``load_params`` are fastbp's (``fastbp.serialization``): a ``.npz``,
+#   loaded in place; the book's pickled weights (``.pkl``) load without running code.
 
 
 def _conv_out(size, filter_size, stride, pad):
@@ -448,51 +463,6 @@ def _batched_accuracy(predict, x, t, batch_size):
     return correct / n
 
 
-def _save_params(params, file_name):
-    """``params`` as a ``.npz`` (NumPy's format, no pickle), or as the book's pickle of
-    a dict when the name ends in ``.pkl`` (readable by the book's own code)."""
-    arrays = {key: np.asarray(value) for key, value in params.items()}
-    if str(file_name).endswith(".pkl"):
-        import pickle
-        with open(file_name, "wb") as f:
-            pickle.dump(arrays, f)
-    else:
-        np.savez(file_name, **arrays)
-
-
-def _load_params(params, file_name):
-    """Copy the arrays saved in ``file_name`` (``.npz``, or a pickle of a dict such as the
-    book's ``params.pkl``, read by ``fastbp._pickle`` without running its code) into
-    ``params``, in place. Every key must be there with its shape; nothing is changed
-    unless all are."""
-    from . import _pickle
-
-    with open(file_name, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"  # .npz files are zip archives
-        f.seek(0)
-        if zipped:
-            with np.load(f, allow_pickle=False) as z:
-                loaded = {key: z[key] for key in z.files}
-        else:
-            loaded = _pickle.load(f)
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{file_name}: expected a dict of arrays, got {type(loaded).__name__}")
-    missing = sorted(set(params) - set(loaded))
-    extra = sorted(set(loaded) - set(params))
-    if missing or extra:
-        raise ValueError(f"{file_name}: expected the parameters {sorted(params)}, "
-                         f"missing {missing}, unexpected {extra}")
-    for key, value in loaded.items():
-        value = np.asarray(value)
-        if value.shape != params[key].shape:
-            raise ValueError(f"{file_name}: {key} has shape {value.shape}, the network's "
-                             f"{params[key].shape}")
-        if value.dtype.kind not in "fiu":
-            raise TypeError(f"{file_name}: {key} has dtype {value.dtype}, expected numbers")
-    for key, value in loaded.items():
-        params[key][...] = value
-
-
 def _check_dtype(dtype):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -500,7 +470,7 @@ def _check_dtype(dtype):
     return dtype
 
 
-class SimpleConvNet:
+class SimpleConvNet(SaveParams):
     """conv - relu - pool - affine - relu - affine - softmax, the book's chapter 7.
 
     ``params`` holds ``W1`` (filter_num, C, filter_size, filter_size), ``b1``, ``W2``,
@@ -570,14 +540,6 @@ class SimpleConvNet:
             grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[name].dW, self.layers[name].db
         return grads
 
-    def save_params(self, file_name="params.pkl"):
-        """Save ``params``: see ``load_params``."""
-        _save_params(self.params, file_name)
-
-    def load_params(self, file_name="params.pkl"):
-        """Load parameters saved by ``save_params`` or by the book (``params.pkl``), in
-        place; a pickle is read without running its code (only arrays and dicts)."""
-        _load_params(self.params, file_name)
 
 
 def _conv_backprop(layers, dout):
@@ -591,7 +553,7 @@ def _conv_backprop(layers, dout):
             dout = layer.backward(dout)
 
 
-class DeepConvNet:
+class DeepConvNet(SaveParams):
     """The book's chapter 8 network (about 99.4% on MNIST)::
 
         conv - relu - conv - relu - pool -
@@ -684,14 +646,6 @@ class DeepConvNet:
             grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[i].dW, self.layers[i].db
         return grads
 
-    def save_params(self, file_name="params.pkl"):
-        """Save ``params``: see ``SimpleConvNet.save_params``."""
-        _save_params(self.params, file_name)
-
-    def load_params(self, file_name="params.pkl"):
-        """Load parameters in place, the book's ``deep_convnet_params.pkl`` included (read
-        without running its code)."""
-        _load_params(self.params, file_name)
 
 
 __all__ += ["SimpleConvNet", "DeepConvNet"]

@@ -31,12 +31,16 @@ def batches(steps, batch, n=240, seed=11):
 
 def Momentum(lr=0.05, momentum=0.9):
     """The book's Momentum (state: ``v``), to check optimizer state across ranks."""
-    return book.Momentum(lr=lr, momentum=momentum)
+    opt = book.Momentum(lr=lr, momentum=momentum)
+    opt.state_names = ("v",)  # what a checkpoint saves (the book's classes do not say)
+    return opt
 
 
 def Adam(lr=0.05, beta1=0.9, beta2=0.999):
     """The book's Adam (state: ``iter``, ``m``, ``v``)."""
-    return book.Adam(lr=lr, beta1=beta1, beta2=beta2)
+    opt = book.Adam(lr=lr, beta1=beta1, beta2=beta2)
+    opt.state_names = ("iter", "m", "v")
+    return opt
 
 
 OPTIMIZERS = {"sgd": lambda: None, "momentum": Momentum, "adam": Adam}
