@@ -614,7 +614,32 @@ def conv_bias_grad(dout, out=None):
     if dout.ndim != 4:
         raise ValueError(f"dout: expected a 4-D array (N, C, H, W), got shape {dout.shape}")
     out = out_or_empty("out", out, dout.shape[1:2], dout.dtype, [("dout", dout)])
+    n, c, h, w = dout.shape
     with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
-        out[...] = dout.sum(axis=(0, 2, 3), dtype=np.float64)
+        per_image = _row_sums(dout.reshape(n, c, h * w))  # (N, C)
+        out[...] = _column_sums(per_image) if n else 0
     return out
+
+
+# Running sums the compiled ``row_sum`` loop keeps (``FASTBP_LANES`` in _loops.h).
+_LANES = 8
+
+
+def _row_sums(a):
+    """float64 sums over the last axis of ``a``, in the compiled ``row_sum`` order:
+    ``_LANES`` running sums from 0 over the whole blocks (lane k takes elements k, k +
+    8, ...), added lane by lane from 0, then the remaining elements one by one."""
+    *lead, m = a.shape
+    whole = m // _LANES * _LANES
+    blocks = a[..., :whole].reshape(*lead, whole // _LANES, _LANES).astype(np.float64)
+    if whole:  # a reduction over a non-contiguous axis runs in order (see _column_sums)
+        lanes = np.add.reduce(blocks, axis=-2) + 0.0
+    else:
+        lanes = np.zeros((*lead, _LANES))
+    total = np.zeros(lead)
+    for k in range(_LANES):
+        total += lanes[..., k]
+    for j in range(whole, m):
+        total += a[..., j]
+    return total
 
