@@ -380,6 +380,9 @@ def main(argv=None):
     """Run the ``fastbp`` command with ``argv`` (default: ``sys.argv[1:]``); returns the
     exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["book"]:  # the rest is a book script and its own arguments
+        from .book import main as book_main
+        return book_main(argv[1:], prog="fastbp book")
     if argv and argv[0] == "bench":  # its options belong to fastbp.bench
         commands = {"bench": lambda: cmd_bench(argv[1:])}
         args = None
