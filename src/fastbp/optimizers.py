@@ -59,7 +59,7 @@ def _each(params, update):
         p = params[key]
         if isinstance(p, np.ndarray):
             update(key, p)
-        elif isinstance(p, (numbers.Real, np.number)) and not isinstance(p, (bool, np.bool_)):
+        elif isinstance(p, numbers.Real) and not isinstance(p, bool):  # np.bool_ is not Real
             p = np.array(p, dtype=np.float64)
             update(key, p)
             params[key] = p[()]
