@@ -8,9 +8,13 @@ Run with ``pytest benchmarks/ --benchmark-only`` (the default ``pytest`` collect
   --bench-budget S      seconds of timing per contender (default 0.2)
 
 Every contender of a case lands in one pytest-benchmark group (the case id), so the
-book's idiom, the two backends, the floor and PyTorch print side by side; at the end a
-table of ratios and issue 3's targets is printed and stored in the JSON (``fastbp``).
+book's idiom, the two backends, the floor and the peers (PyTorch, JAX: ``peers.py``)
+print side by side; the busy runs of the steps (one CPU-bound process spinning on one
+core, ``fastbp.bench.busy``) form groups of their own (the case id plus ", busy"). At
+the end fastbp's report of ratios and the release targets (``targets.py``) are printed
+and stored in the JSON (``fastbp``).
 """
+import contextlib
 import os
 import time
 import warnings
@@ -18,11 +22,13 @@ import warnings
 import numpy as np
 import pytest
 
-from fastbp.bench import _evaluate_targets, _print_results, _print_targets
+import targets as _targets
+from fastbp.bench import BUSY, report
 from fastbp.bench import cases as _cases
 from fastbp.bench import machine as _machine
+from fastbp.bench.busy import busy
 
-# case id -> {"kind", "info", "times": {contender: median seconds}}
+# case id (", busy" added for busy runs) -> {"kind", "load", "info", "times": {contender: s}}
 RESULTS = {}
 _STATE = {"threads": None, "pools": None}
 
@@ -64,8 +70,11 @@ def pinned_threads(request):
     """Pin BLAS, OpenMP, fastbp's own threads and PyTorch to --bench-threads."""
     n = request.config.getoption("--bench-threads")
     _STATE["threads"] = n
-    if _cases.have_torch():
+    try:
         import torch   # loaded first, so that its OpenMP pool is pinned too
+    except Exception:   # not installed (its benchmarks skip), or a broken install
+        pass
+    else:
         torch.set_num_threads(n)
     with _cases.fastbp_threads(n):
         try:
@@ -111,12 +120,13 @@ def _probe(c, fresh):
     return best
 
 
-def run_contender(benchmark, case, name, budget):
+def run_contender(benchmark, case, name, budget, load="idle"):
     """Check ``name`` against the book, then time it with pytest-benchmark's pedantic mode.
 
     Cases whose inputs get overwritten (``case.fresh``) take a fresh copy per round from
     ``setup`` (one call per round); the others reuse their inputs and loop ``iterations``
-    calls per round so that a round lasts at least about 20 us.
+    calls per round so that a round lasts at least about 20 us. ``load="busy"``: timed
+    with one CPU-bound process spinning on one core, started here and stopped after.
     """
     if name in case.skipped:
         pytest.skip(case.skipped[name])
@@ -124,10 +134,11 @@ def run_contender(benchmark, case, name, budget):
         pytest.skip(f"{name} does not apply to {case.id}")
     c = case.contenders[name]
     case.check(name)   # correctness first, outside the timed region
-    benchmark.group = case.id
-    benchmark.extra_info.update(contender=name, case=case.id, kind=case.kind,
+    case_id = case.id + (BUSY if load == "busy" else "")
+    benchmark.group = case_id
+    benchmark.extra_info.update(contender=name, case=case_id, kind=case.kind, load=load,
                                 **{k: v for k, v in case.info.items() if not isinstance(v, np.ndarray)})
-    with c.context():
+    with c.context(), (busy() if load == "busy" else contextlib.nullcontext()):
         est = max(_probe(c, case.fresh), 1e-7)
         if case.fresh:
             rounds = int(min(2000, max(5, budget / est)))
@@ -142,44 +153,41 @@ def run_contender(benchmark, case, name, budget):
     if stats is None:   # --benchmark-disable: ran once, nothing to record
         return
     median = stats.stats.median
-    entry = RESULTS.setdefault(case.id, {"kind": case.kind, "info": case.info, "times": {}})
+    entry = RESULTS.setdefault(case_id, {"kind": case.kind, "load": load, "info": case.info,
+                                         "times": {}})
     entry["times"][name] = median
     book = entry["times"].get("book")
     if book and name != "book":
         benchmark.extra_info["book/this"] = book / median
-    if case.kind == "step" and name in ("floor", "floor+sgd", "torch") and "cython" in entry["times"]:
+    if case.kind == "step" and name != "cython" and "cython" in entry["times"]:
         benchmark.extra_info[f"{name}/cython"] = median / entry["times"]["cython"]
+    if load == "busy" and name in RESULTS.get(case.id, {}).get("times", {}):
+        benchmark.extra_info["busy/idle"] = median / RESULTS[case.id]["times"][name]
     if case.kind == "threads" and name != "cython-1t" and "cython-1t" in entry["times"]:
         benchmark.extra_info["1t/this"] = entry["times"]["cython-1t"] / median
 
 
 def _ratios(times):
-    out = {}
-    for a, b in _cases.RATIO_PAIRS:
-        if times.get(a) and times.get(b):
-            out[f"{a}/{b}"] = times[a] / times[b]
-    return out
+    return {f"{a}/{b}": times[a] / times[b] for a, b in _cases.ratio_pairs(list(times))
+            if times.get(a) and times.get(b)}
 
 
 def _results():
-    return [{"id": k, "kind": v["kind"],
+    return [{"id": k, "kind": v["kind"], "load": v["load"],
              "info": {i: j for i, j in v["info"].items() if not isinstance(j, np.ndarray)},
              "times": v["times"], "ratios": _ratios(v["times"])} for k, v in RESULTS.items()]
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     results = _results()
-    output_json["fastbp"] = {"results": results, "targets": _evaluate_targets(results, [])}
+    output_json["fastbp"] = {"results": results, "targets": _targets.evaluate(results)}
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
-    import io
-    buf = io.StringIO()
     results = _results()
-    _print_results(results, [], {}, buf)
-    _print_targets(_evaluate_targets(results, []), buf)
     terminalreporter.section("fastbp: ratios of medians (how many times faster)")
-    terminalreporter.write(buf.getvalue())
+    lines = report(results) + [""] + _targets.table(_targets.evaluate(results))
+    terminalreporter.write("\n".join(lines) + "\n")

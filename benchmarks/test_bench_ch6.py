@@ -5,15 +5,15 @@ Run:  python -m pytest benchmarks/test_bench_ch6.py --benchmark-only
 
 Three contenders per group, side by side (the steps also with batch normalization,
 MultiLayerNetExtend, and Dropout alone):
-- ``book``: the book's idiom written plainly in NumPy (Affine with ``np.dot``, Relu with
-  a boolean mask, softmax + cross-entropy with ``1e-7`` in the log, Adam rebinding
-  nothing but allocating temporaries), float64 as in the book;
+- ``book``: the book's idiom (``fastbp.bench.book``: its ``MultiLayerNet`` with Affine
+  through ``np.dot``, Relu with a boolean mask, softmax + cross-entropy with ``1e-7`` in
+  the log, its ``Adam`` allocating temporaries), float64 as in the book;
 - ``fastbp-numpy`` and ``fastbp-cython``: ``fastbp.MultiLayerNet`` and
   ``fastbp.optimizers.Adam`` on each backend.
 
 One round is one step (gradient + Adam update) on a batch of 100; ``extra_info``
 gives the time of an epoch of the full MNIST (600 steps). Data (real MNIST when
-FASTBP_MNIST_DIR is set, else random MNIST-shaped data) is built outside the timed
+FASTBP_DATA is set, else random MNIST-shaped data) is built outside the timed
 region; every benchmark checks its network against the book idiom before timing.
 BLAS runs on one thread (threadpoolctl, from the ``bench`` extra) so that the figures
 measure the code, not thread scheduling on a shared machine.
@@ -28,6 +28,7 @@ pytest.importorskip("pytest_benchmark", reason="the bench extra (pytest-benchmar
 
 import fastbp  # noqa: E402
 from fastbp import Dropout, MultiLayerNet, MultiLayerNetExtend, load_mnist  # noqa: E402
+from fastbp.bench import book  # noqa: E402
 from fastbp.optimizers import Adam  # noqa: E402
 
 try:
@@ -48,150 +49,13 @@ def one_blas_thread():
         yield
 
 
-# --------------------------------------------------------------------------- book idiom
-
-class BookAffine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x):
-        self.x = x
-        return np.dot(x, self.W) + self.b
-
-    def backward(self, dout):
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return np.dot(dout, self.W.T)
-
-
-class BookRelu:
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class BookSoftmaxWithLoss:
-    def forward(self, x, t):
-        self.t = t
-        z = x - x.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        self.y = e / e.sum(axis=1, keepdims=True)
-        n = x.shape[0]
-        return -np.sum(np.log(self.y[np.arange(n), t] + 1e-7)) / n
-
-    def backward(self, dout=1):
-        n = self.t.shape[0]
-        dx = self.y.copy()
-        dx[np.arange(n), self.t] -= 1
-        return dx / n
-
-
-class BookBatchNorm:
-    """The book's training-mode batch normalization (running statistics included)."""
-
-    def __init__(self, gamma, beta, momentum=0.9):
-        self.gamma, self.beta, self.momentum = gamma, beta, momentum
-        self.running_mean = self.running_var = None
-
-    def forward(self, x):
-        if self.running_mean is None:
-            self.running_mean, self.running_var = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-        mu = x.mean(axis=0)
-        xc = x - mu
-        var = np.mean(xc ** 2, axis=0)
-        std = np.sqrt(var + 10e-7)
-        self.n, self.xc, self.std = x.shape[0], xc, std
-        self.xn = xc / std
-        self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
-        self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
-        return self.gamma * self.xn + self.beta
-
-    def backward(self, dout):
-        self.dbeta = dout.sum(axis=0)
-        self.dgamma = np.sum(self.xn * dout, axis=0)
-        dxn = self.gamma * dout
-        dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / self.n) * self.xc * dvar
-        dmu = np.sum(dxc, axis=0)
-        return dxc - dmu / self.n
-
-
-class BookDropout:
-    def __init__(self, ratio=0.5):
-        self.ratio = ratio
-
-    def forward(self, x):
-        self.mask = np.random.rand(*x.shape) > self.ratio
-        return x * self.mask
-
-    def backward(self, dout):
-        return dout * self.mask
-
-
-class BookNet:
-    """The book's MultiLayerNet (ReLU, no weight decay), written plainly."""
-
-    def __init__(self, params, batchnorm=False):
-        self.params = params
-        self.layers = []
-        last = len(SIZES) - 1
-        for i in range(1, last + 1):
-            self.layers.append(BookAffine(params[f"W{i}"], params[f"b{i}"]))
-            if i < last:
-                if batchnorm:
-                    self.layers.append(BookBatchNorm(params[f"gamma{i}"], params[f"beta{i}"]))
-                self.layers.append(BookRelu())
-        self.last = BookSoftmaxWithLoss()
-
-    def gradient(self, x, t):
-        for layer in self.layers:
-            x = layer.forward(x)
-        self.last.forward(x, t)
-        dout = self.last.backward(1)
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
-        affines = [layer for layer in self.layers if isinstance(layer, BookAffine)]
-        grads = {}
-        for i, a in enumerate(affines, 1):
-            grads[f"W{i}"], grads[f"b{i}"] = a.dW, a.db
-        norms = [layer for layer in self.layers if isinstance(layer, BookBatchNorm)]
-        for i, bn in enumerate(norms, 1):
-            grads[f"gamma{i}"], grads[f"beta{i}"] = bn.dgamma, bn.dbeta
-        return grads
-
-
-class BookAdam:
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
-        self.iter, self.m, self.v = 0, None, None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {k: np.zeros_like(p) for k, p in params.items()}
-            self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for k in params:
-            self.m[k] += (1 - self.beta1) * (grads[k] - self.m[k])
-            self.v[k] += (1 - self.beta2) * (grads[k] ** 2 - self.v[k])
-            params[k] -= lr_t * self.m[k] / (np.sqrt(self.v[k]) + 1e-7)
-
-
 # --------------------------------------------------------------------------- data
 
 @pytest.fixture(scope="module")
 def batches():
     """``N_BATCHES`` (x, t) batches of 100: the first real MNIST images, or random."""
     n = N_BATCHES * BATCH
-    root = os.environ.get("FASTBP_MNIST_DIR")
+    root = os.environ.get("FASTBP_DATA") or os.environ.get("FASTBP_MNIST_DIR")
     if root:
         (x, t), _ = load_mnist(normalize=False, data_dir=root)
         x, t = x[:n] / 255.0, t[:n].astype(np.intp)
@@ -215,7 +79,10 @@ def _trainer(kind, dtype, batchnorm=False):
     """A step function ``step(x, t)`` and the network it trains."""
     params = _init_params(dtype, batchnorm)
     if kind == "book":
-        net, opt = BookNet(params, batchnorm), BookAdam()
+        net = book.MultiLayerNet(SIZES[0], SIZES[1:-1], SIZES[-1], use_batchnorm=batchnorm)
+        for k in net.params:   # in place: the book's layers hold these arrays
+            net.params[k][...] = params[k]
+        opt = book.Adam()
     else:
         net = _fastbp_net(dtype, batchnorm)
         for k in net.params:
@@ -297,7 +164,7 @@ def test_dropout_forward_backward(benchmark, kind):
     rng = np.random.default_rng(2)
     x, dout = rng.standard_normal((100, 100)), rng.standard_normal((100, 100))
     if kind == "book":
-        layer = BookDropout(0.5)
+        layer = book.Dropout(0.5)
     elif kind == "fastbp-cython-generator":
         layer = Dropout(0.5, inverted=False, rng=0)
     else:
@@ -331,8 +198,8 @@ def test_adam_update(benchmark, kind):
     params = _init_params()
     grads = {k: rng.standard_normal(p.shape) * 0.01 for k, p in params.items()}
     ref = {k: p.copy() for k, p in params.items()}
-    BookAdam().update(ref, grads)
-    opt = BookAdam() if kind == "book" else Adam()
+    book.Adam().update(ref, grads)
+    opt = book.Adam() if kind == "book" else Adam()
     with fastbp.use_backend("cython" if kind == "fastbp-cython" else "numpy"):
         opt.update(params, grads)
         for k in params:  # the first step agrees with the book's formulas

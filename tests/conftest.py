@@ -5,6 +5,7 @@ import pytest
 
 import fastbp
 from fastbp import kernels
+from _mnist import FULL_DIR
 
 try:
     from hypothesis import HealthCheck, settings
@@ -35,13 +36,19 @@ def backend(request):
         yield module
 
 
+@pytest.fixture(autouse=True)
+def _no_data_env(monkeypatch):
+    """fastbp reads FASTBP_DATA by default: no test gets the full set without asking."""
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    monkeypatch.delenv("FASTBP_MNIST_DIR", raising=False)
+
+
 @pytest.fixture
 def mnist_dir():
-    """The full MNIST folder (IDX, gzip), from FASTBP_MNIST_DIR."""
-    path = os.environ.get("FASTBP_MNIST_DIR")
-    if not path or not os.path.isdir(path):
-        pytest.skip("the full MNIST set is not available (set FASTBP_MNIST_DIR)")
-    return path
+    """The full MNIST folder (IDX, gzip), from FASTBP_DATA (see _mnist.FULL_DIR)."""
+    if not FULL_DIR or not os.path.isdir(FULL_DIR):
+        pytest.skip("the full MNIST set is not available (set FASTBP_DATA)")
+    return FULL_DIR
 
 
 @pytest.fixture

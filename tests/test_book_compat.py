@@ -41,7 +41,7 @@ NUMBER = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("FASTBP_DATA", "FASTBP_BACKEND", "PYTHONPATH")}
+           if k not in ("FASTBP_DATA", "FASTBP_MNIST_DIR", "FASTBP_BACKEND", "PYTHONPATH")}
     env.update(PYTHONDONTWRITEBYTECODE="1", **extra)
     return env
 

@@ -12,6 +12,8 @@ import types
 import numpy as np
 import pytest
 
+from _mnist import FULL_DIR
+
 import fastbp
 from fastbp import cli
 from fastbp.datasets import SAMPLE_DIR
@@ -58,9 +60,9 @@ def test_train_help_lists_options(capsys):
         assert opt in out
 
 
-def test_no_command_shows_usage(capsys):
+def test_no_command_is_a_usage_error(capsys):
     assert run() == 2
-    assert "usage: fastbp" in capsys.readouterr().err
+    assert "see fastbp --help" in one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("argv", [
@@ -76,12 +78,25 @@ def test_no_command_shows_usage(capsys):
     ["train", "--bogus"],
     ["frobnicate"],
     ["gradcheck", "--batch", "0"],
+    ["train", "--lr", "-1"],
+    ["train", "--timeout", "-1", "--distributed"],
+    ["train", "--hidden", "abc"],
+    ["train", "--hidden", "100,100"],
+    ["train", "--dropout", "0.5"],
+    ["train", "--resume"],
+    ["train", "--timeout", "5"],
+    ["train", "--save", "x.npz", "--plot", "x.npz"],
+    ["train", "--save", "fastbp-train.png"],
+    ["train", "--checkpoint", "c.npz", "--save", "c.npz", "--no-plot"],
 ])
-def test_bad_options_exit_2(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        run(*argv)
-    assert exc.value.code == 2
-    one_error_line(capsys.readouterr().err)
+def test_bad_command_line_is_one_line_and_status_2(capsys, argv):
+    assert run(*argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before anything ran
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fastbp: error: ")
+    command = "fastbp" if argv[0] == "frobnicate" else f"fastbp {argv[0]}"
+    assert lines[0].endswith(f"(see {command} --help)")
 
 
 # ---------------------------------------------------------------------- train
@@ -98,11 +113,16 @@ def test_train_on_sample(tmp_path, capsys):
     for ln in lines[1:3]:
         assert "train acc 0." in ln and "test acc 0." in ln and ln.endswith(" s")
     assert lines[3].startswith("done: 60 iterations in ")
-    assert "bundled MNIST sample" in err and "saved the parameters" in err
+    assert "bundled MNIST sample" in err and "saved the network" in err
     with np.load(out_file, allow_pickle=False) as params:
-        assert sorted(params.files) == ["W1", "W2", "b1", "b2"]
+        assert sorted(params.files) == ["W1", "W2", "__format__", "__version__", "b1", "b2"]
         assert params["W1"].shape == (784, 50) and params["W1"].dtype == np.float64
         assert params["b2"].shape == (10,)
+    net = fastbp.TwoLayerNet(784, 50, 10)
+    net.load_params(out_file)
+    (_, _), (xt, tt) = fastbp.load_mnist(data_dir=SAMPLE_DIR)
+    reported = float(lines[3].split("test acc ")[1])
+    assert net.accuracy(xt, tt) == pytest.approx(reported, abs=1e-4)
 
 
 def test_train_options(capsys):
@@ -129,10 +149,12 @@ def test_train_default_length_on_sample(capsys, monkeypatch):
 
 
 def test_train_quiet(capsys):
-    assert run("train", "--iters", "10", "-q", "--no-plot") == 0
-    out, _ = capsys.readouterr()
+    assert run("train", "--iters", "10", "-q", "--no-plot", "--save", "q.npz") == 0
+    out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith("done: 10 iterations")
     assert len(out.splitlines()) == 1
+    assert err == ""  # only the final line: no notes
+    assert os.path.exists("q.npz")
 
 
 def test_same_seed_same_result(capsys):
@@ -178,10 +200,6 @@ def test_train_optimizer_keeps_learning(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--dropout", "0.5"], "--dropout needs --net multi"),
-    (["train", "--batchnorm", "--weight-decay", "1"], "--batchnorm, --weight-decay need --net multi"),
-    (["train", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
-    (["gradcheck", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
     (["train", "--data-dir", "no/such/dir"], "no such directory"),
     (["train", "--data-dir", "."], "no MNIST file"),
     (["train", "--save", "no/such/dir/p.npz"], "--save: no such directory"),
@@ -189,10 +207,23 @@ def test_train_optimizer_keeps_learning(capsys):
     (["train", "--save", "."], "is a directory"),
     (["gradcheck", "--data-dir", "no/such/dir"], "no such directory"),
 ])
-def test_errors_are_one_line(capsys, argv, message):
+def test_errors_are_one_line(capsys, argv, message):  # status 1: not the command line
     assert run(*argv) == 1
     line = one_error_line(capsys.readouterr().err)
     assert message in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dropout", "0.5"], "--dropout needs --net multi"),
+    (["train", "--batchnorm", "--weight-decay", "1"], "--batchnorm, --weight-decay need --net multi"),
+    (["train", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
+    (["gradcheck", "--hidden", "10,10"], "TwoLayerNet has one hidden layer"),
+    (["train", "--save", "x.png", "--plot", "x.png"], "--save and --plot name the same file x.png"),
+    (["train", "--save", "fastbp-train.png"], "the default plot"),
+])
+def test_usage_errors_say_why(capsys, argv, message):
+    assert run(*argv) == 2
+    assert message in one_error_line(capsys.readouterr().err)
 
 
 def test_corrupt_data_is_one_line(tmp_path, capsys):
@@ -248,7 +279,8 @@ def test_bench_dispatches(monkeypatch):
     fake.main = lambda argv=None: seen.append(argv) or 0
     monkeypatch.setitem(sys.modules, "fastbp.bench", fake)
     assert run("bench", "--quick", "-k", "relu") == 0
-    assert seen == [["--quick", "-k", "relu"]]
+    assert run("bench", "--help") == 0  # bench's own help, not fastbp's
+    assert seen == [["--quick", "-k", "relu"], ["--help"]]
 
 
 def test_bench_missing_module(capsys, monkeypatch):
@@ -319,12 +351,45 @@ def test_progress_bar(capsys):
 
 
 @pytest.mark.mnist
-@pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="full MNIST not available (set FASTBP_MNIST_DIR)")
+@pytest.mark.skipif(not FULL_DIR, reason="full MNIST not available (set FASTBP_DATA)")
 def test_full_set(capsys):
-    full = os.environ["FASTBP_MNIST_DIR"]
+    full = FULL_DIR
     assert run("train", "--data-dir", full, "--iters", "30", "--seed", "0", "--no-plot") == 0
     out, err = capsys.readouterr()
     assert "30 iterations of batch 100 (1 epoch of 600)" in out and "epoch 1/1 (30 it)" in out
     assert "sample" not in err and "given data directory" in err
     assert run("gradcheck", "--data-dir", full, "--hidden", "4", "--backend", "numpy", "--seed", "0") == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("ok:")
+
+
+def test_a_network_choice_is_one_entry(capsys, monkeypatch):
+    class FlatNet(fastbp.TwoLayerNet):  # takes images, as the convolutional networks do
+        def predict(self, x):
+            return super().predict(x.reshape(x.shape[0], -1))
+
+    def build(args, n_in, n_out, rng):
+        assert n_in is None  # images: no flat input size
+        return FlatNet(784, 8, n_out, rng=rng), "FlatNet 1x28x28-8-10"
+
+    monkeypatch.setitem(cli.NETWORKS, "flat", cli.Network(
+        "FlatNet", "a test network", build, hidden_layers=0, images=True, optimizer="adam",
+        lr=0.005, epochs=1))
+    assert run("train", "--net", "flat", "--no-plot", "--seed", "0", "--data-dir", SAMPLE_DIR,
+               "--iters", "20") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FlatNet 1x28x28-8-10, adam lr 0.005, float64")
+    assert run("train", "--net", "flat", "--hidden", "5") == 2
+    assert "FlatNet has 0 hidden layers" in capsys.readouterr().err
+
+
+def test_threads_option_sets_fastbps_threads(tmp_path, monkeypatch):
+    """--threads governs fastbp's kernels and matrix products."""
+    import fastbp
+    from fastbp import cli
+    monkeypatch.chdir(tmp_path)
+    before = fastbp.get_num_threads()
+    try:
+        assert cli.main(["train", "--iters", "2", "--threads", "1", "--no-plot", "--quiet"]) in (0, None)
+        assert fastbp.get_num_threads() == (1 if fastbp.HAVE_CYTHON else before)
+    finally:
+        fastbp.set_num_threads(before)

@@ -2,7 +2,7 @@
 
 Downloads are tested against an HTTP server on 127.0.0.1 only; every test that could
 reach the network sets the mirror list itself. Tests that need the full MNIST set find
-it through FASTBP_MNIST_DIR and skip when it is unset.
+it through FASTBP_DATA and skip when it is unset.
 """
 import contextlib
 import functools
@@ -11,16 +11,21 @@ import hashlib
 import http.server
 import os
 import shutil
+import struct
 import threading
+import time
 import warnings
 
 import numpy as np
 import pytest
 
+from _mnist import FULL_DIR
+
 import fastbp
 from fastbp.datasets import (
     SAMPLE_DIR,
     CorruptFileError,
+    DownloadError,
     SampleDataWarning,
     cache_dir,
     load_mnist,
@@ -31,8 +36,7 @@ from fastbp.datasets import (
 )
 from fastbp.datasets import mnist
 
-FULL_DIR = os.environ.get("FASTBP_MNIST_DIR")
-needs_full = pytest.mark.skipif(not FULL_DIR, reason="full MNIST not available (set FASTBP_MNIST_DIR)")
+needs_full = pytest.mark.skipif(not FULL_DIR, reason="full MNIST not available (set FASTBP_DATA)")
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +141,7 @@ def test_idx_broken_gzip_stream(tmp_path):
 
 def test_idx_implausible_header_is_refused_without_reading(tmp_path):
     (tmp_path / "big").write_bytes(bytes.fromhex("00000803 ffffffff ffffffff 00000010"))
-    with pytest.raises(CorruptFileError, match="implausible"):
+    with pytest.raises(CorruptFileError, match="more than the"):
         read_idx(tmp_path / "big")
 
 
@@ -319,7 +323,7 @@ def test_corrupt_cache_file_says_how_to_recover(tmp_path):
 @pytest.fixture(scope="module")
 def full():
     if not FULL_DIR:
-        pytest.skip("full MNIST not available (set FASTBP_MNIST_DIR)")
+        pytest.skip("full MNIST not available (set FASTBP_DATA)")
     return load_mnist(data_dir=FULL_DIR, normalize=False)
 
 
@@ -471,3 +475,114 @@ def test_damaged_download_is_not_kept(tmp_path, monkeypatch):
         with pytest.warns(SampleDataWarning, match="cannot decompress|not an IDX|truncated"):
             assert locate_mnist(timeout=2, progress=False, mirror_list=[url]).is_sample
     assert os.listdir(cache_dir()) == []
+
+
+# ---------------------------------------------------------------------- bounds
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures memory through /proc")
+def test_gzip_announcing_2_gib_is_refused_fast_and_small(tmp_path):
+    import subprocess
+    import sys
+    # A 2 MB .gz whose IDX header announces 2**31 bytes of images, in a folder with the
+    # sample's other three files: load_mnist must refuse it at once, with little memory
+    # (measured in a child process, whose peak is its own).
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    head = struct.pack(">HBB", 0, 8, 3) + struct.pack(">3I", 2**31 // 784, 28, 28)
+    path.write_bytes(gzip.compress(head + os.urandom(2 << 20), compresslevel=1))
+    for name in os.listdir(SAMPLE_DIR):
+        if name != path.name:
+            shutil.copy(os.path.join(SAMPLE_DIR, name), tmp_path)
+    # (VmHWM, the peak of this process's own memory: ru_maxrss would include the
+    # parent's peak, which Linux carries over through fork and exec)
+    code = ("import sys, fastbp.datasets as d\n"
+            "try:\n    d.load_mnist(data_dir=sys.argv[1])\n"
+            "except d.CorruptFileError as e:\n    print(e)\n"
+            "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+            "print('peak', hwm[0].split()[1] if hwm else 0)\n")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    tic = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=60)
+    seconds = time.monotonic() - tic
+    assert "train-images-idx3-ubyte.gz" in r.stdout and "more than the 47040000 bytes" in r.stdout, r
+    assert seconds < 20  # mostly the interpreter's start; the refusal itself is instant
+    peak_kib = int(r.stdout.split("peak ")[1])
+    assert peak_kib < 300_000  # the interpreter and NumPy; far from the 2 GiB announced
+    # The reader alone, with the default bound and with MNIST's.
+    tic = time.monotonic()
+    with pytest.raises(CorruptFileError, match="more than the 47040000 bytes"):
+        read_idx(path, max_bytes=mnist.FULL_BYTES["train-images-idx3-ubyte"])
+    with pytest.raises(CorruptFileError, match="more than"):
+        read_idx(path)
+    assert time.monotonic() - tic < 1.0
+
+
+def test_a_gzip_shorter_than_announced_costs_what_it_holds(tmp_path):
+    path = tmp_path / "x.gz"
+    head = struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 200 << 20)
+    path.write_bytes(gzip.compress(head + b"\0" * 1000))
+    with pytest.raises(CorruptFileError, match="truncated"):
+        read_idx(path, max_bytes=1 << 30)
+
+
+def test_former_variable_name_still_works(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTBP_MNIST_DIR", SAMPLE_DIR)
+    with pytest.warns(DeprecationWarning, match="FASTBP_DATA"):
+        source = locate_mnist()
+    assert source.kind == "FASTBP_DATA" and source.path == SAMPLE_DIR
+
+
+class _TooMuch(_Quiet):
+    """Serves a megabyte for any file, with no Content-Length."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        for _ in range(16):
+            self.wfile.write(b"\x1f\x8b" + b"x" * (1 << 16))
+        self.close_connection = True
+
+
+class _Trickle(_Quiet):
+    """Sends a byte every 0.5 s, forever (each read completes within the timeout)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "10008")
+        self.end_headers()
+        try:
+            for _ in range(60):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:  # the client gave up: what the test wants
+            pass
+
+
+def test_download_stops_at_the_largest_possible_size(tmp_path):
+    dest = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with _serve(tmp_path, _TooMuch) as url:
+        with pytest.raises(DownloadError, match="sent more than the 14212 bytes"):
+            mnist._fetch(url + "t10k-labels-idx1-ubyte.gz", str(dest), "t10k-labels-idx1-ubyte",
+                         timeout=5, progress=False)
+    assert os.listdir(tmp_path) == []  # nothing kept, not even the part file
+
+
+def test_download_has_an_overall_deadline(tmp_path):
+    dest = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with _serve(tmp_path, _Trickle) as url:
+        tic = time.monotonic()
+        with pytest.raises(DownloadError, match="not complete after 1.5 s"):
+            mnist._fetch(url + "t10k-labels-idx1-ubyte.gz", str(dest), "t10k-labels-idx1-ubyte",
+                         timeout=5, progress=False, deadline=1.5)
+        assert time.monotonic() - tic < 4
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_slow_mirror_falls_back_to_the_sample(tmp_path, monkeypatch):
+    with _serve(tmp_path, _Trickle) as url:
+        monkeypatch.setenv("FASTBP_MNIST_MIRRORS", url)
+        with pytest.warns(SampleDataWarning, match="not complete after 1 s"):
+            source = locate_mnist(timeout=5, progress=False, deadline=1)
+    assert source.is_sample and _leftovers(cache_dir()) == []

@@ -6,12 +6,10 @@ timeout, in its own process group) and reads back what each rank saved; the
 single-process reference is computed here from the same ``problem`` module. Those tests
 skip when ``mpirun`` or ``mpi4py`` is missing.
 """
-import gzip
 import importlib.util
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _mnist import FULL_DIR
 
 import fastbp
+from fastbp import cli
 from fastbp.distributed import (
-    _apply_checkpoint, _optimizer_state, load_checkpoint, load_mnist_dir, read_idx,
-    save_checkpoint, shard, shard_bounds,
+    load_checkpoint, optimizer_state, restore, save_checkpoint, shard, shard_bounds,
 )
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
@@ -39,7 +38,7 @@ needs_mpi = pytest.mark.skipif(
 )
 
 
-def mpirun(n, *args, timeout=60):
+def mpirun(n, *args, timeout=60, cwd=None):
     """Run ``python ARGS`` on ``n`` ranks; returns ``(returncode, output, seconds)``.
 
     The ranks import the same fastbp as this process. On timeout the whole process
@@ -54,11 +53,14 @@ def mpirun(n, *args, timeout=60):
     # One BLAS thread per rank: the ranks already share the few cores.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("FASTBP_MNIST_MIRRORS", "")  # the bundled sample, never a download
+    if cwd is not None:
+        env.setdefault("XDG_CACHE_HOME", str(Path(cwd) / "xdg"))
     cmd = [MPIRUN, "-n", str(n), "--oversubscribe", "--bind-to", "none",
            "--mca", "btl", "self,vader", sys.executable, *map(str, args)]
     tic = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, cwd=cwd)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -109,7 +111,7 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
     path = tmp_path / "ck.npz"
     save_checkpoint(path, net, opt, iteration=30, epoch=3)
     with np.load(path, allow_pickle=False) as z:  # plain arrays only
-        assert {"param/W1", "opt/m/W1", "opt/v/b2", "opt/iter", "meta/epoch"} <= set(z.files)
+        assert {"net/W1", "opt/m/W1", "opt/v/b2", "opt/iter", "meta/epoch"} <= set(z.files)
         assert not any(k.startswith("opt/lr") for k in z.files)  # hyperparameters stay out
     assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]  # no temporary left behind
 
@@ -117,55 +119,23 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
     held = fresh.layers["Affine1"].W
     arrays = load_checkpoint(path)
     assert int(arrays["meta/iteration"]) == 30
-    _apply_checkpoint(arrays, fresh, fresh_opt)
+    restore(arrays, fresh, fresh_opt, path)
     assert fresh.params["W1"] is held  # restored in place: the layers still see it
     for k in net.params:
         np.testing.assert_array_equal(fresh.params[k], net.params[k])
     assert fresh_opt.iter == 3
-    for name, value in _optimizer_state(opt).items():
-        np.testing.assert_array_equal(_optimizer_state(fresh_opt)[name], value)
+    for name, value in optimizer_state(opt, net.params).items():
+        np.testing.assert_array_equal(optimizer_state(fresh_opt, fresh.params)[name], value)
 
 
 def test_checkpoint_rejects_a_foreign_file_and_a_wrong_network(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
-    with pytest.raises(ValueError, match="not a fastbp.distributed checkpoint"):
+    with pytest.raises(ValueError, match="not a fastbp file"):
         load_checkpoint(tmp_path / "other.npz")
     save_checkpoint(tmp_path / "ck.npz", problem.network())
     wrong = fastbp.TwoLayerNet(problem.N_IN, problem.N_HIDDEN + 1, problem.N_OUT)
-    with pytest.raises(ValueError, match="W1"):
-        _apply_checkpoint(load_checkpoint(tmp_path / "ck.npz"), wrong, None)
-
-
-# --------------------------------------------------------------------------- IDX files
-def _write_idx(path, array):
-    array = np.asarray(array, dtype=np.uint8)
-    head = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(head + array.tobytes())
-
-
-def _write_mnist_like(folder, n_train=240, n_test=60, side=4, seed=0):
-    """Four IDX files of ``side`` x ``side`` images whose label is learnable."""
-    rng = np.random.default_rng(seed)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 3, n)
-        images = rng.integers(0, 60, (n, side, side))
-        images[np.arange(n), labels, 0] = 255  # a bright pixel per class
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-
-
-def test_read_idx_and_load_mnist_dir(tmp_path):
-    _write_mnist_like(tmp_path)
-    images = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
-    assert images.shape == (240, 4, 4) and images.dtype == np.uint8
-    (x, t), (xt, tt) = load_mnist_dir(tmp_path)
-    assert x.shape == (240, 16) and x.dtype == np.float32 and 0 <= x.min() and x.max() == 1
-    assert t.shape == (240,) and xt.shape == (60, 16) and tt.shape == (60,)
-    np.testing.assert_array_equal(x, images.reshape(240, 16) / np.float32(255))
-    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
-    with pytest.raises(ValueError, match="expected"):
-        read_idx(tmp_path / "bad.gz")
+    with pytest.raises(ValueError, match="net/W1 has shape"):
+        restore(load_checkpoint(tmp_path / "ck.npz"), wrong, None, tmp_path / "ck.npz")
 
 
 # --------------------------------------------------------------------------- MPI: steps
@@ -262,7 +232,7 @@ def test_resume_from_a_checkpoint_equals_training_straight_through(tmp_path):
     rc, out, _ = mpirun(2, SCRIPTS / "train.py", tmp_path / "first", 10, ck, 1)
     assert rc == 0, out
     with np.load(ck, allow_pickle=False) as z:
-        assert int(z["meta/epoch"]) == 1 and int(z["meta/iteration"]) == 10
+        assert int(z["meta/iteration"]) == 10
     rc, out, _ = mpirun(2, SCRIPTS / "train.py", tmp_path / "resumed", 20, ck, 1)
     assert rc == 0, out
     assert "epoch 1:" not in out and out.count("epoch 2:") == 1
@@ -287,36 +257,93 @@ def test_resume_from_a_checkpoint_equals_training_straight_through(tmp_path):
     assert straight["train_acc"][-1] > 0.5  # and it learned something
 
 
+def _sample_env(tmp_path):
+    return {"FASTBP_MNIST_MIRRORS": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+
+
+TRAIN = ["train", "--seed", "3", "--batch-size", "100", "--hidden", "30", "--no-plot"]
+
+
 @needs_mpi
-def test_command_line_under_mpirun(tmp_path):
-    _write_mnist_like(tmp_path)
+def test_fastbp_train_distributed_matches_fastbp_train(tmp_path, capsys, monkeypatch):
+    # The same command on 2 ranks and in one process: the same batches, the same
+    # network to float rounding, the same lines, the same files.
+    for k, v in _sample_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    argv = TRAIN + ["--net", "multi", "--optimizer", "momentum", "--epochs", "1",
+                    "--weight-decay", "0.001"]
+    assert cli.main(argv + ["--save", "local.npz"]) == 0
+    local_out = capsys.readouterr().out
+    rc, out, _ = mpirun(2, "-m", "fastbp", *argv, "--distributed", "--save", tmp_path / "dist.npz",
+                        cwd=tmp_path)
+    assert rc == 0, out
+    lines = [ln for ln in out.splitlines() if ln.startswith(("epoch", "done", "MultiLayer"))]
+    def shape(text):  # the lines without their times
+        return [ln.split(" in ")[0] if ln.startswith("done") else ln.rsplit("  ", 1)[0]
+                for ln in text]
+    assert shape(lines[1:]) == shape(local_out.splitlines()[1:])
+    assert lines[0].startswith("MultiLayerNet 784-30-10, momentum lr 0.01, float64")
+    assert "data-parallel on 2 MPI ranks" in lines[0] and out.count("epoch 1/1") == 1
+    with np.load(tmp_path / "local.npz") as a, np.load(tmp_path / "dist.npz") as b:
+        for k in a.files:
+            if k.startswith("__"):
+                continue
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-8, atol=1e-12, err_msg=k)
+
+
+@needs_mpi
+def test_distributed_checkpoint_resume_and_refusals(tmp_path):
     ck = tmp_path / "ck.npz"
-    args = ["-m", "fastbp.distributed", "--data-dir", tmp_path, "--batch-size", 24,
-            "--hidden", 8, "--lr", 0.5, "--checkpoint", ck, "--timeout", 30]
-    rc, out, _ = mpirun(2, *args, "--iters", 20)
+    # batch normalization: each rank normalizes its shard; the running statistics are
+    # averaged over the ranks before every evaluation and saved with the network
+    args = ["-m", "fastbp", *TRAIN, "--net", "multi", "--batchnorm", "--distributed",
+            "--checkpoint", ck, "--timeout", 30]
+    rc, out, _ = mpirun(2, *args, "--iters", 60, cwd=tmp_path)
     assert rc == 0, out
-    assert "2 rank(s)" in out and out.count("epoch 1:") == 1 and out.count("epoch 2:") == 1
-    rc, out, _ = mpirun(2, *args, "--iters", 30, "--resume")
+    assert out.count("epoch 1/2 ") == 1 and out.count("epoch 2/2 (10 it)") == 1
+    rc, out, _ = mpirun(2, *args, "--iters", 100, "--resume", cwd=tmp_path)
     assert rc == 0, out
-    assert "epoch 2:" not in out and out.count("epoch 3:") == 1
-    acc = float(out.split("epoch 3: train acc ")[1].split(",")[0])
-    assert acc > 0.6, out
+    assert "resumed from" in out and "epoch 1/" not in out and out.count("epoch 2/2 ") == 1
+    acc = float(out.split("test acc ")[-1].split()[0])
+    assert acc > 0.8, out
     with np.load(ck, allow_pickle=False) as z:
-        assert int(z["meta/epoch"]) == 3
+        assert int(z["meta/iteration"]) == 100 and "net/running_mean1" in z.files
     # a checkpoint of another run's batches is refused, not silently mixed in
-    rc, out, _ = mpirun(2, *args, "--iters", 40, "--resume", "--batch-size", 12)
-    assert rc != 0 and "batch_size: the checkpoint" in out and "batch_size=24" in out, out
+    rc, out, _ = mpirun(2, *args, "--iters", 100, "--resume", "--batch-size", "50", cwd=tmp_path)
+    assert rc != 0 and out.count("fastbp: error: batch_size: the checkpoint") == 1, out
+    assert "Traceback" not in out
+    # state the optimizer does not declare: refused, naming the file and the key
+    with np.load(ck) as z:
+        arrays = dict(z)
+    arrays["opt/lr"] = np.array(0.0)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    rc, out, _ = mpirun(2, *args[:-4], "--checkpoint", tmp_path / "bad.npz", "--resume",
+                        "--iters", 100, cwd=tmp_path)
+    assert rc != 0 and "bad.npz: unexpected opt/lr" in out and "Traceback" not in out, out
+
+
+@needs_mpi
+def test_distributed_command_line_errors_are_one_line(tmp_path):
+    rc, out, _ = mpirun(2, "-m", "fastbp", "train", "--distributed", "--lr", "nan", cwd=tmp_path)
+    assert rc != 0
+    assert out.count("fastbp: error: argument --lr: expected a positive number, got 'nan'") == 1
+    assert "Traceback" not in out and "epoch" not in out
+    rc, out, _ = mpirun(2, "-m", "fastbp", *TRAIN, "--distributed", "--data-dir", "missing",
+                        cwd=tmp_path)
+    assert rc != 0 and out.count("fastbp: error: MNIST data directory") == 1, out
+    assert "Traceback" not in out
 
 
 @needs_mpi
 @pytest.mark.mnist
-@pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="needs FASTBP_MNIST_DIR (the full MNIST)")
-def test_full_mnist_under_mpirun_rank_0_loads_and_broadcasts():
-    rc, out, _ = mpirun(2, "-m", "fastbp.distributed", "--data-dir",
-                        os.environ["FASTBP_MNIST_DIR"], "--iters", 100, "--timeout", 60,
-                        timeout=120)
+@pytest.mark.skipif(not FULL_DIR, reason="needs FASTBP_DATA (the full MNIST)")
+def test_full_mnist_under_mpirun_rank_0_loads_and_broadcasts(tmp_path):
+    rc, out, _ = mpirun(2, "-m", "fastbp", "train", "--distributed", "--data-dir", FULL_DIR,
+                        "--iters", 100, "--seed", 0, "--timeout", 60, "--no-plot",
+                        timeout=120, cwd=tmp_path)
     assert rc == 0, out
-    assert "39,760 parameters, allreduce of 318,096 bytes per step" in out
-    assert out.count("epoch 0.17:") == 1, out  # 100 of the 600 iterations of an epoch
+    assert "TwoLayerNet 784-50-10" in out and "(1 epoch of 600)" in out
+    assert out.count("epoch 1/1 (100 it)") == 1, out  # 100 of the 600 iterations of an epoch
     acc = float(out.split("test acc ")[1].split()[0])
     assert acc > 0.7, out

@@ -1,5 +1,4 @@
 """Dropout and BatchNormalization: the book's formulas, gradient checks, kernel twins."""
-import inspect
 
 import numpy as np
 import pytest
@@ -10,8 +9,6 @@ from fastbp.kernels import _numpy as knp
 
 BACKENDS = ["numpy"] + (["cython"] if kernels.HAVE_CYTHON else [])
 DTYPES = [np.float32, np.float64]
-KERNELS = ["dropout_forward", "dropout_backward", "batchnorm_forward",
-           "batchnorm_inference", "batchnorm_backward"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -235,14 +232,6 @@ def test_batchnorm_bad_arguments(backend):
 needs_cython = pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
 
 
-@needs_cython
-@pytest.mark.parametrize("name", KERNELS)
-def test_kernel_signatures_match(name):
-    from fastbp.kernels import _cython as kcy
-    assert inspect.signature(getattr(kcy, name)) == inspect.signature(getattr(knp, name))
-    assert name in kcy.__all__ and name in knp.__all__
-
-
 def _both(fn):
     out = []
     for be in ("numpy", "cython"):
@@ -271,17 +260,17 @@ def test_kernels_are_twins(dtype, layout):
     stats = {be: [np.full(7, 0.5, dtype), np.full(7, 2.0, dtype)] for be in ("numpy", "cython")}
     fa, fb = _both(lambda k: k.batchnorm_forward(
         x, gamma, beta, *stats["numpy" if k is knp else "cython"], 0.9, 1e-6))
-    tol = 1e-6 if dtype == np.float32 else 1e-14
+    # the column sums run in one order on both backends: equal to the last bit
     for p, q in zip(fa, fb):
-        np.testing.assert_allclose(p, q, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(p, q)
     for p, q in zip(stats["numpy"], stats["cython"]):
-        np.testing.assert_allclose(p, q, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(p, q)
     ia, ib = _both(lambda k: k.batchnorm_inference(x, gamma, beta, *stats["numpy"], 1e-6))
-    np.testing.assert_allclose(ia, ib, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(ia, ib)
     ba, bb = _both(lambda k: k.batchnorm_backward(dout, fa[1], fa[2], gamma))
     for p, q in zip(ba, bb):
         assert p.dtype == dtype
-        np.testing.assert_allclose(p, q, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(p, q)
 
 
 @needs_cython

@@ -471,6 +471,17 @@ def test_threads_do_not_change_results(rng, shape):
                           cy.sigmoid_backward(dout, x), loss, y,
                           cy.softmax_cross_entropy_backward(y, labels),
                           cy.softmax_cross_entropy_backward(y, np.eye(shape[1])[labels], 0.5)]
+            # chapter 6: column sums split by columns, updates by elements
+            results[n] += [cy.bias_grad(x), *cy.dropout_forward(x, np.abs(dout) % 1, 0.5, 2.0),
+                           cy.dropout_backward(dout, mask, 2.0)]
+            stats = [np.zeros(shape[1]), np.ones(shape[1])]
+            bn = cy.batchnorm_forward(x, dout[0], dout[1], *stats, 0.9, 1e-5)
+            results[n] += [*bn, *stats, cy.batchnorm_inference(x, dout[0], dout[1], *stats, 1e-5),
+                           *cy.batchnorm_backward(dout, bn[1], bn[2], dout[0])]
+            p, m, v = x.copy(), np.zeros_like(x), np.ones_like(x)
+            cy.adam_update(p, dout, m, v, 0.01, 0.9, 0.999, 1e-7)
+            cy.nesterov_update(p, dout, m, 0.1, 0.9)
+            results[n] += [p, m, v]
     finally:
         kernels.set_num_threads(before)
     for n in (2, 3, 7):
@@ -479,3 +490,59 @@ def test_threads_do_not_change_results(rng, shape):
     np.testing.assert_allclose(results[1][3], _numpy.sigmoid_forward(x), rtol=1e-15)
     with pytest.raises(ValueError, match="positive number of threads"):
         kernels.set_num_threads(0)
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+def _hyper_calls():
+    """kernel -> (call with the hyperparameters given by name, their good values)."""
+    x, p = np.ones((3, 2)), lambda: np.ones((3, 2))
+    d = np.ones(2)
+    return {
+        "sgd_update": (lambda k, h: k.sgd_update(p(), x, **h), {"lr": 0.1}),
+        "momentum_update": (lambda k, h: k.momentum_update(p(), x, p(), **h),
+                            {"lr": 0.1, "momentum": 0.9}),
+        "nesterov_update": (lambda k, h: k.nesterov_update(p(), x, p(), **h),
+                            {"lr": 0.1, "momentum": 0.9}),
+        "adagrad_update": (lambda k, h: k.adagrad_update(p(), x, p(), **h), {"lr": 0.1, "eps": 1e-7}),
+        "rmsprop_update": (lambda k, h: k.rmsprop_update(p(), x, p(), **h),
+                           {"lr": 0.1, "decay_rate": 0.99, "eps": 1e-7}),
+        "adam_update": (lambda k, h: k.adam_update(p(), x, p(), p(), **h),
+                        {"lr_t": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}),
+        "dropout_forward": (lambda k, h: k.dropout_forward(x, x / 2, **h), {"ratio": 0.5, "scale": 2.0}),
+        "dropout_backward": (lambda k, h: k.dropout_backward(x, x > 0, **h), {"scale": 2.0}),
+        "batchnorm_forward": (lambda k, h: k.batchnorm_forward(x, d, d, d.copy(), d.copy(), **h),
+                              {"momentum": 0.9, "eps": 1e-5}),
+        "batchnorm_inference": (lambda k, h: k.batchnorm_inference(x, d, d, d, d, **h), {"eps": 1e-5}),
+        "softmax_cross_entropy_backward": (
+            lambda k, h: k.softmax_cross_entropy_backward(np.full((3, 2), 0.5), [0, 1, 0], **h),
+            {"dout": 1.0}),
+    }
+
+
+BAD_HYPER = [None, "0.1", b"0.1", [0.1], (0.1,), np.array([0.1]), True, 1j, np.complex128(1)]
+
+
+@pytest.mark.parametrize("name", sorted(_hyper_calls()))
+def test_hyperparameters_are_checked_alike(name):
+    """One check for every hyperparameter on both backends (``_checks.real_scalar``):
+    None, strings, one-element lists and arrays, bools and complex numbers are refused
+    with the same exception naming the argument; NumPy scalars, 0-d arrays and ints are
+    taken as the float they hold."""
+    call, good = _hyper_calls()[name]
+    mods = [_numpy] + ([kernels._cython] if kernels.HAVE_CYTHON else [])
+    for param in good:
+        for bad in BAD_HYPER:
+            errors = []
+            for k in mods:
+                with pytest.raises((TypeError, ValueError)) as info:
+                    call(k, {**good, param: bad})
+                errors.append((type(info.value), str(info.value)))
+            assert errors[0][1].startswith(f"{param}: "), errors
+            assert all(e == errors[0] for e in errors), (param, bad, errors)
+        for fine in (np.float32(good[param]), np.array(good[param]), np.float64(good[param])):
+            results = [call(k, {**good, param: fine}) for k in mods]
+            for r in results[1:]:
+                pairs = zip(results[0], r) if isinstance(r, tuple) else [(results[0], r)]
+                for a, b in pairs:
+                    np.testing.assert_array_equal(a, b)

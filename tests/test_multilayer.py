@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from _mnist import FULL_DIR
+
 import fastbp
 from fastbp import MultiLayerNet, MultiLayerNetExtend, Trainer, kernels, load_mnist
 from fastbp.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid
@@ -238,7 +240,7 @@ def _mnist_run(root):
 
 @pytest.mark.slow
 @pytest.mark.mnist
-@pytest.mark.skipif(not os.environ.get("FASTBP_MNIST_DIR"), reason="FASTBP_MNIST_DIR is not set (full MNIST)")
+@pytest.mark.skipif(not FULL_DIR, reason="FASTBP_DATA is not set (full MNIST)")
 def test_mnist_multilayernet_adam_5_epochs():
     """784-100-100-100-10, Adam (lr 0.001), batch 100, 5 epochs on the full MNIST.
 
@@ -253,7 +255,7 @@ def test_mnist_multilayernet_adam_5_epochs():
             "m._mnist_run(sys.argv[2])")
     proc = subprocess.run(
         [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)),
-         os.environ["FASTBP_MNIST_DIR"]],
+         FULL_DIR],
         env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -242,10 +242,46 @@ def test_sigmoid_backward(data):
 
 @given(dout=arrays(dtypes=GOOD + CONVERTED + REFUSED, min_dims=1, max_dims=3))
 def test_bias_grad(dout):
-    r = both("bias_grad", dout)
+    r = both("bias_grad", dout, exact=True)  # one summation order on both backends
     if r is not None:
         ref = np.asarray(dout, dtype=np.float64).sum(axis=0)
         np.testing.assert_allclose(r, ref.astype(r.dtype), **TOL[r.dtype])
+
+
+def _sequential_column_sums(a):
+    acc = np.zeros(a.shape[1])
+    for row in np.asarray(a, np.float64):
+        acc = acc + row
+    return acc
+
+
+@given(data=st.data())
+def test_column_sums_have_one_order(data):
+    """Single columns above all, where NumPy's own sum is pairwise: bias_grad, and the
+    statistics and gradients of batch normalization, sum each column from 0 in row
+    order on both backends, bit for bit."""
+    n = data.draw(st.integers(1, 300))
+    m = data.draw(st.sampled_from([1, 1, 1, 2, 3]))
+    dt = data.draw(st.sampled_from(GOOD))
+    scale = data.draw(st.sampled_from([1.0, 1e8, 1e16]))
+    a = data.draw(hnp.arrays(dt, (n, m), elements=_elements(dt, True, 1.0))) * dt(scale)
+    a[0] = data.draw(st.sampled_from([0.0, 1.0, -scale, scale]))  # a large head, often
+    r = both("bias_grad", a, exact=True)
+    np.testing.assert_array_equal(r, _sequential_column_sums(a).astype(dt))
+    gamma, beta = np.ones(m, dt), np.zeros(m, dt)
+    stats = [(np.zeros(m, dt), "C"), (np.ones(m, dt), "C")]
+    r = both_in_place("batchnorm_forward", stats, lambda built, *rest: [*rest[:3], *built, *rest[3:]],
+                      a, gamma, beta, 0.9, 1e-5, exact=True)
+    if r is not None:
+        _, (out, xn, std) = r
+        both("batchnorm_backward", a, xn, std, gamma, exact=True)
+
+
+def test_column_sum_of_the_reported_case():
+    """[[1e16], [1], [1], [1], [0] x 8]: pairwise gives 1e16 + 2, sequential 1e16."""
+    a = np.array([[1e16], [1], [1], [1]] + [[0.0]] * 8)
+    for mod in MODULES.values():
+        assert mod.bias_grad(a)[0] == 1e16
 
 
 @given(data=st.data())
@@ -431,18 +467,18 @@ def test_batchnorm(data):
                                ["C", "C", "C", "readonly", "strided"], nonneg=True))
              for _ in range(2)]
     momentum, eps = data.draw(st.sampled_from([0.9, 0.0, 1.0])), data.draw(st.sampled_from([1e-6, 1e-3]))
-    # kernel(x, gamma, beta, running_mean, running_var, momentum, eps): sums in float64
-    # in a different order on each backend, so agreement within TOL
+    # kernel(x, gamma, beta, running_mean, running_var, momentum, eps): the column sums
+    # run in one order on both backends, so they agree bit for bit
     r = both_in_place("batchnorm_forward", stats,
                       lambda built, *rest: [*rest[:3], *built, *rest[3:]],
-                      x, gamma, beta, momentum, eps, exact=False)
+                      x, gamma, beta, momentum, eps, exact=True)
     if r is None:
         return
     sn, (out, xn, std) = r
-    both("batchnorm_inference", x, gamma, beta, sn[0], sn[1], eps)
+    both("batchnorm_inference", x, gamma, beta, sn[0], sn[1], eps, exact=True)
     dout = data.draw(arrays(shape=out.shape if data.draw(st.integers(0, 4)) else None,
                             dtypes=GOOD + CONVERTED, finite=True, bound=1e3))
-    both("batchnorm_backward", dout, xn, std, gamma)
+    both("batchnorm_backward", dout, xn, std, gamma, exact=True)
 
 
 # --------------------------------------------------------------------------- layers
@@ -575,3 +611,60 @@ def test_two_layer_net_gradient(data):
     np.testing.assert_allclose(ln, lc, rtol=rtol)
     for k in gn:
         np.testing.assert_allclose(gn[k], gc[k], rtol=rtol, atol=atol)
+
+
+# --------------------------------------------------------------------------- aliasing
+
+from _kernel_specs import placed, specs  # noqa: E402
+
+_EXP_KERNELS = ("sigmoid_forward", "softmax_cross_entropy")
+_SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e-30]
+
+
+@given(data=st.data())
+def test_aliasing_every_pair_of_array_arguments(data):
+    """Any two array arguments of any kernel in one buffer (the same array, shifted by
+    an element or a row, or one strided over the other), single columns included: both
+    backends give the same values, or refuse alike (the overlap rule)."""
+    n, d = data.draw(st.integers(1, 5)), data.draw(st.sampled_from([1, 1, 2, 3, 4]))
+    table = specs(n, d)
+    name = data.draw(st.sampled_from(sorted(table)))
+    makers, written, call = table[name]
+    first, second = data.draw(st.permutations(list(makers)))[:2]
+    kind = data.draw(st.sampled_from(["exact", "+1 element", "-1 element", "+1 row", "-1 row",
+                                      "strided"]))
+    dt = np.dtype(data.draw(st.sampled_from(GOOD)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    base = {k: make(rng, dt) for k, make in makers.items()}
+    if base[first].dtype == np.bool_:  # fill a mask last: any other bytes are not a bool
+        first, second = second, first
+    for k in base:  # a few special values in the float inputs
+        if base[k].dtype.kind == "f" and base[k].size and data.draw(st.booleans()):
+            base[k].flat[data.draw(st.integers(0, base[k].size - 1))] = data.draw(st.sampled_from(_SPECIAL))
+    if kind == "exact" and (base[first].shape != base[second].shape
+                            or base[first].dtype != base[second].dtype):
+        kind = "+1 element"
+    note(f"{name}: {first} and {second}, {kind}, {dt}, n={n} d={d}")
+    res = {}
+    for backend, mod in MODULES.items():
+        args = placed(base, first, second, kind)
+        if args is None:
+            return
+        try:
+            with np.errstate(all="ignore"):
+                out = call(mod, args)
+            out = out if isinstance(out, tuple) else (out,)
+            res[backend] = ("ok", [None if o is None else np.array(o) for o in out],
+                            {k: np.array(args[k]) for k in written})
+        except (ValueError, TypeError) as exc:
+            res[backend] = ("err", type(exc), str(exc))
+    (kn, *vn), (kc, *vc) = res["numpy"], res["cython"]
+    assert kn == kc, (res["numpy"], res["cython"])
+    if kn == "err":
+        assert vn == vc
+        return
+    exact = not name.startswith(_EXP_KERNELS)
+    for i, (a, b) in enumerate(zip(vn[0], vc[0])):
+        _same_values(a, b, exact, f"{name} result {i}")
+    for k in written:
+        _same_values(vn[1][k], vc[1][k], exact, f"{name} {k}")

@@ -13,11 +13,14 @@ than the book (log scale; 1 = as fast as the book). Needs matplotlib
                                   # the targets of several runs side by side, one column each
 """
 import argparse
+import importlib.util
 import json
+import os
 import sys
 
 CONTENDERS = [("numpy", "fastbp numpy", "#8fb3d9"), ("cython", "fastbp cython", "#1f5fa8"),
-              ("torch", "PyTorch eager", "#e07b39"), ("floor", "matmul floor", "#999999")]
+              ("torch", "PyTorch eager", "#e07b39"), ("jax", "JAX jit", "#6a9f3a"),
+              ("floor", "matmul floor", "#999999")]
 
 
 def load(path):
@@ -47,7 +50,7 @@ def machine_line(m):
     blas = m.get("blas", {})
     pools = m.get("threadpools") or []
     arch = ", ".join(sorted({p["architecture"] for p in pools if p.get("architecture")}))
-    torch = m.get("torch") or {}
+    torch = m.get("torch") or (m.get("peers") or {}).get("torch") or {}
     n = m.get('threads_pinned', '?')
     return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs, {n} thread{'' if n == 1 else 's'}; "
             f"NumPy {m.get('numpy', '?')} ({blas.get('name', '?')} {blas.get('version', '')}"
@@ -120,17 +123,22 @@ def markdown(results, machine, targets=None):
         out.append(f"Machine: {machine_line(machine)}.\n")
     steps = [r for r in results if r["kind"] == "step"]
     if steps:
+        jax = any("jax" in r["times"] for r in steps)   # older runs have no JAX column
         out += ["| step | book | fastbp numpy | fastbp cython | floor | floor+sgd | PyTorch | "
-                "book/numpy | book/cython | torch/cython | cython/floor | cython/floor+sgd |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                + ("JAX | " if jax else "")
+                + "book/numpy | book/cython | torch/cython | " + ("jax/cython | " if jax else "")
+                + "cython/floor | cython/floor+sgd |",
+                "| --- |" + " ---: |" * (11 + 2 * jax)]
         for r in steps:
             tm = r["times"]
             out.append(f"| {r['id']} | {_t(tm.get('book'))} | {_t(tm.get('numpy'))} | "
                        f"{_t(tm.get('cython'))} | {_t(tm.get('floor'))} | "
                        f"{_t(tm.get('floor+sgd'))} | {_t(tm.get('torch'))} | "
-                       f"{_r(tm, 'book', 'numpy')} | {_r(tm, 'book', 'cython')} | "
-                       f"{_r(tm, 'torch', 'cython')} | {_r(tm, 'cython', 'floor')} | "
-                       f"{_r(tm, 'cython', 'floor+sgd')} |")
+                       + (f"{_t(tm.get('jax'))} | " if jax else "")
+                       + f"{_r(tm, 'book', 'numpy')} | {_r(tm, 'book', 'cython')} | "
+                       f"{_r(tm, 'torch', 'cython')} | "
+                       + (f"{_r(tm, 'jax', 'cython')} | " if jax else "")
+                       + f"{_r(tm, 'cython', 'floor')} | {_r(tm, 'cython', 'floor+sgd')} |")
         out.append("")
     kernels = [r for r in results if r["kind"] == "kernel"]
     if kernels:
@@ -158,9 +166,26 @@ def markdown(results, machine, targets=None):
     return "\n".join(out)
 
 
+def targets_of(data):
+    """The targets of a run: as stored in its JSON (older ``fastbp bench`` runs), else
+    evaluated now by ``benchmarks/targets.py`` on its results."""
+    stored = data.get("targets") or data.get("fastbp", {}).get("targets")
+    if stored:
+        return stored
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks",
+                        "targets.py")
+    spec = importlib.util.spec_from_file_location("fastbp_targets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = data["results"] if "results" in data else data.get("fastbp", {}).get("results", [])
+    return module.evaluate(results, data.get("allocation", ()))
+
+
 def _got(t):
     if t is None or t["ratio"] is None:
         return "-"
+    if "wanted" in t:          # evaluated by benchmarks/targets.py
+        return f"{t['ratio']:.2f}x"
     if t["minimum"] is None:
         return f"{t['ratio']:.2f}"
     if "floor" in t["what"]:
@@ -169,6 +194,8 @@ def _got(t):
 
 
 def _want(t):
+    if "wanted" in t:
+        return t["wanted"]
     if t["minimum"] is None:
         return "< 1"
     if "floor" in t["what"]:
@@ -209,15 +236,14 @@ def main(argv=None):
             with open(path) as f:
                 data = json.load(f)
             threads = data.get("options", {}).get("threads")
-            runs.append((f"{threads} thread{'s' if threads != 1 else ''}", data["targets"]))
+            runs.append((f"{threads} thread{'s' if threads != 1 else ''}", targets_of(data)))
         print(targets_side_by_side(runs), end="")
         return 0
     if args.markdown:
         with open(args.json) as f:
             data = json.load(f)
         results, machine = load(args.json)
-        targets = data.get("targets") or data.get("fastbp", {}).get("targets")
-        print(markdown(results, machine, targets))
+        print(markdown(results, machine, targets_of(data)))
         return 0
     try:
         import matplotlib  # noqa: F401

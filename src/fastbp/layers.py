@@ -5,6 +5,12 @@ Same constructors, ``forward``/``backward`` methods and attributes as the book's
 ``from common.layers import *``. The layers are thin: they keep the book's state and
 call the active kernel backend (see ``fastbp.kernels``).
 
+State on error: a ``forward`` or ``backward`` that raises leaves the layer exactly as it
+was (every layer checks and computes into locals, and sets its attributes only once
+nothing can fail), and an inference pass (``train_flg=False``) leaves the state of the
+last training pass alone, so ``backward`` always pairs with the last successful
+training-mode ``forward``.
+
 Where fastbp differs from the book, on purpose:
 - ``Relu.backward`` does not write into the caller's ``dout``.
 - ``SoftmaxWithLoss`` computes the exact loss from log-softmax (no ``1e-7`` inside the
@@ -36,6 +42,12 @@ def _check_dout(dout, shape):
             )
 
 
+def _batch_of_one(t):
+    """The target of a single sample as a batch of one: a label () -> (1,), a one-hot
+    row (C,) -> (1, C)."""
+    return t.reshape(1, -1) if t.ndim == 1 else t.reshape(1) if t.ndim == 0 else t
+
+
 class MulLayer:
     """``out = x * y``; ``backward`` gives ``(dout * y, dout * x)``."""
 
@@ -44,9 +56,9 @@ class MulLayer:
         self.y = None
 
     def forward(self, x, y):
-        self.x = x
-        self.y = y
-        return x * y
+        out = x * y  # may raise (shapes that do not broadcast): before any state is set
+        self.x, self.y = x, y
+        return out
 
     def backward(self, dout):
         if self.x is None:
@@ -140,9 +152,8 @@ class Affine:
                 and b.shape[0] == W.shape[1] and x.flags.c_contiguous):
             # the common case, checked cheaply: at the book's batch of 100 the general
             # path below costs as much as the small layer's matrix product
+            out = _kernels.active().affine_forward(x, W, b)
             self.x, self.original_x_shape = x, x.shape
-            out = np.matmul(x, W)
-            out += b
             return out
         return self._forward_checked(x)
 
@@ -161,14 +172,13 @@ class Affine:
         # x takes the parameters' precision here, once, rather than in every backward
         # (the book feeds float32 images to float64 weights)
         x2 = float_array("x", x2, common_dtype(("x", x2), ("W", W)))
-        # state is set only once the input is known good: a failed forward must not
+        if getattr(b, "dtype", None) == x2.dtype:
+            out = _kernels.active().affine_forward(x2, W, b)
+        else:  # float32 out with a float64 b (or a list): NumPy's promotion, as ``x @ W + b``
+            out = np.matmul(x2, W) + b
+        # state is set only once the forward has succeeded: a failed forward must not
         # leave a backward working on a mix of the old and the new input
         self.x, self.original_x_shape = x2, x.shape
-        out = np.matmul(x2, W)
-        if getattr(b, "dtype", out.dtype) == out.dtype:
-            out += b
-        else:  # float32 out with a float64 b: NumPy's promotion, as ``x @ W + b``
-            out = out + b
         return out[0] if x.ndim == 1 else out
 
     def backward(self, dout, need_dx=True, dW_out=None, db_out=None):
@@ -186,6 +196,23 @@ class Affine:
             dout = dout.reshape(1, -1)
         dx, self.dW, self.db = _kernels.active().affine_backward(dout, self.x, self.W, need_dx,
                                                                  dW_out, db_out)
+        return None if dx is None else dx.reshape(self.original_x_shape)
+
+    def backward_sgd(self, dout, lr, weight_decay=0.0, need_dx=True):
+        """``backward`` and an SGD step in one (not in the book): returns ``dx`` (computed
+        with the old ``W``; None without ``need_dx``) and updates ``W`` and ``b`` in
+        place, ``W -= lr * (dW + weight_decay * W)``, ``b -= lr * db``, with the weight
+        step folded into the gradient's matrix product. ``dW`` and ``db`` are not kept
+        (they are set to None): this is what ``train_step`` runs for plain SGD.
+        """
+        if self.x is None:
+            raise _forward_first(self)
+        dout = as_array("dout", dout)
+        if len(self.original_x_shape) == 1 and dout.ndim == 1:
+            dout = dout.reshape(1, -1)
+        dx = _kernels.active().affine_backward_sgd(dout, self.x, self.W, self.b, lr,
+                                                   weight_decay, need_dx)
+        self.dW = self.db = None
         return None if dx is None else dx.reshape(self.original_x_shape)
 
 
@@ -208,19 +235,19 @@ class SoftmaxWithLoss:
         t = as_array("t", t)
         single = x.ndim == 1
         if single:  # one sample: a batch of one
-            x = x.reshape(1, -1)
-            t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1) if t.ndim == 0 else t
-        self.loss, y = _kernels.active().softmax_cross_entropy(x, t)
-        self._single = single  # only after success, like y and t
-        self.y, self.t = (y[0], t[0]) if single else (y, t)
-        return self.loss
+            x, t = x.reshape(1, -1), _batch_of_one(t)
+        loss, y = _kernels.active().softmax_cross_entropy(x, t)
+        if single:
+            y, t = y[0], t[0]
+        self.loss, self.y, self.t, self._single = loss, y, t, single  # only after success
+        return loss
 
     def backward(self, dout=1):
         if self.y is None:
             raise _forward_first(self)
         y, t = self.y, self.t
         if self._single:
-            y, t = y.reshape(1, -1), t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
+            y, t = y.reshape(1, -1), _batch_of_one(t)
         dx = _kernels.active().softmax_cross_entropy_backward(y, t, dout)
         return dx[0] if self._single else dx
 
@@ -281,9 +308,10 @@ class Dropout:
         x = as_array("x", x)
         if train_flg:
             x = float_array("x", x)
-            self._scale = 1.0 / (1.0 - ratio) if self.inverted else 1.0
+            scale = 1.0 / (1.0 - ratio) if self.inverted else 1.0
             u = _uniform(self.rng, x.shape, x.dtype)
-            out, self.mask = _kernels.active().dropout_forward(x, u, ratio, self._scale)
+            out, mask = _kernels.active().dropout_forward(x, u, ratio, scale)
+            self.mask, self._scale = mask, scale  # only after success
             return out
         if self.inverted:
             return x
@@ -307,6 +335,11 @@ class BatchNormalization:
     as in the book) in place; with ``train_flg=False`` it uses the running statistics.
     ``backward(dout)`` returns ``dx`` in the input's shape and sets ``dgamma``,
     ``dbeta``; it uses the last training-mode forward. ``eps`` is the book's 1e-6.
+
+    ``input_shape``, ``batch_size``, ``xn`` and ``std`` are the last training-mode
+    forward's: a test-mode forward changes nothing in the layer (the book's sets
+    ``input_shape`` and creates the running statistics there too); before any
+    training-mode forward it uses zeros for both statistics, as the book's.
     """
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
@@ -326,7 +359,10 @@ class BatchNormalization:
         self.dbeta = None
 
     def _stats(self, d, dtype):
-        """The running statistics as writable C-ordered (d,) arrays of ``dtype``."""
+        """The running statistics as writable C-ordered (d,) arrays of ``dtype``: the
+        layer's own when they are already that, else new ones (zeros at first) that
+        ``forward`` keeps once it has succeeded."""
+        stats = []
         for name in ("running_mean", "running_var"):
             r = getattr(self, name)
             if r is None:
@@ -336,32 +372,42 @@ class BatchNormalization:
                 r = np.array(r, dtype=dtype)
             if r.shape != (d,):
                 raise ValueError(f"{name}: expected shape ({d},), got {r.shape}")
-            setattr(self, name, r)
-        return self.running_mean, self.running_var
+            stats.append(r)
+        return stats
 
     def forward(self, x, train_flg=True):
         x = float_array("x", x)
         if x.ndim < 2:
             raise ValueError(f"x: expected a batch of shape (N, D) or (N, ...), got shape {x.shape}")
-        self.input_shape = x.shape
-        x2 = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
-        rm, rv = self._stats(x2.shape[1], x2.dtype)
+        x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        d = np.shape(self.gamma)
+        if d != x2.shape[1:]:  # said in terms of x, before the statistics are looked at
+            raise ValueError(f"x: expected {d[0] if len(d) == 1 else d} features per sample "
+                             f"(gamma has shape {d}), got input of shape {x.shape}")
         k = _kernels.active()
-        if train_flg:
-            out, self.xn, self.std = k.batchnorm_forward(
-                x2, self.gamma, self.beta, rm, rv, self.momentum, self.eps)
-            self.batch_size = x2.shape[0]
-        else:
+        if not train_flg:
+            zeros = np.zeros(x2.shape[1], x2.dtype)  # nothing learnt yet: the book's zeros
+            rm = zeros if self.running_mean is None else self.running_mean
+            rv = zeros if self.running_var is None else self.running_var
             out = k.batchnorm_inference(x2, self.gamma, self.beta, rm, rv, self.eps)
-        return out.reshape(self.input_shape)
+            return out.reshape(x.shape)
+        rm, rv = self._stats(x2.shape[1], x2.dtype)
+        # the kernel checks everything before it updates rm and rv in place
+        out, xn, std = k.batchnorm_forward(x2, self.gamma, self.beta, rm, rv,
+                                           self.momentum, self.eps)
+        # this pass's state, for backward, only now that nothing can fail
+        self.running_mean, self.running_var = rm, rv
+        self.input_shape, self.batch_size, self.xn, self.std = x.shape, x2.shape[0], xn, std
+        return out.reshape(x.shape)
 
     def backward(self, dout):
         if self.xn is None:
             raise _forward_first(self)
+        _check_dout(dout, self.input_shape)
         dout = as_array("dout", dout)
-        d2 = dout.reshape(dout.shape[0], int(np.prod(dout.shape[1:]))) if dout.ndim != 2 else dout
-        dx, self.dgamma, self.dbeta = _kernels.active().batchnorm_backward(
-            d2, self.xn, self.std, self.gamma)
+        d2 = dout.reshape(self.xn.shape)
+        dx, dgamma, dbeta = _kernels.active().batchnorm_backward(d2, self.xn, self.std, self.gamma)
+        self.dgamma, self.dbeta = dgamma, dbeta
         return dx.reshape(self.input_shape)
 
 

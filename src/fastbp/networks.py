@@ -1,10 +1,22 @@
-"""The book's networks (``common/two_layer_net.py``)."""
+"""The book's networks (``common/two_layer_net.py``).
+
+Every network checks a batch before its first layer runs (the targets with the loss
+layer's own check, ``kernels._checks.targets``; the batch itself where a later layer
+would refuse it), so a ``loss``, ``accuracy``, ``gradient``, ``train_step`` or
+``predict`` that raises leaves the network and its layers as they were. The accuracy
+of an empty batch is undefined: a ``ValueError``, as for the loss.
+"""
 from collections import OrderedDict
 
 import numpy as np
 
+from . import kernels as _kernels
 from .gradient import numerical_gradient
-from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .kernels._checks import as_array, targets
+from .layers import (Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss,
+                     _batch_of_one)
+from .optimizers import SGD
+from .serialization import SaveParams
 
 __all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
 
@@ -45,21 +57,72 @@ def _backprop(layers, dout, buffers=None):
             buffers[i] = (layer.dW, layer.db)
 
 
+def _backprop_sgd(layers, dout, lr, weight_decay):
+    """``_backprop`` with plain SGD applied on the way: each ``Affine`` folds its step
+    into its weight gradient's product (no gradient array, no separate update pass);
+    batch normalization's ``gamma``/``beta`` take theirs once their gradients exist.
+
+    Updating a layer's parameters as soon as its backward has run is the book's update
+    after the whole backward pass: the layers below never read them.
+    """
+    k = _kernels.active()
+    layers = list(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        if isinstance(layer, Affine):
+            dout = layer.backward_sgd(dout, lr, weight_decay, need_dx=i > 0)
+            continue
+        dout = layer.backward(dout)
+        if isinstance(layer, BatchNormalization):
+            k.sgd_update(layer.gamma, layer.dgamma, lr)
+            k.sgd_update(layer.beta, layer.dbeta, lr)
+
+
+def _check_batch(x, t, classes, what="the mean loss"):
+    """Check the targets ``t`` of the batch ``x`` against ``classes`` scores per sample
+    (labels (N,) or one-hot (N, C); a label or a one-hot row for a single sample, 1-D
+    ``x``), before any layer runs. Returns ``(labels, onehot)`` as ``targets`` does; an
+    empty batch is refused (``what`` is undefined over it)."""
+    x = as_array("x", x)
+    if x.ndim <= 1:  # a single sample, as the layers take it (Affine refuses a 0-d x)
+        t = _batch_of_one(as_array("t", t))
+    n = 1 if x.ndim <= 1 else x.shape[0]
+    if n == 0:
+        raise ValueError(f"x: empty batch (shape {x.shape}): {what} is undefined")
+    return targets(t, n, classes)
+
+
+def _accuracy(network, x, t, predict):
+    """Fraction of the samples of ``x`` whose highest score is their label."""
+    labels, onehot = _check_batch(x, t, network._classes(), "the accuracy")
+    if onehot is not None:
+        labels = np.argmax(onehot, axis=1)
+    y = np.argmax(predict(x).reshape(labels.shape[0], -1), axis=1)
+    return np.sum(y == labels) / float(labels.shape[0])
+
+
 def _train_step(network, x, t, optimizer):
-    """``network.train_step``: the gradients go into buffers reused across steps."""
+    """``network.train_step``. Plain SGD is fused into the backward pass; any other
+    optimizer gets gradients written into buffers reused across steps."""
+    if type(optimizer) is SGD:
+        network._forward_loss(x, t)
+        _backprop_sgd(network.layers.values(), network._last_layer().backward(1),
+                      optimizer.lr, getattr(network, "weight_decay_lambda", 0.0) or 0.0)
+        return network._last_loss()
     grads = network._gradient(x, t, network._grad_buffers)
     optimizer.update(network.params, grads)
     return network._last_loss()
 
 
-class TwoLayerNet:
+class TwoLayerNet(SaveParams):
     """Affine - ReLU - Affine - SoftmaxWithLoss, as in the book's chapter 5.
 
     ``params`` holds ``W1``, ``b1``, ``W2``, ``b2``; the layers hold the same arrays by
     reference, so in-place updates (``params[k] -= lr * grads[k]``) train the network.
     Keyword-only extras: ``dtype`` (float64 as in the book, or float32) and ``rng``
     (a seed or ``numpy.random.Generator``; by default NumPy's global state, so
-    ``np.random.seed`` works as in the book).
+    ``np.random.seed`` works as in the book). ``save_params(path)``/``load_params(path)``
+    as the book's chapter 7 and 8 networks (``.npz``, see ``fastbp.serialization``).
     """
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
@@ -88,21 +151,15 @@ class TwoLayerNet:
 
     def loss(self, x, t):
         """Mean cross-entropy loss of the batch ``x`` against labels or one-hot ``t``."""
+        _check_batch(x, t, self._classes())
         return self.lastLayer.forward(self.predict(x), t)
 
     def accuracy(self, x, t):
-        scores = self.predict(x)
-        y = np.argmax(scores, axis=1)
-        t = np.asarray(t)
-        if t.ndim != 1:
-            if t.shape != scores.shape:
-                raise ValueError(f"t: one-hot targets must have shape {scores.shape}, got {t.shape}")
-            t = np.argmax(t, axis=1)
-        if t.shape != y.shape:  # a length-1 t would broadcast silently
-            raise ValueError(f"t: expected {y.shape[0]} labels (one per row of x), got shape {t.shape}")
-        if y.size == 0:
-            raise ValueError("x: empty batch: the accuracy is undefined")
-        return np.sum(y == t) / float(y.shape[0])
+        """Fraction of ``x`` classified as ``t`` (labels or one-hot)."""
+        return _accuracy(self, x, t, self.predict)
+
+    def _classes(self):
+        return np.shape(self.layers["Affine2"].W)[-1]
 
     def numerical_gradient(self, x, t):
         """Gradients by central differences: slow, for checking ``gradient``."""
@@ -116,14 +173,23 @@ class TwoLayerNet:
 
     def train_step(self, x, t, optimizer):
         """One training step (not in the book): ``gradient``, then
-        ``optimizer.update(params, grads)`` (e.g. ``fastbp.optimizers.SGD(lr=0.1)``,
-        which updates in place). Returns the batch loss.
+        ``optimizer.update(params, grads)``, in place. Returns the batch loss.
 
-        The gradients are written into buffers that the next ``train_step`` reuses, so a
-        steady-state step allocates no parameter-sized array; after it, the layers'
-        ``dW``/``db`` are those buffers. Arrays returned by ``gradient`` are never reused.
+        With plain ``fastbp.optimizers.SGD`` the update is folded into the backward pass:
+        each weight step is part of its gradient's matrix product
+        (``W = W - lr * x.T @ dout``, one GEMM), so there is no gradient array and no
+        separate update pass, and the layers' ``dW``/``db`` are None afterwards. Other
+        optimizers get the gradients in buffers that the next ``train_step`` reuses (the
+        layers' ``dW``/``db`` are those buffers), so a steady-state step allocates no
+        parameter-sized array. Arrays returned by ``gradient`` are never reused.
         """
         return _train_step(self, x, t, optimizer)
+
+    def _forward_loss(self, x, t):
+        return self.loss(x, t)
+
+    def _last_layer(self):
+        return self.lastLayer
 
     def _gradient(self, x, t, buffers=None):
         self.loss(x, t)
@@ -155,7 +221,7 @@ def _init_scale(weight_init_std, fan_in):
     return float(weight_init_std)
 
 
-class _MultiLayer:
+class _MultiLayer(SaveParams):
     """Shared body of MultiLayerNet and MultiLayerNetExtend (see their docstrings)."""
 
     def __init__(self, input_size, hidden_size_list, output_size, activation,
@@ -206,12 +272,34 @@ class _MultiLayer:
     def predict(self, x, train_flg=False):
         """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and
         batch normalization to training mode."""
+        if self.use_batchnorm:  # what BatchNormalization would refuse after Affine1 ran
+            x = as_array("x", x)
+            if x.ndim < 2:
+                raise ValueError(f"x: expected a batch of shape (N, {self.input_size}) "
+                                 f"(batch normalization needs one), got shape {x.shape}")
+            if train_flg and x.shape[0] == 0:
+                raise ValueError(f"x: empty batch (shape {x.shape}): the batch statistics "
+                                 "are undefined")
         for layer in self.layers.values():
             if isinstance(layer, (Dropout, BatchNormalization)):
                 x = layer.forward(x, train_flg)
             else:
                 x = layer.forward(x)
         return x
+
+    def state_arrays(self):
+        """What ``save_params`` saves besides ``params``: each batch normalization's
+        ``running_mean{i}``/``running_var{i}`` (test-mode predictions use them). They
+        are created here (zeros, the network's dtype) if no forward pass has yet."""
+        state = {}
+        for idx in range(1, self.hidden_layer_num + 1):
+            bn = self.layers.get(f"BatchNorm{idx}")
+            if bn is not None:
+                # the layer keeps these arrays from now on (its forward updates them in place)
+                bn.running_mean, bn.running_var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
+                state[f"running_mean{idx}"] = bn.running_mean
+                state[f"running_var{idx}"] = bn.running_var
+        return state
 
     def _weight_decay(self):
         lam = self.weight_decay_lambda
@@ -226,17 +314,17 @@ class _MultiLayer:
     def loss(self, x, t, train_flg=False):
         """Mean cross-entropy of the batch plus the weight decay
         ``0.5 * weight_decay_lambda * sum(W**2)`` over every weight matrix."""
+        _check_batch(x, t, self._classes())
         y = self.predict(x, train_flg)
         loss = self.last_layer.forward(y, t)
         return loss + self._weight_decay() if self.weight_decay_lambda else loss
 
     def accuracy(self, x, t):
         """Fraction of ``x`` classified as ``t`` (labels or one-hot), in test mode."""
-        y = np.argmax(self.predict(x, train_flg=False), axis=1)
-        t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        return np.sum(y == t) / float(np.shape(x)[0])
+        return _accuracy(self, x, t, self.predict)
+
+    def _classes(self):
+        return np.shape(self.layers[f"Affine{self.hidden_layer_num + 1}"].W)[-1]
 
     def _grad_keys(self):
         keys = []
@@ -261,13 +349,20 @@ class _MultiLayer:
     def train_step(self, x, t, optimizer):
         """One training step (not in the book): ``gradient`` then
         ``optimizer.update(params, grads)``; returns the batch loss (with the weight
-        decay term). Gradients go into buffers reused across steps: see
+        decay term). Plain SGD is folded into the backward pass (the weight decay into
+        the product's ``beta = 1 - lr * weight_decay_lambda``); see
         ``TwoLayerNet.train_step``."""
         return _train_step(self, x, t, optimizer)
 
     def _last_loss(self):
         loss = self.last_layer.loss
         return loss + self._weight_decay() if self.weight_decay_lambda else loss
+
+    def _forward_loss(self, x, t):
+        return self.loss(x, t, train_flg=True)
+
+    def _last_layer(self):
+        return self.last_layer
 
     def _gradient(self, x, t, buffers=None):
         self.loss(x, t, train_flg=True)

@@ -71,6 +71,8 @@ def _each(params, update):
 class SGD:
     """Stochastic gradient descent: ``W -= lr * dW``."""
 
+    state_names = ()  # what a checkpoint saves (fastbp.distributed.checkpoints)
+
     def __init__(self, lr=0.01):
         self.lr = _real("lr", lr)
 
@@ -81,6 +83,8 @@ class SGD:
 
 class Momentum:
     """Momentum SGD: ``v = momentum * v - lr * dW; W += v``. ``v`` is a dict of arrays."""
+
+    state_names = ("v",)  # what a checkpoint saves (fastbp.distributed.checkpoints)
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = _real("lr", lr)
@@ -96,8 +100,13 @@ class Momentum:
 
 
 class Nesterov:
-    """Nesterov's accelerated gradient in the book's form (arXiv:1212.0901):
-    ``v = momentum * v - lr * dW; W += momentum**2 * v - (1 + momentum) * lr * dW``."""
+    """Nesterov's accelerated gradient as Bengio, Boulanger-Lewandowski and Pascanu give
+    it ("Advances in optimizing recurrent networks", arXiv:1212.0901, eq. 7), which is
+    the book's ``common/optimizer.py`` since its "Fix Nesterov update function": the
+    parameter moves with the velocity of the step before,
+    ``W += momentum**2 * v; W -= (1 + momentum) * lr * dW; v = momentum * v - lr * dW``."""
+
+    state_names = ("v",)  # what a checkpoint saves (fastbp.distributed.checkpoints)
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = _real("lr", lr)
@@ -115,6 +124,8 @@ class Nesterov:
 class AdaGrad:
     """AdaGrad: ``h += dW * dW; W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
+    state_names = ("h",)  # what a checkpoint saves (fastbp.distributed.checkpoints)
+
     def __init__(self, lr=0.01):
         self.lr = _real("lr", lr)
         self.h = None
@@ -130,6 +141,8 @@ class AdaGrad:
 class RMSprop:
     """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * dW * dW;
     W -= lr * dW / (sqrt(h) + 1e-7)``."""
+
+    state_names = ("h",)  # what a checkpoint saves (fastbp.distributed.checkpoints)
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = _real("lr", lr)
@@ -152,6 +165,8 @@ class Adam:
     ``m += (1 - beta1) * (dW - m); v += (1 - beta2) * (dW**2 - v);
     W -= lr_t * m / (sqrt(v) + 1e-7)``.
     """
+
+    state_names = ("iter", "m", "v")  # what a checkpoint saves (fastbp.distributed.checkpoints)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = _real("lr", lr)

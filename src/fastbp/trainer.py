@@ -111,6 +111,8 @@ class Trainer:
                 f"t_test: expected {len(x_test)} targets (one per sample of x_test), got {len(t_test)}")
         if len(x_train) == 0:
             raise ValueError("x_train: no training samples")
+        if len(x_test) == 0:  # its accuracy, measured every epoch, would be undefined
+            raise ValueError("x_test: no test samples")
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs: expected a non-negative integer, got {epochs!r}")
         if (isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, (int, np.integer))
@@ -118,7 +120,13 @@ class Trainer:
             raise ValueError(f"mini_batch_size: expected a positive integer, got {mini_batch_size!r}")
         self.epochs = int(epochs)
         self.batch_size = int(mini_batch_size)
-        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        k = evaluate_sample_num_per_epoch
+        # 0 would measure the accuracies on no samples and a negative count would drop
+        # samples from the end (a slice [:-5]): neither evaluates the network
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError("evaluate_sample_num_per_epoch: expected None (every sample) or a "
+                             f"positive integer, got {k!r}")
+        self.evaluate_sample_num_per_epoch = None if k is None else int(k)
 
         if isinstance(optimizer, str):
             self.optimizer = get_optimizer(optimizer, **dict(optimizer_param or {}))

@@ -6,6 +6,7 @@ single-process reference), so both sides build exactly the same data and network
 import numpy as np
 
 from fastbp import TwoLayerNet
+from fastbp.bench import book   # the one reference of the book's idiom
 
 N_IN, N_HIDDEN, N_OUT = 12, 9, 4
 
@@ -28,37 +29,18 @@ def batches(steps, batch, n=240, seed=11):
     return [rng.choice(n, batch, replace=False) for _ in range(steps)]
 
 
-class Momentum:
+def Momentum(lr=0.05, momentum=0.9):
     """The book's Momentum (state: ``v``), to check optimizer state across ranks."""
-
-    def __init__(self, lr=0.05, momentum=0.9):
-        self.lr, self.momentum, self.v = lr, momentum, None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        for k in params:
-            self.v[k] = self.momentum * self.v[k] - self.lr * grads[k]
-            params[k] += self.v[k]
+    opt = book.Momentum(lr=lr, momentum=momentum)
+    opt.state_names = ("v",)  # what a checkpoint saves (the book's classes do not say)
+    return opt
 
 
-class Adam:
+def Adam(lr=0.05, beta1=0.9, beta2=0.999):
     """The book's Adam (state: ``iter``, ``m``, ``v``)."""
-
-    def __init__(self, lr=0.05, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
-        self.iter, self.m, self.v = 0, None, None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {k: np.zeros_like(v) for k, v in params.items()}
-            self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for k in params:
-            self.m[k] += (1 - self.beta1) * (grads[k] - self.m[k])
-            self.v[k] += (1 - self.beta2) * (grads[k] ** 2 - self.v[k])
-            params[k] -= lr_t * self.m[k] / (np.sqrt(self.v[k]) + 1e-7)
+    opt = book.Adam(lr=lr, beta1=beta1, beta2=beta2)
+    opt.state_names = ("iter", "m", "v")
+    return opt
 
 
 OPTIMIZERS = {"sgd": lambda: None, "momentum": Momentum, "adam": Adam}

@@ -12,7 +12,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import problem  # noqa: E402
 
-from fastbp.distributed import _optimizer_state, train_distributed  # noqa: E402
+from fastbp.distributed import optimizer_state, train_distributed  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 prefix, iters, ckpt, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
@@ -28,15 +28,15 @@ opt = problem.OPTIMIZERS[opt_name]()
 epochs, losses = [], []
 hist = train_distributed(
     net, x, t, x_test, t_test, iters=iters, batch_size=24, lr=0.1, optimizer=opt, seed=3,
-    on_epoch=lambda e, a, b: epochs.append((e, a, b)),
+    on_epoch=epochs.append,
     checkpoint=None if ckpt == "-" else ckpt, resume=resume, timeout=30,
     on_iteration=lambda i, loss: losses.append((i, loss)))
 if rank == 0:
-    for e, a, b in epochs:
-        print(f"epoch {e}: train acc {a:.4f}, test acc {b:.4f}", flush=True)
+    for r in epochs:
+        print(f"epoch {r.epoch}: train acc {r.train_acc:.4f}, test acc {r.test_acc:.4f}", flush=True)
 np.savez(f"{prefix}.rank{rank}.npz",
          **{f"param/{k}": v for k, v in net.params.items()},
-         **_optimizer_state(opt),
-         train_acc=np.array(hist["train_acc"]), test_acc=np.array(hist["test_acc"]),
-         iterations=np.array(hist["iterations"]), epochs_seen=np.array([e for e, _, _ in epochs]),
+         **optimizer_state(opt, net.params),
+         train_acc=np.array(hist.train_acc), test_acc=np.array(hist.test_acc),
+         iterations=np.array(len(hist.loss)), epochs_seen=np.array([r.epoch for r in epochs]),
          loss_iters=np.array([i for i, _ in losses]), losses=np.array([v for _, v in losses]))

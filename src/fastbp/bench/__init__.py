@@ -1,40 +1,48 @@
-"""``fastbp bench``: how much faster than the book's NumPy idiom, in a table of ratios.
+"""``fastbp bench``: how much faster than the book's NumPy idiom, in tables of ratios.
 
 Runs the cases of ``fastbp.bench.cases`` (the same ones as ``benchmarks/``, without
-pytest) and prints, per case, the median time of every contender and the ratios that
-matter: ``book/numpy`` and ``book/cython`` (how many times faster than the book), and
-for training steps ``torch/cython`` and ``floor/cython`` (the matrix products alone).
-Then the targets of issue 3, met or not, and the transient memory of one training step.
+pytest) and prints, per case, the median time of every contender and how many times
+faster fastbp is: than the book (``fastbp.bench.book``), than the step's matrix products
+alone (the floor), and, with ``--peers``, than PyTorch eager and JAX ``jit``. ``--busy``
+runs the training steps again with one other CPU-bound process spinning on one core.
 
 Timing: every contender of a case is sampled in turn, ``repeats`` times, in a rotating
 order (so a slow moment of a shared machine hits them all); a sample is the mean of
 ``number`` back-to-back calls (fresh inputs, where needed, made right before each call
-and outside its timing). Times are medians
-of the samples; each ratio is the median of the per-round ratios. BLAS and OpenMP pools
-(and PyTorch) are pinned to ``--threads`` threads.
+and outside its timing). Times are medians of the samples; each ratio is the median of
+the per-round ratios. fastbp's threads and the BLAS and OpenMP pools (threadpoolctl)
+are set to ``--threads``.
 
-    fastbp bench                 # everything, float64 and float32 (under a minute)
-    fastbp bench --quick         # smaller budget, no 4096-row shapes
+    fastbp bench                  # everything, float64 and float32
+    fastbp bench --quick          # the book's sizes only, a smaller budget
     fastbp bench --dtype float32 --json out.json
-    fastbp bench --profile       # where the time of a training step goes, per layer
+    fastbp bench --profile        # where the time of a training step goes, per layer
+    fastbp bench --peers --busy   # from a source tree: + PyTorch and JAX, idle and busy
 """
 import argparse
 import contextlib
+import importlib.util
 import json
+import math
 import os
 import statistics
 import sys
+import textwrap
 import time
 import tracemalloc
 
 import numpy as np
 
 from . import cases as _cases
+from .busy import busy as _busy
 from .machine import describe, machine_info
 
-__all__ = ["main", "run", "measure", "step_allocation", "profile_step"]
+__all__ = ["main", "run", "measure", "step_allocation", "profile_step", "report",
+           "load_peers", "BUSY"]
 
-ORDER = ("book", "numpy", "cython", "floor", "floor+sgd", "torch", "cython-1t", "cython-2t")
+#: Suffix of the case id of a step timed with the spinner running.
+BUSY = ", busy"
+WIDTH = 100   # every line of the report fits in this many columns
 
 
 # ----------------------------------------------------------------------------- timing
@@ -120,7 +128,7 @@ def measure(case, budget=1.0, repeats=7):
             previous = name
     times = {name: statistics.median(s) for name, s in samples.items()}
     ratios = {}
-    for a, b in _cases.RATIO_PAIRS:
+    for a, b in _cases.ratio_pairs(names):
         if a in samples and b in samples:
             ratios[f"{a}/{b}"] = statistics.median(x / y for x, y in zip(samples[a], samples[b]))
     # Page faults per call: the allocator hands back fresh pages when it has returned
@@ -253,7 +261,136 @@ def profile_step(case, name, steps=50):
     return out
 
 
-# ----------------------------------------------------------------------------- driver
+# ----------------------------------------------------------------------------- peers
+
+def load_peers(where="benchmarks"):
+    """The peer contenders, ``{name: make}``, from ``benchmarks/peers.py`` of a source
+    tree (``where``: that folder or the file). They are not part of the installed package:
+    fastbp depends on neither PyTorch nor JAX. Raises ``FileNotFoundError`` with what to
+    do when the file is not there."""
+    path = where if where.endswith(".py") else os.path.join(where, "peers.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--peers: no {path}: the peer contenders (PyTorch, JAX) live in benchmarks/peers.py "
+            "of fastbp's source tree (a git checkout or the sdist); run from its root, or "
+            "give the folder: --peers PATH/benchmarks")
+    spec = importlib.util.spec_from_file_location("fastbp_bench_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    getattr(module, "preload", lambda: None)()
+    return dict(module.PEERS)
+
+
+# ----------------------------------------------------------------------------- cases
+
+def _shape_id(shape):
+    return "x".join(map(str, shape))
+
+
+def _selected_cases(quick, dtypes, only):
+    """The cases ``fastbp bench`` runs, as ``(case id, builder)``: built one at a time,
+    so the large arrays of one case are freed before the next is made. ``quick``: the
+    book's sizes only (batch 100)."""
+    picks = []
+    kernels = [("relu_forward", (100, 784)), ("relu_backward", (100, 784)),
+               ("sigmoid_forward", (100, 784)), ("sigmoid_backward", (100, 784)),
+               ("softmax_ce_labels", (100, 10)), ("softmax_ce_onehot", (100, 10)),
+               ("affine_backward", (100, 784, 50))]
+    if not quick:
+        kernels += [("softmax_ce_labels", (256, 1000)), ("softmax_ce_labels", (4096, 1000))]
+    for kernel, shape in kernels:
+        for dt in dtypes:
+            picks.append((f"{kernel} {_shape_id(shape)} {dt}",
+                          lambda k=kernel, s=shape, d=dt: _cases.kernel_case(k, s, d)))
+    for arch, (_, batch) in _cases.STEP_ARCHS.items():
+        if quick and batch != 100:
+            continue
+        for dt in dtypes:
+            picks.append((f"step {arch} b{batch} {dt}", ("step", arch, dt)))
+    if not quick:
+        for kernel, shape in _cases.THREADS_CASES:
+            for dt in dtypes:
+                picks.append((f"threads {kernel} {_shape_id(shape)} {dt}",
+                              lambda k=kernel, s=shape, d=dt: _cases.threads_case(k, s, d)))
+    if only:
+        picks = [p for p in picks if any(o in p[0] for o in only)]
+    return picks
+
+
+def _record(case, m, load="idle"):
+    return {"id": case.id + (BUSY if load == "busy" else ""), "kind": case.kind,
+            "load": load, "info": case.info, "times": m["times"], "ratios": m["ratios"],
+            "page_faults": m["page_faults"], "skipped": case.skipped}
+
+
+def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, peers=None,
+        busy=False, budget=None, repeats=None, alloc=True, profile=False, out=None):
+    """Measure, print the report, return everything as a JSON-able dict.
+
+    ``peers``: ``{name: make}`` step contenders (``load_peers()``); ``busy``: time every
+    training step a second time with one CPU-bound process spinning on one core.
+    """
+    out = sys.stdout if out is None else out
+    budget = budget if budget is not None else (0.25 if quick else 0.5)
+    repeats = repeats if repeats is not None else (5 if quick else 7)
+    picks = _selected_cases(quick, dtypes, only)
+    if not picks:
+        raise ValueError(f"--only {only}: no case matches")
+    with _pinned(threads):
+        info = machine_info(threads)
+        print(describe(info, width=WIDTH), file=out)
+        print(f"timing: median of {repeats} rounds, about {budget:.2f} s per case"
+              + (", training steps idle and busy" if busy else "") + "\n", file=out, flush=True)
+        results, allocation, profiles = [], [], {}
+        for case_id, builder in picks:
+            if callable(builder):
+                case = builder()
+            else:
+                _, arch, dt = builder
+                case = _cases.step_case(arch, dt, peers=peers, threads=threads)
+            for name in list(case.contenders):
+                case.check(name)
+            step_budget = budget * (2 if case.kind == "step" else 1)
+            idle = _record(case, measure(case, budget=step_budget, repeats=repeats))
+            results.append(idle)
+            if case.kind == "step" and busy:
+                with _busy():
+                    results.append(_record(case, measure(case, budget=step_budget,
+                                                         repeats=repeats), "busy"))
+            if case.kind == "step" and alloc:
+                for name in ("book", "cython"):
+                    if name in case.contenders:
+                        a = step_allocation(case, name)
+                        allocation.append(dict(a, case=case.id, contender=name))
+            if case.kind == "step" and profile:
+                slowest = max(idle["times"].get(n, 0) for n in ("book", "numpy", "cython"))
+                steps = int(min(50, max(3, 4 * budget / max(slowest, 1e-6) / 3)))
+                profiles[case.id] = {name: profile_step(case, name, steps=steps)
+                                     for name in ("book", "numpy", "cython") if name in case.nets}
+            del case
+        info = machine_info(threads)   # now with the peers that were loaded
+    print("\n".join(report(results, allocation, profiles)), file=out)
+    return {"machine": info,
+            "options": {"quick": quick, "dtypes": list(dtypes), "threads": threads,
+                        "budget": budget, "repeats": repeats, "busy": busy,
+                        "peers": sorted(peers or ())},
+            "results": results, "allocation": allocation, "profiles": profiles}
+
+
+@contextlib.contextmanager
+def _pinned(threads):
+    """fastbp's threads, and the BLAS and OpenMP pools (threadpoolctl), at ``threads``."""
+    with _cases.fastbp_threads(threads):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:   # describe() says the pools are not pinned
+            yield
+            return
+        with threadpool_limits(limits=threads):
+            yield
+
+
+# ----------------------------------------------------------------------------- report
 
 def _fmt_time(s):
     if s is None:
@@ -272,159 +409,102 @@ def _fmt_ratio(r):
 def _table(headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
 
-def _selected_cases(quick, dtypes, only):
-    """The cases ``fastbp bench`` runs (builders, so large arrays exist one at a time)."""
-    picks = []
-    kernels = [("relu_forward", (100, 784)), ("relu_backward", (100, 784)),
-               ("sigmoid_forward", (100, 784)), ("sigmoid_backward", (100, 784)),
-               ("softmax_ce_labels", (100, 10)), ("softmax_ce_onehot", (100, 10)),
-               ("softmax_ce_labels", (256, 1000)), ("affine_backward", (100, 784, 50))]
-    if not quick:
-        kernels.append(("softmax_ce_labels", (4096, 1000)))
-    for kernel, shape in kernels:
-        for dt in dtypes:
-            picks.append((f"{kernel} {'x'.join(map(str, shape))} {dt}",
-                          lambda k=kernel, s=shape, d=dt: _cases.kernel_case(k, s, d)))
-    for arch in _cases.STEP_ARCHS:
-        _, batch = _cases.STEP_ARCHS[arch]
-        for dt in dtypes:
-            picks.append((f"step {arch} b{batch} {dt}", ("step", arch, dt)))
-    if not quick:
-        for kernel, shape in _cases.THREADS_CASES:
-            for dt in dtypes:
-                picks.append((f"threads {kernel} {'x'.join(map(str, shape))} {dt}",
-                              lambda k=kernel, s=shape, d=dt: _cases.threads_case(k, s, d)))
-    if only:
-        picks = [p for p in picks if any(o in p[0] for o in only)]
-    return picks
+def _step_label(case_id):
+    """A step's case id without its leading "step " (the table says it)."""
+    return case_id[len("step "):] if case_id.startswith("step ") else case_id
 
 
-def run(quick=False, dtypes=("float64", "float32"), only=None, threads=2, torch=True,
-        budget=None, repeats=None, alloc=True, profile=False, out=None):
-    """Measure, print the tables, return everything as a JSON-able dict."""
-    out = sys.stdout if out is None else out
-    budget = budget if budget is not None else (0.25 if quick else 0.5)
-    repeats = repeats if repeats is not None else (5 if quick else 7)
-    contenders = ("book", "numpy", "cython", "floor", "floor+sgd") + (("torch",) if torch else ())
-    picks = _selected_cases(quick, dtypes, only)
-    if torch and _cases.have_torch() and any(not callable(b) for _, b in picks):
-        import torch as _torch  # noqa: F401  (before the pools are pinned, so they include it)
-    with _pinned(threads):
-        info = machine_info(threads)
-        print(describe(info), file=out)
-        print(f"timing: median of {repeats} rounds, about {budget:.2f} s per case\n", file=out)
-        results = []
-        allocation = []
-        profiles = {}
-        for case_id, builder in picks:
-            if callable(builder):
-                case = builder()
-            else:
-                _, arch, dt = builder
-                case = _cases.step_case(arch, dt, contenders=contenders, torch_threads=threads)
-            for name in list(case.contenders):
-                case.check(name)
-            m = measure(case, budget=budget * (2 if case.kind == "step" else 1), repeats=repeats)
-            results.append({"id": case.id, "kind": case.kind, "info": case.info,
-                            "times": m["times"], "ratios": m["ratios"],
-                            "page_faults": m["page_faults"], "skipped": case.skipped})
-            if case.kind == "step" and alloc:
-                for name in ("book", "cython"):
-                    if name in case.contenders:
-                        a = step_allocation(case, name)
-                        allocation.append(dict(a, case=case.id, contender=name))
-            if case.kind == "step" and profile:
-                slowest = max(m["times"].get(n, 0) for n in ("book", "numpy", "cython"))
-                steps = int(min(50, max(3, 4 * budget / max(slowest, 1e-6) / 3)))
-                profiles[case.id] = {name: profile_step(case, name, steps=steps)
-                                     for name in ("book", "numpy", "cython") if name in case.nets}
-            del case
-        info = machine_info(threads)   # now with torch, if it was used
-    _print_results(results, allocation, profiles, out)
-    targets = _evaluate_targets(results, allocation)
-    _print_targets(targets, out)
-    return {"machine": info, "options": {"quick": quick, "dtypes": list(dtypes), "threads": threads,
-                                         "budget": budget, "repeats": repeats},
-            "results": results, "targets": targets, "allocation": allocation,
-            "profiles": profiles}
+def _para(text):
+    return textwrap.wrap(text, WIDTH)
 
 
-@contextlib.contextmanager
-def _pinned(threads):
-    """BLAS and OpenMP pools (threadpoolctl) and fastbp's own threads, at ``threads``."""
-    if threads is None:
-        yield
-        return
-    with _cases.fastbp_threads(threads):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            print("note: threadpoolctl is not installed: BLAS/OpenMP threads are not pinned "
-                  "(pip install 'fastbp[bench]')", file=sys.stderr)
-            yield
-            return
-        with threadpool_limits(limits=threads):
-            yield
+# Contenders of a step, in the order they are shown, and their names for a reader.
+STEP_NAMES = {"book": "the book", "numpy": "fastbp numpy", "cython": "fastbp",
+              "cython-api": "fastbp, book API", "floor": "floor", "floor+sgd": "floor+sgd",
+              "torch": "PyTorch eager", "jax": "JAX jit"}
 
 
-def _print_results(results, allocation, profiles, out):
+def report(results, allocation=(), profiles=None):
+    """The report of a run as lines of text, none wider than ``WIDTH`` columns."""
+    lines = []
     kernels = [r for r in results if r["kind"] == "kernel"]
-    steps = [r for r in results if r["kind"] == "step"]
+    steps = [r for r in results if r["kind"] == "step" and r.get("load", "idle") == "idle"]
+    busy = {r["id"][:-len(BUSY)]: r for r in results if r.get("load") == "busy"}
     threads = [r for r in results if r["kind"] == "threads"]
     if kernels:
-        rows = [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("book", "numpy", "cython")),
-                 _fmt_ratio(r["ratios"].get("book/numpy")), _fmt_ratio(r["ratios"].get("book/cython"))]
-                for r in kernels]
-        print("Kernels (layer forward/backward calls): time per call, and how many times "
-              "faster than the book", file=out)
-        print(_table(["case", "book", "numpy", "cython", "book/numpy", "book/cython"], rows),
-              file=out)
-        print(file=out)
+        lines += _para("Layers (one forward or backward call): time per call, and how many "
+                       "times faster than the book fastbp is on each backend")
+        lines += _table(["case", "book", "numpy", "fastbp", "numpy vs book", "fastbp vs book"],
+                        [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("book", "numpy", "cython")),
+                          _fmt_ratio(r["ratios"].get("book/numpy")),
+                          _fmt_ratio(r["ratios"].get("book/cython"))] for r in kernels])
+        lines.append("")
     if steps:
-        rows = [[r["id"], *(_fmt_time(r["times"].get(n))
-                            for n in ("book", "numpy", "cython", "floor", "floor+sgd", "torch")),
-                 _fmt_ratio(r["ratios"].get("book/numpy")), _fmt_ratio(r["ratios"].get("book/cython")),
-                 _fmt_ratio(r["ratios"].get("torch/cython")),
-                 *("-" if r["ratios"].get(f"{f}/cython") is None else f"{1 / r['ratios'][f'{f}/cython']:.2f}x"
-                   for f in ("floor", "floor+sgd"))]
-                for r in steps]
-        print("Training steps (forward, loss, backward, SGD update): time per step; floor: "
-              "the matrix products alone, floor+sgd: with the in-place weight update", file=out)
-        print(_table(["case", "book", "numpy", "cython", "floor", "floor+sgd", "torch", "book/numpy",
-                      "book/cython", "torch/cython", "cython/floor", "cython/floor+sgd"], rows), file=out)
+        lines += _para("Training steps (forward, loss, backward, SGD update): time per step, and "
+                       "how many times faster fastbp is (below 1: the contender is faster). "
+                       "fastbp: train_step with optimizers.SGD; book API: gradient, then "
+                       "params[k] -= lr * grads[k]. "
+                       "floor: the step's matrix products alone; floor+sgd: with the weight "
+                       "update; for them 'fastbp is' reads as the products' share of the step."
+                       + (" busy: the same with one other process spinning on one core." if busy else ""))
+        headers = ["step", "contender", "time", "fastbp is"]
+        if busy:
+            headers += ["busy", "fastbp is", "busy/idle"]
+        rows = []
+        for r in steps:
+            b = busy.get(r["id"])
+            names = [n for n in STEP_NAMES if n in r["times"]] + \
+                [n for n in r["times"] if n not in STEP_NAMES]
+            for i, n in enumerate(names):
+                row = [_step_label(r["id"]) if i == 0 else "", STEP_NAMES.get(n, n),
+                       _fmt_time(r["times"][n]),
+                       "-" if n == "cython" else _fmt_ratio(r["ratios"].get(f"{n}/cython"))]
+                if busy:
+                    bt = b["times"].get(n) if b else None
+                    row += [_fmt_time(bt),
+                            "-" if n == "cython" or not b else _fmt_ratio(b["ratios"].get(f"{n}/cython")),
+                            _fmt_ratio(bt / r["times"][n] if bt else None)]
+                rows.append(row)
+        lines += _table(headers, rows)
+        skipped = {}
+        for r in steps:
+            for n, why in r.get("skipped", {}).items():
+                skipped.setdefault(f"{STEP_NAMES.get(n, n)} ({why})", None)
+        if skipped:
+            lines += _para("Not timed: " + "; ".join(skipped))
         faulty = [(r["id"], n, f) for r in steps for n, f in r.get("page_faults", {}).items() if f >= 1]
         if faulty:
-            print("page faults per step (fresh pages after the allocator gave memory back; "
-                  "they vary with what ran before): "
-                  + "; ".join(f"{case} {name} {f:.0f}" for case, name, f in faulty), file=out)
-        print(file=out)
+            lines += _para("Page faults per step (fresh pages after the allocator gave memory "
+                           "back; they vary with what ran before): "
+                           + "; ".join(f"{case} {STEP_NAMES.get(n, n)} {f:.0f}" for case, n, f in faulty))
+        lines.append("")
     if threads:
-        rows = [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("cython-1t", "cython-2t")),
-                 _fmt_ratio(r["ratios"].get("cython-1t/cython-2t"))] for r in threads]
-        print("Threads: the compiled kernels with 1 and 2 OpenMP threads", file=out)
-        print(_table(["case", "1 thread", "2 threads", "1t/2t"], rows), file=out)
-        print(file=out)
+        lines += _para("Threads: fastbp's compiled kernels with 1 and 2 OpenMP threads")
+        lines += _table(["case", "1 thread", "2 threads", "speed-up"],
+                        [[r["id"], *(_fmt_time(r["times"].get(n)) for n in ("cython-1t", "cython-2t")),
+                          _fmt_ratio(r["ratios"].get("cython-1t/cython-2t"))] for r in threads])
+        lines.append("")
     if allocation:
-        labels = ["step", "gradient", "step, optimizers.SGD"]
+        labels = [("step", "book-API step"), ("gradient", "gradient"),
+                  ("step, optimizers.SGD", "train_step")]
+        lines += _para("Memory: the peak transient allocation of one steady-state call "
+                       "(tracemalloc), in units of the largest parameter; below 1, no "
+                       "parameter-sized array was allocated. book-API step: gradient, then "
+                       "params[k] -= lr * grads[k]")
         rows = []
         for a in allocation:
-            cells = []
-            for label in labels:
-                v = a.get(label)
-                cells.append("-" if v is None else
-                             f"{v['in_params']:.2f} ({v['peak_bytes'] / 1024:.0f} KiB)")
-            rows.append([a["case"], a["contender"], *cells])
-        print("Memory: peak transient allocation of one steady-state call (tracemalloc), in "
-              "units of the largest parameter; 'step' updates with params[k] -= lr * grads[k]",
-              file=out)
-        print(_table(["case", "contender", *labels], rows), file=out)
-        print(file=out)
-    for case_id, per in profiles.items():
+            rows.append([_step_label(a["case"]), STEP_NAMES.get(a["contender"], a["contender"]),
+                         *("-" if a.get(k) is None else f"{a[k]['in_params']:.2f}" for k, _ in labels)])
+        lines += _table(["step", "contender", *(h for _, h in labels)], rows)
+        lines.append("")
+    for case_id, per in (profiles or {}).items():
         phases = []
         for p in per.values():
             phases += [k for k in p if k not in phases and k != "total"]
@@ -436,95 +516,129 @@ def _print_results(results, allocation, profiles, out):
                 row.append("-" if v is None else f"{_fmt_time(v)} {100 * v / p['total']:4.1f}%")
             rows.append(row)
         rows.append(["total"] + [_fmt_time(p["total"]) for p in per.values()])
-        print(f"Profile of {case_id}: time per step by layer", file=out)
-        print(_table(["phase", *per], rows), file=out)
-        print(file=out)
+        lines += _para(f"Profile of {case_id}: time per step by layer")
+        lines += _table(["phase", *(STEP_NAMES.get(n, n) for n in per)], rows)
+        lines.append("")
+    lines += _summary(kernels, steps)
+    return lines
 
 
-def _evaluate_targets(results, allocation):
-    by_id = {r["id"]: r for r in results}
-    rows = []
-    for tgt in _cases.TARGETS:
-        r = by_id.get(tgt.case)
-        if r is None:
-            continue
-        ratio = r["ratios"].get(f"{tgt.num}/{tgt.den}")
-        rows.append({"what": tgt.what, "ratio": ratio, "minimum": tgt.minimum,
-                     "met": None if ratio is None else ratio >= tgt.minimum, "note": tgt.note})
-    for a in allocation:
-        if a["contender"] != "cython":
-            continue
-        # The step as fastbp offers it: its in-place optimizer when it has one.
-        label = "step, optimizers.SGD" if "step, optimizers.SGD" in a else "step"
-        v = a[label]["in_params"]
-        rows.append({"what": f"no parameter-sized allocation per step ({label}), {a['case']}",
-                     "ratio": v, "minimum": None, "met": v < 1.0,
-                     "note": "peak transient / largest parameter, target < 1"})
-    return rows
+def _summary(kernels, steps):
+    def span(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        lo, hi = min(values), max(values)
+        return f"{lo:.2f}x" if abs(hi - lo) < 0.005 else f"{lo:.2f}x to {hi:.2f}x"
+    out = []
+    s = span(r["ratios"].get("book/cython") for r in steps)
+    if s:
+        out.append(f"fastbp's training steps: {s} faster than the book's.")
+    k = span(r["ratios"].get("book/cython") for r in kernels)
+    if k:
+        out.append(f"fastbp's layer calls: {k} faster than the book's.")
+    return _para(" ".join(out)) if out else []
 
 
-def _print_targets(targets, out):
-    if not targets:
-        return
-    rows = []
-    for t in targets:
-        if t["minimum"] is None:
-            want = "< 1.00"
-        elif "floor" in t["what"]:
-            want = f"cython <= {1 / t['minimum']:.2f}x floor"
-        else:
-            want = f">= {t['minimum']:.2f}x"
-        if t["ratio"] is None:
-            got = "-"
-        elif "floor" in t["what"]:
-            got = f"{1 / t['ratio']:.2f}x floor"
-        else:
-            got = f"{t['ratio']:.2f}" + ("" if t["minimum"] is None else "x")
-        met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT MET")
-        rows.append([t["what"], got, want, met])
-    print("Targets (issue 3)", file=out)
-    print(_table(["target", "measured", "wanted", ""], rows), file=out)
-    missing = sum(1 for t in targets if t["met"] is False)
-    print(f"\n{len(targets) - missing} of {len(targets)} targets met", file=out)
+# ----------------------------------------------------------------------------- options
+
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line, ``fastbp bench: error: ...``, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _seconds(text):
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(s) or s <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return s
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fastbp bench",
-        description="Time fastbp against the book's NumPy idiom (and PyTorch, and the "
-                    "matrix-product floor) and print the ratios.")
+        description="Time fastbp against the book's NumPy idiom and the step's matrix products "
+                    "(and PyTorch and JAX with --peers) and print how many times faster it is.")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller time budget and no 4096-row shapes (about 20 s)")
+                   help="only the book's sizes (batch 100: the 100x784 layers, softmax 100x10, "
+                        "the 784-50-10 step), no thread scaling, a smaller budget and fewer rounds")
     p.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                    help="which dtype to run (default: both)")
     p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                   help="BLAS/OpenMP/PyTorch threads (default: 2, or 1 on one CPU)")
-    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--threads", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                   help="threads of fastbp, BLAS, OpenMP and PyTorch (default: 2, or 1 on one CPU)")
+    p.add_argument("--peers", nargs="?", const="benchmarks", metavar="DIR",
+                   help="also time PyTorch eager and JAX jit (each where installed) on the "
+                        "training steps; their code is in benchmarks/peers.py of the source "
+                        "tree: DIR is that folder (default: ./benchmarks)")
+    p.add_argument("--busy", action="store_true",
+                   help="time the training steps again with one CPU-bound process spinning "
+                        "on one core, and show each contender's slowdown")
     p.add_argument("--profile", action="store_true",
                    help="also show where a training step's time goes, layer by layer")
     p.add_argument("--no-alloc", action="store_true", help="skip the tracemalloc measurement")
     p.add_argument("--only", action="append", metavar="TEXT",
                    help="run only the cases whose name contains TEXT (repeatable)")
-    p.add_argument("--budget", type=float, metavar="SECONDS",
+    p.add_argument("--budget", type=_seconds, metavar="SECONDS",
                    help="time to spend per case (default 0.5, --quick 0.25)")
-    p.add_argument("--repeats", type=int, metavar="N", help="rounds per case (default 7, --quick 5)")
+    p.add_argument("--repeats", type=_positive_int, metavar="N",
+                   help="rounds per case (default 7, --quick 5)")
     return p
+
+
+def _check_output(path):
+    """Refuse a --json FILE that cannot be written, before any timing."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"--json {path}: is a folder, not a file"
+    if not os.path.isdir(parent):
+        return f"--json {path}: the folder {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"--json {path}: not writable"
+    return None
 
 
 def main(argv=None) -> int:
     """Entry point of ``fastbp bench``; returns the exit status (0, or 2 on bad options)."""
-    args = _parser().parse_args(argv)
-    if args.threads < 1:
-        print("fastbp bench: --threads must be at least 1", file=sys.stderr)
-        return 2
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a bad option (2, already reported)
+        return exc.code
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
-    report = run(quick=args.quick, dtypes=dtypes, only=args.only, threads=args.threads,
-                 torch=not args.no_torch, budget=args.budget, repeats=args.repeats,
-                 alloc=not args.no_alloc, profile=args.profile)
+    problem = _check_output(args.json) if args.json else None
+    if problem is None and args.only and not _selected_cases(args.quick, dtypes, args.only):
+        problem = f"--only {' '.join(args.only)}: no case matches" + (" with --quick" if args.quick else "")
+    peers = None
+    if problem is None and args.peers is not None:
+        try:
+            peers = load_peers(args.peers)
+        except FileNotFoundError as exc:
+            problem = str(exc)
+    if problem:
+        print(f"fastbp bench: error: {problem}", file=sys.stderr)
+        return 2
+    report_ = run(quick=args.quick, dtypes=dtypes, only=args.only, threads=args.threads,
+                  peers=peers, busy=args.busy, budget=args.budget, repeats=args.repeats,
+                  alloc=not args.no_alloc, profile=args.profile)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report, f, indent=1, default=_jsonable)
+            json.dump(report_, f, indent=1, default=_jsonable)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -1,27 +1,30 @@
-"""The book's plain-NumPy idiom: the baseline every fastbp benchmark is measured against.
+"""The book's plain-NumPy idiom: the one reference that fastbp is measured and tested against.
 
-The layers, functions and networks of "Deep Learning from Scratch", chapters 3 to 5
-(``common/functions.py``, ``common/layers.py``, ``common/two_layer_net.py``), written
-out the way the book writes them, with only the notebook's typos fixed (see
-``seed/NOTES.md``). Nothing here is tuned: it is what a reader of the book runs.
+What a reader of "Deep Learning from Scratch" runs, chapters 3 to 6: the functions,
+layers and networks of its ``common/`` modules and its six optimizers, written out in
+the book's style (plain NumPy, nothing tuned). ``fastbp bench`` times it as the
+baseline; ``benchmarks/`` and the tests (the optimizers' trajectories, the data-parallel
+scripts) use it as the reference, so there is one copy of the idiom, here.
 
-Two additions, both kept in the book's style:
-- ``ThreeLayerNet``: ``TwoLayerNet`` with one more Affine-ReLU pair, for the
-  784-1000-1000-10 benchmark (no weight decay term, so it does less work than the
-  book's chapter 6 ``MultiLayerNet``: the comparison is the book at its fastest).
-- ``sgd_update``: the book's training-loop update ``params[key] -= lr * grad[key]``.
+Beside the book's chapter-5 ``TwoLayerNet``, ``MultiLayerNet`` covers any depth (the
+784-1000-1000-10 benchmark, chapter 6's 784-100-100-100-10 with or without batch
+normalization). Its weight-decay terms are only computed when ``weight_decay_lambda``
+is not 0, so that the benchmarks compare against the book at its fastest.
 
-The book's float64 networks are built by the benchmarks with float32 parameters too;
-every line below then stays in float32 (NumPy keeps the dtype of the arrays).
+The benchmarks also build these networks with float32 parameters; every line below then
+stays in float32 (NumPy keeps the dtype of the arrays, and the optimizers' coefficients
+are Python floats, which do not promote it).
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
 
 __all__ = [
     "sigmoid", "softmax", "cross_entropy_error",
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
-    "TwoLayerNet", "ThreeLayerNet", "sgd_update",
+    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
+    "TwoLayerNet", "MultiLayerNet",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
 ]
 
 
@@ -140,6 +143,82 @@ class SoftmaxWithLoss:
         return dx
 
 
+class Dropout:
+    """The book's dropout (not inverted): the mask scales nothing in training, and
+    prediction multiplies by ``1 - ratio``."""
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """The book's batch normalization over the batch axis, running statistics included
+    (2-D input: what the fully connected networks feed it)."""
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.running_mean = running_mean
+        self.running_var = running_var
+
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def forward(self, x, train_flg=True):
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1])
+            self.running_var = np.zeros(x.shape[1])
+
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            std = np.sqrt(var + 10e-7)
+            xn = xc / std
+
+            self.batch_size = x.shape[0]
+            self.xc = xc
+            self.xn = xn
+            self.std = std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / np.sqrt(self.running_var + 10e-7)
+
+        return self.gamma * xn + self.beta
+
+    def backward(self, dout):
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx
+
+
 # ------------------------------------------------------------ common/two_layer_net.py
 
 class TwoLayerNet:
@@ -187,43 +266,65 @@ class TwoLayerNet:
         return grads
 
 
-class ThreeLayerNet:
-    """``TwoLayerNet`` with a second hidden layer: Affine-ReLU-Affine-ReLU-Affine-Softmax."""
+class MultiLayerNet:
+    """Chapter 6's fully connected network with ReLU: Affine - [BatchNorm] - Relu per
+    hidden layer, then Affine and softmax with loss (the layer names are the book's)."""
 
-    def __init__(self, input_size, hidden_size1, hidden_size2, output_size,
-                 weight_init_std=0.01):
+    def __init__(self, input_size, hidden_size_list, output_size, weight_init_std=0.01,
+                 weight_decay_lambda=0, use_batchnorm=False):
+        sizes = [input_size] + list(hidden_size_list) + [output_size]
+        self.hidden_layer_num = len(hidden_size_list)
+        self.weight_decay_lambda = weight_decay_lambda
+        self.use_batchnorm = use_batchnorm
+
         self.params = {}
-        self.params['W1'] = weight_init_std * np.random.randn(input_size, hidden_size1)
-        self.params['b1'] = np.zeros(hidden_size1)
-        self.params['W2'] = weight_init_std * np.random.randn(hidden_size1, hidden_size2)
-        self.params['b2'] = np.zeros(hidden_size2)
-        self.params['W3'] = weight_init_std * np.random.randn(hidden_size2, output_size)
-        self.params['b3'] = np.zeros(output_size)
+        for idx in range(1, len(sizes)):
+            self.params['W' + str(idx)] = weight_init_std * np.random.randn(sizes[idx - 1], sizes[idx])
+            self.params['b' + str(idx)] = np.zeros(sizes[idx])
 
         self.layers = OrderedDict()
-        self.layers['Affine1'] = Affine(self.params['W1'], self.params['b1'])
-        self.layers['Relu1'] = Relu()
-        self.layers['Affine2'] = Affine(self.params['W2'], self.params['b2'])
-        self.layers['Relu2'] = Relu()
-        self.layers['Affine3'] = Affine(self.params['W3'], self.params['b3'])
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)],
+                                                      self.params['b' + str(idx)])
+            if use_batchnorm:
+                self.params['gamma' + str(idx)] = np.ones(sizes[idx])
+                self.params['beta' + str(idx)] = np.zeros(sizes[idx])
+                self.layers['BatchNorm' + str(idx)] = BatchNormalization(
+                    self.params['gamma' + str(idx)], self.params['beta' + str(idx)])
+            self.layers['Relu' + str(idx)] = Relu()
+        idx = self.hidden_layer_num + 1
+        self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)],
+                                                  self.params['b' + str(idx)])
 
-        self.lastLayer = SoftmaxWithLoss()
+        self.last_layer = SoftmaxWithLoss()
 
-    def predict(self, x):
+    def predict(self, x, train_flg=False):
         for layer in self.layers.values():
-            x = layer.forward(x)
+            if isinstance(layer, (BatchNormalization, Dropout)):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
 
         return x
 
-    def loss(self, x, t):
-        y = self.predict(x)
-        return self.lastLayer.forward(y, t)
+    def loss(self, x, t, train_flg=False):
+        y = self.predict(x, train_flg)
+
+        weight_decay = 0
+        if self.weight_decay_lambda != 0:
+            for idx in range(1, self.hidden_layer_num + 2):
+                W = self.params['W' + str(idx)]
+                weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+
+        return self.last_layer.forward(y, t) + weight_decay
 
     def gradient(self, x, t):
-        self.loss(x, t)
+        # forward
+        self.loss(x, t, train_flg=True)
 
+        # backward
         dout = 1
-        dout = self.lastLayer.backward(dout)
+        dout = self.last_layer.backward(dout)
 
         layers = list(self.layers.values())
         layers.reverse()
@@ -231,14 +332,113 @@ class ThreeLayerNet:
             dout = layer.backward(dout)
 
         grads = {}
-        for i in (1, 2, 3):
-            affine = self.layers['Affine%d' % i]
-            grads['W%d' % i], grads['b%d' % i] = affine.dW, affine.db
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers['Affine' + str(idx)]
+            grads['W' + str(idx)] = affine.dW
+            if self.weight_decay_lambda != 0:
+                grads['W' + str(idx)] = affine.dW + self.weight_decay_lambda * affine.W
+            grads['b' + str(idx)] = affine.db
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                bn = self.layers['BatchNorm' + str(idx)]
+                grads['gamma' + str(idx)] = bn.dgamma
+                grads['beta' + str(idx)] = bn.dbeta
 
         return grads
 
 
-def sgd_update(params, grads, lr):
-    """The book's training loop (and ``common/optimizer.py``'s ``SGD.update``)."""
-    for key in params.keys():
-        params[key] -= lr * grads[key]
+# --------------------------------------------------------------- common/optimizer.py
+# State is made on the first update, one array per parameter. Coefficients are Python
+# floats (Adam's lr_t too), so a float32 parameter is updated in float32 arithmetic.
+
+class SGD:
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params.keys():
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+
+        for key in params.keys():
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class Nesterov:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+
+        for key in params.keys():  # the parameter moves with the old velocity
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+
+
+class AdaGrad:
+    def __init__(self, lr=0.01):
+        self.lr = lr
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+
+        for key in params.keys():
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class RMSprop:
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+
+        for key in params.keys():
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class Adam:
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.iter = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+
+        self.iter += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+
+        for key in params.keys():
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)

@@ -1,16 +1,22 @@
 """What fastbp's benchmarks measure: the cases, their contenders and their checks.
 
 One definition serves both ``benchmarks/`` (pytest-benchmark) and ``fastbp bench``.
+The peers (PyTorch, JAX) and the release targets live in ``benchmarks/`` (``peers.py``,
+``targets.py``): a step case takes peer contenders as plug-ins (``peers=``).
 
 A *case* is one group of side-by-side measurements (a kernel at one shape and dtype, or
 one training step). Its *contenders* compute the same thing different ways:
 
 - ``book``: the book's plain-NumPy idiom (``fastbp.bench.book``);
-- ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend;
+- ``numpy``, ``cython``: fastbp's layers and networks under that kernel backend (a
+  step through ``train_step``, fastbp's fast path);
+- ``cython-api``: fastbp's compiled backend driven by the book's loop, ``gradient`` then
+  ``params[k] -= lr * grads[k]`` (what code written for the book gets);
 - ``floor``: the step's matrix products alone, into preallocated buffers;
 - ``floor+sgd``: the same, plus the in-place SGD update of the weights (a reference
   for what the writes to the weights cost around two-threaded matrix products);
-- ``torch``: PyTorch eager on the CPU, when it is importable;
+- peers, given by ``benchmarks/peers.py``: ``torch`` (PyTorch eager) and ``jax`` (JAX
+  ``jit``), each where it is installed;
 - ``cython-1t``, ``cython-2t``: the compiled backend with its OpenMP pool limited to one
   or two threads (``threadpoolctl``).
 
@@ -23,7 +29,7 @@ threads) around the timing, never inside it.
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -33,25 +39,19 @@ from ..networks import MultiLayerNet, TwoLayerNet
 from . import book
 
 __all__ = [
-    "Contender", "Case", "KERNEL_SHAPES", "STEP_ARCHS", "TARGETS",
-    "kernel_case", "step_case", "threads_case", "kernel_case_ids", "step_case_ids",
-    "threads_case_ids", "have_torch", "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
-    "RATIO_PAIRS",
+    "Contender", "Case", "Unavailable", "KERNELS", "STEP_ARCHS", "THREADS_CASES", "DTYPES",
+    "STEP_CONTENDERS", "kernel_case", "step_case", "threads_case",
+    "have_threadpoolctl", "set_omp_threads", "fastbp_threads",
+    "ratio_pairs",
 ]
 
 LR = 0.1            # the book's learning rate
 SEED = 20240601
 
-# The shapes of issue 3. Affine backward runs at the TwoLayerNet layers: (x, W) shapes.
-KERNEL_SHAPES = {
-    "relu_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "relu_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "sigmoid_forward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "sigmoid_backward": [(100, 50), (100, 784), (256, 1024), (4096, 4096)],
-    "softmax_ce_labels": [(100, 10), (256, 1000), (4096, 1000)],
-    "softmax_ce_onehot": [(100, 10), (256, 1000), (4096, 1000)],
-    "affine_backward": [(100, 784, 50), (100, 50, 10)],
-}
+#: The kernels a kernel case can time (``fastbp bench`` picks its shapes; the
+#: pytest-benchmark suite has its grid of shapes in benchmarks/test_bench_kernels.py).
+KERNELS = ("relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+           "softmax_ce_labels", "softmax_ce_onehot", "affine_backward")
 # Training steps: layer sizes and batch.
 STEP_ARCHS = {
     "784-50-10": ((784, 50, 10), 100),
@@ -64,6 +64,13 @@ THREADS_CASES = [
     ("softmax_ce_labels", (4096, 1000)),
 ]
 DTYPES = ("float64", "float32")
+#: fastbp's own contenders of a training step (peers come on top, from ``peers=``).
+STEP_CONTENDERS = ("book", "numpy", "cython", "cython-api", "floor", "floor+sgd")
+
+
+class Unavailable(Exception):
+    """A contender that cannot run here (a peer that is not installed); the message is
+    the reason, reported as the contender's skip reason."""
 
 
 @dataclass
@@ -74,7 +81,7 @@ class Contender:
     setup: Callable[[], tuple]
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     result: Optional[Callable] = None   # fn's return value -> comparable arrays
-    # Runs on a thread pool of its own (PyTorch's OpenMP), not on NumPy's OpenBLAS: after
+    # Runs on a thread pool of its own (PyTorch's, XLA's), not on NumPy's OpenBLAS: after
     # a NumPy contender, OpenBLAS's idle threads spin for about 0.1 s on the other core
     # and halve such a contender's speed, and its own pool spins after it in turn.
     own_threads: bool = False
@@ -122,14 +129,6 @@ def backend_context(name):
     return lambda: _kernels.use_backend(name)
 
 
-def have_torch():
-    try:
-        import torch  # noqa: F401
-    except Exception:   # ImportError, or a broken install
-        return False
-    return True
-
-
 def have_threadpoolctl():
     try:
         import threadpoolctl  # noqa: F401
@@ -157,9 +156,15 @@ def set_omp_threads(n):
         yield
 
 
-#: The ratios reported between contenders, "a/b" = time of a over time of b.
-RATIO_PAIRS = (("book", "numpy"), ("book", "cython"), ("torch", "cython"), ("floor", "cython"),
-               ("floor+sgd", "cython"), ("cython-1t", "cython-2t"), ("torch", "numpy"))
+def ratio_pairs(names):
+    """The ratios reported between the contenders ``names`` of a case, as ``(a, b)``:
+    "a/b" is the time of a over the time of b, how many times faster b is. Every
+    contender against fastbp's compiled backend, the book against the NumPy backend
+    too, and one thread against two."""
+    pairs = [(a, "cython") for a in names if a not in ("cython", "cython-1t", "cython-2t")]
+    pairs.append(("book", "numpy"))
+    pairs.append(("cython-1t", "cython-2t"))
+    return [(a, b) for a, b in pairs if a in names and b in names]
 
 
 # =================================================================== kernels
@@ -236,7 +241,7 @@ def _kernel_fns(kernel, shape, dtype, rng, build_exact):
             layer.forward(x)
             return layer.backward, (lambda: (dout,)), (lambda dx: [dx, layer.dW, layer.db])
         return build, False
-    raise ValueError(f"kernel: expected one of {sorted(KERNEL_SHAPES)}, got {kernel!r}")
+    raise ValueError(f"kernel: expected one of {sorted(KERNELS)}, got {kernel!r}")
 
 
 def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
@@ -280,18 +285,6 @@ def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
     return Case(case_id, "kernel", fresh, out, check, info=info, skipped=skipped)
 
 
-def kernel_case_ids(include_large=True):
-    """``(kernel, shape, dtype)`` for every kernel case, in a stable order."""
-    ids = []
-    for kernel, shapes in KERNEL_SHAPES.items():
-        for shape in shapes:
-            if not include_large and np.prod(shape) >= 4096 * 1000:
-                continue
-            for dtype in DTYPES:
-                ids.append((kernel, shape, dtype))
-    return ids
-
-
 # =================================================================== training steps
 
 def _bind(net, params):
@@ -318,11 +311,10 @@ def _step_data(sizes, batch, dtype):
 
 
 def _book_net(sizes):
+    """The book's chapter-5 ``TwoLayerNet`` for one hidden layer, else its ``MultiLayerNet``."""
     if len(sizes) == 3:
         return book.TwoLayerNet(*sizes)
-    if len(sizes) == 4:
-        return book.ThreeLayerNet(*sizes)
-    raise ValueError(f"sizes: the book idiom has 2- and 3-layer networks, got {sizes}")
+    return book.MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1])
 
 
 def _fastbp_net(sizes, dtype):
@@ -394,43 +386,14 @@ def _floor_fn(sizes, init, x, update=False):
     return floor
 
 
-def _torch_fn(sizes, init, x, t, threads, lr=LR):
-    import torch
-    import torch.nn.functional as F
-    if threads:
-        torch.set_num_threads(int(threads))
-    tdt = torch.float32 if x.dtype == np.float32 else torch.float64
-    mods = []
-    for i in range(1, len(sizes)):
-        lin = torch.nn.Linear(sizes[i - 1], sizes[i]).to(tdt)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(init[f"W{i}"].T)))
-            lin.bias.copy_(torch.from_numpy(init[f"b{i}"]))
-        mods += [lin, torch.nn.ReLU()]
-    model = torch.nn.Sequential(*mods[:-1])
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    xt = torch.from_numpy(x)
-    tt = torch.from_numpy(t.astype(np.int64))
+def step_case(arch, dtype, contenders=STEP_CONTENDERS, peers=None, threads=None):
+    """One training step (forward, loss, backward, SGD update) for ``arch``.
 
-    def step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xt), tt)
-        loss.backward()
-        opt.step()
-        return model
-
-    def params(model):
-        out = {}
-        for i, lin in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
-            out[f"W{i + 1}"] = lin.weight.detach().numpy().T
-            out[f"b{i + 1}"] = lin.bias.detach().numpy()
-        return out
-    return step, params
-
-
-def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floor+sgd", "torch"),
-              torch_threads=None):
-    """One training step (forward, loss, backward, SGD update) for ``arch``."""
+    ``peers``: ``{name: make}`` of contenders from elsewhere (``benchmarks/peers.py``):
+    ``make(sizes, init, x, t, threads=..., lr=...)`` returns ``(step, params_of)``, where
+    ``params_of(step())`` gives the parameters as NumPy arrays named like the book's, or
+    raises ``Unavailable(reason)``. Such a contender runs on a thread pool of its own.
+    """
     dtype = _dt(dtype)
     sizes, batch = STEP_ARCHS[arch]
     init, x, t = _step_data(sizes, batch, dtype)
@@ -447,24 +410,27 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floo
         nets["book"] = net
         return _step_fn(net, x, t), (lambda params: params)
 
-    def fastbp_builder(name):
+    def fastbp_builder(name, backend, book_api=False):
         def build():
-            with _kernels.use_backend(name):
+            with _kernels.use_backend(backend):
                 net, what = _fastbp_net(sizes, dtype)
             info["fastbp_net"] = what
             net = _bind(net, init)
             nets[name] = net
-            return _fastbp_step_fn(net, x, t), (lambda params: params)
+            step = _step_fn(net, x, t) if book_api else _fastbp_step_fn(net, x, t)
+            return step, (lambda params: params)
         return build
 
     for name in contenders:
         if name == "book":
             builders[name] = (book_builder, lambda: np.errstate(over="ignore"))
-        elif name in ("numpy", "cython"):
-            if name == "cython" and not _kernels.HAVE_CYTHON:
+        elif name in ("numpy", "cython", "cython-api"):
+            backend = "numpy" if name == "numpy" else "cython"
+            if backend == "cython" and not _kernels.HAVE_CYTHON:
                 skipped[name] = "fastbp's compiled kernels are not built"
                 continue
-            builders[name] = (fastbp_builder(name), backend_context(name))
+            builders[name] = (fastbp_builder(name, backend, book_api=name == "cython-api"),
+                              backend_context(backend))
         elif name in ("floor", "floor+sgd"):
             if name == "floor+sgd" and not _kernels.HAVE_CYTHON:
                 skipped[name] = "fastbp's compiled kernels are not built"
@@ -473,20 +439,22 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floo
                                (_floor_fn(sizes, init, x, update), None)),
                               backend_context("cython") if name == "floor+sgd"
                               else contextlib.nullcontext)
-        elif name == "torch":
-            if not have_torch():
-                skipped[name] = "PyTorch is not installed"
-                continue
-            builders[name] = ((lambda: _torch_fn(sizes, init, x, t, torch_threads)),
-                              contextlib.nullcontext)
         else:
-            raise ValueError(f"contender: unknown {name!r}")
+            raise ValueError(f"contender: unknown {name!r} (peers come through peers=)")
+    for name, make in (peers or {}).items():
+        builders[name] = ((lambda make=make: make(sizes, init, x, t, threads=threads, lr=LR)),
+                          contextlib.nullcontext)
 
     timed_nets = {}
-    for name, (build, ctx) in builders.items():
-        with ctx():
-            fn, _ = build()
-        out[name] = Contender(name, fn, (lambda: ()), ctx, own_threads=name == "torch")
+    for name, (build, ctx) in list(builders.items()):
+        try:
+            with ctx():
+                fn, _ = build()
+        except Unavailable as exc:
+            skipped[name] = str(exc)
+            del builders[name]
+            continue
+        out[name] = Contender(name, fn, (lambda: ()), ctx, own_threads=name in (peers or {}))
         if name in nets:
             timed_nets[name] = nets[name]
 
@@ -517,10 +485,6 @@ def step_case(arch, dtype, contenders=("book", "numpy", "cython", "floor", "floo
 
     return Case(case_id, "step", False, out, check, info=info, skipped=skipped,
                 build=build, nets=timed_nets, data=(x, t))
-
-
-def step_case_ids():
-    return [(arch, dtype) for arch in STEP_ARCHS for dtype in DTYPES]
 
 
 # =================================================================== threads
@@ -554,63 +518,3 @@ def threads_case(kernel, shape, dtype, threads=(1, 2)):
 
     return Case(case_id, "threads", base.fresh, out, check,
                 info=dict(base.info, threads=list(threads)), skipped=skipped)
-
-
-def threads_case_ids():
-    return [(k, s, d) for k, s in THREADS_CASES for d in DTYPES]
-
-
-# =================================================================== targets
-
-@dataclass
-class Target:
-    """A row of issue 3's table: ``ratio(times)`` must be >= ``minimum``."""
-    what: str
-    case: str                 # case id
-    num: str                  # contender whose time is the numerator
-    den: str                  # contender whose time is the denominator
-    minimum: float
-    note: str = ""
-
-    def ratio(self, times):
-        a, b = times.get(self.num), times.get(self.den)
-        if not a or not b:
-            return None
-        return a / b
-
-
-def _targets():
-    rows: List[Target] = []
-    for dt in DTYPES:
-        s = f"step 784-50-10 b100 {dt}"
-        rows.append(Target(f"step 784-50-10 vs book, {dt}", s, "book", "cython", 2.5))
-        rows.append(Target(f"step 784-50-10 vs torch, {dt}", s, "torch", "cython",
-                           2.0 if dt == "float64" else 3.0))
-        # cython / floor <= 1.2  <=>  floor / cython >= 1 / 1.2
-        rows.append(Target(f"step 784-50-10 vs floor (<= 1.2x), {dt}", s, "floor", "cython",
-                           1 / 1.2, note="shown as floor/cython; target >= 0.83"))
-        s = f"step 784-1000-1000-10 b256 {dt}"
-        rows.append(Target(f"step 784-1000-1000-10 vs book, {dt}", s, "book", "cython",
-                           1.6 if dt == "float64" else 1.9))
-        rows.append(Target(f"step 784-1000-1000-10 vs torch, {dt}", s, "torch", "cython", 0.9))
-        for arch, b in (("784-50-10", 100), ("784-1000-1000-10", 256)):
-            rows.append(Target(f"numpy backend step {arch} vs book, {dt}",
-                               f"step {arch} b{b} {dt}", "book", "numpy", 1.4))
-        rows.append(Target(f"relu_forward 100x784 vs book, {dt}",
-                           f"relu_forward 100x784 {dt}", "book", "cython", 10))
-        rows.append(Target(f"relu_backward 100x784 vs book, {dt}",
-                           f"relu_backward 100x784 {dt}", "book", "cython", 15))
-        for kind in ("labels", "onehot"):
-            rows.append(Target(f"softmax_ce_{kind} 100x10 vs book, {dt}",
-                               f"softmax_ce_{kind} 100x10 {dt}", "book", "cython", 3))
-        for shape in ("256x1000", "4096x1000"):
-            rows.append(Target(f"softmax_ce_labels {shape} vs book, {dt}",
-                               f"softmax_ce_labels {shape} {dt}", "book", "cython", 4))
-        for kernel, shape in (("relu_forward", "4096x4096"), ("relu_backward", "4096x4096"),
-                              ("softmax_ce_labels", "4096x1000")):
-            rows.append(Target(f"{kernel} {shape} 2 threads vs 1, {dt}",
-                               f"threads {kernel} {shape} {dt}", "cython-1t", "cython-2t", 1.6))
-    return rows
-
-
-TARGETS = _targets()

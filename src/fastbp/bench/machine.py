@@ -5,6 +5,8 @@ machine info), so every set of figures carries the configuration it came from.
 """
 import os
 import platform
+import sys
+import textwrap
 
 import numpy as np
 
@@ -51,12 +53,17 @@ def threadpools():
     return [{k: p.get(k) for k in keys if p.get(k) is not None} for p in threadpool_info()]
 
 
-def torch_info():
-    import sys
-    torch = sys.modules.get("torch")   # only report torch if the benchmark loaded it
-    if torch is None:
-        return None
-    return {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+def peers_info():
+    """The peer libraries the benchmark loaded (PyTorch, JAX), with their versions."""
+    out = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        out["jax"] = {"version": getattr(jax, "__version__", "?"),
+                      "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
+    return out
 
 
 def _fastbp_threads():
@@ -82,31 +89,36 @@ def machine_info(threads=None):
         "threads_pinned": threads,
         "fastbp_threads": _fastbp_threads(),
         "threadpools": threadpools(),
-        "torch": torch_info(),
+        "peers": peers_info(),
         "env": {k: os.environ.get(k) for k in ENV_VARS},
     }
 
 
-def describe(info):
-    """A few lines of text for the top of a report."""
+def describe(info, width=100):
+    """A few lines of text for the top of a report, none wider than ``width``."""
     env = ", ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None) or "none set"
     blas = info["blas"]
     pools = info.get("threadpools")
+    n = info["threads_pinned"]
     if pools is None:
-        pools_txt = "threadpoolctl not installed: threads NOT pinned"
+        threads = (f"threads: fastbp's at {n}; the BLAS and OpenMP pools run at their defaults "
+                   "(install threadpoolctl to set them: pip install 'fastbp[bench]')")
     else:
-        pools_txt = "; ".join(
-            f"{p.get('internal_api')} {p.get('version') or ''} {p.get('architecture') or ''}"
-            f" x{p.get('num_threads')}".replace("  ", " ") for p in pools)
-    torch = info.get("torch")
+        threads = f"threads: {n} for fastbp, BLAS and OpenMP; pools: " + "; ".join(
+            " ".join(str(p.get(k)) for k in ("internal_api", "version", "architecture")
+                     if p.get(k)) + f" x{p.get('num_threads')}" for p in pools)
+    peers = info.get("peers") or {}
+    peer_txt = ", ".join(f"{name} {p['version']}" for name, p in peers.items()) or "none"
+    compiled = "not built (NumPy backend only)"
+    if info["fastbp_cython"]:
+        openmp = "with OpenMP" if info.get("fastbp_openmp") else "without OpenMP"
+        compiled = f"{info.get('fastbp_simd')} loops, {openmp}"
     lines = [
         f"machine: {info['cpu']} ({info['cpu_count']} CPUs), Python {info['python']}, "
-        f"NumPy {info['numpy']} ({blas.get('name', '?')} {blas.get('version', '')})",
-        f"threads: pinned to {info['threads_pinned']}; pools: {pools_txt}",
-        f"fastbp {info['fastbp']}, compiled kernels: {info['fastbp_cython']}"
-        + (f" ({info.get('fastbp_simd')} loops, OpenMP: {info.get('fastbp_openmp')})"
-           if info['fastbp_cython'] else "") + "; "
-        f"torch: {torch['version'] + ' x' + str(torch['num_threads']) if torch else 'not used'}",
+        f"NumPy {info['numpy']} ({blas.get('name', '?')} {blas.get('version', '')})".rstrip(),
+        threads,
+        f"fastbp {info['fastbp']}, compiled kernels: {compiled}; peers: {peer_txt}",
         f"environment: {env}",
     ]
-    return "\n".join(lines)
+    return "\n".join(w for line in lines
+                     for w in textwrap.wrap(line, width, subsequent_indent="  "))

@@ -4,8 +4,10 @@ An IDX file is a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then ``ndim``
 big-endian uint32 dimensions, then the values, big-endian, C order. MNIST uses type
 0x08 (unsigned byte). The reader checks the magic number, the dimensions and the exact
 size, and (when given) the SHA-256 of the decompressed bytes, and refuses anything else
-with :class:`CorruptFileError` naming the file. Decompression is bounded by the size the
-header announces, so a damaged or hostile ``.gz`` cannot exhaust memory.
+with :class:`CorruptFileError` naming the file. A header announcing more than
+``max_bytes`` is refused before anything is allocated, and the data is decompressed in
+chunks, so memory follows what the file really holds: a damaged or hostile ``.gz``
+(a small file announcing gigabytes) is refused at once and cannot exhaust memory.
 """
 import gzip
 import hashlib
@@ -31,8 +33,10 @@ _DTYPES = {
 }
 _CODES = {dt.newbyteorder("="): code for code, dt in _DTYPES.items()}
 
-# Any larger array is certainly not what the caller wants (MNIST's largest is 47 MB).
-_MAX_BYTES = 1 << 31
+# The default bound of read_idx: any larger array is certainly not what the caller
+# wants (MNIST's largest is 47 MB; fastbp.datasets.mnist passes its exact sizes).
+MAX_BYTES = 1 << 28
+_CHUNK = 1 << 20  # decompressed bytes read at a time
 
 
 class CorruptFileError(ValueError):
@@ -50,23 +54,33 @@ def _open(path):
 
 
 def _read_exact(stream, n, path, what):
+    """Exactly ``n`` bytes, read in chunks: a stream that ends early costs only what it
+    held, never the ``n`` its header promised."""
+    parts, got = [], 0
     try:
-        data = stream.read(n)
+        while got < n:
+            data = stream.read(min(_CHUNK, n - got))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
     except (OSError, EOFError, zlib.error) as exc:  # bad gzip stream, CRC error, cut off
         raise CorruptFileError(f"{path}: cannot decompress ({exc})") from None
-    if len(data) != n:
+    if got != n:
         raise CorruptFileError(
-            f"{path}: truncated: expected {n} bytes of {what}, got {len(data)}"
+            f"{path}: truncated: expected {n} bytes of {what}, got {got}"
         )
-    return data
+    return b"".join(parts)
 
 
-def read_idx(path, *, sha256=None):
+def read_idx(path, *, sha256=None, max_bytes=MAX_BYTES):
     """Read the IDX file ``path`` (gzip-compressed or raw) into a NumPy array.
 
     Returns a C-contiguous array of the file's dimensions in native byte order
     (``uint8`` for MNIST). ``sha256``: a hex digest, or a collection of accepted
     digests, of the *decompressed* file; when given, any other content is refused.
+    ``max_bytes``: the largest data size accepted (default 256 MiB); a header that
+    announces more is refused before any allocation.
     Raises ``FileNotFoundError`` when ``path`` is missing and :class:`CorruptFileError`
     (a ``ValueError``) for a wrong magic number, bad dimensions, a truncated file,
     trailing bytes, a broken gzip stream or a checksum mismatch.
@@ -87,8 +101,9 @@ def read_idx(path, *, sha256=None):
         dims = struct.unpack(f">{ndim}I", dims_bytes)
         dtype = _DTYPES[code]
         nbytes = math.prod(dims) * dtype.itemsize  # exact: no int64 overflow on junk
-        if nbytes > _MAX_BYTES:
-            raise CorruptFileError(f"{path}: IDX header announces an implausible shape {dims}")
+        if nbytes > max_bytes:
+            raise CorruptFileError(f"{path}: IDX header announces shape {dims} ({nbytes} bytes), "
+                                   f"more than the {max_bytes} bytes this file can hold")
         body = _read_exact(stream, nbytes, path, f"data for shape {dims}")
         try:
             extra = stream.read(1)

@@ -3,12 +3,14 @@
 Where the data comes from, in this order (the first that applies wins):
 
 1. ``data_dir=`` (the ``--data-dir`` of ``fastbp train``): must hold the four files;
-2. the ``FASTBP_DATA`` environment variable: the same, for a folder set once;
+2. the ``FASTBP_DATA`` environment variable: the same, for a folder set once
+   (``FASTBP_MNIST_DIR``, its former name, is still read, with a ``DeprecationWarning``);
 3. the user cache, ``$XDG_CACHE_HOME/fastbp/mnist`` (default ``~/.cache/fastbp/mnist``),
    when it holds the four files;
 4. a download of the missing files into that cache, from the mirrors in
    ``FASTBP_MNIST_MIRRORS`` (base URLs separated by spaces or commas; an empty value
-   turns downloads off) or else :data:`DEFAULT_MIRRORS`, one after another;
+   turns downloads off) or else :data:`DEFAULT_MIRRORS`, one after another; a download
+   stops at the most bytes the file can take and after an overall deadline per file;
 5. the small real MNIST sample inside the package (5000 training and 1000 test images,
    stratified), with a :class:`SampleDataWarning` saying so.
 
@@ -24,6 +26,7 @@ or failed download leaves nothing behind. Nothing is written inside the package.
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,6 +61,13 @@ FULL_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 FULL_SIZES = {"train": 60000, "test": 10000}
+# Bytes of the data of each file (after its header): the most an MNIST file can hold.
+FULL_BYTES = {
+    "train-images-idx3-ubyte": 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 60000,
+    "t10k-images-idx3-ubyte": 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 10000,
+}
 
 # The bundled sample (rebuilt by tools/make_mnist_sample.py; it checks these).
 SAMPLE_SHA256 = {
@@ -75,6 +85,13 @@ DEFAULT_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
+DEFAULT_DEADLINE = 300.0  # seconds for the whole download of one file
+
+
+def _max_download(name):
+    """The most bytes a mirror may send for ``name``: the uncompressed file (a mirror
+    may serve it raw) plus room for the gzip wrapper. Anything longer is not MNIST."""
+    return 16 + FULL_BYTES[name] + FULL_BYTES[name] // 100 + 4096
 
 
 class SampleDataWarning(UserWarning):
@@ -163,27 +180,41 @@ def _check_folder(folder, what):
 
 # ---------------------------------------------------------------------- download
 
-def _fetch(url, dest, name, *, timeout, progress):
+def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE):
     """Download ``url`` to ``dest`` atomically; the content must be the official
-    ``name``. On any failure nothing is left at ``dest`` or beside it."""
+    ``name``. It stops with :class:`DownloadError` after :func:`_max_download` bytes or
+    ``deadline`` seconds (checked after every read; a read waits at most ``timeout``).
+    On any failure nothing is left at ``dest`` or beside it."""
     folder = os.path.dirname(dest)
+    limit = _max_download(name)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
     try:
+        start = time.monotonic()
         request = urllib.request.Request(url, headers={"User-Agent": "fastbp"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > limit:
+                raise DownloadError(f"{url}: announces {total} bytes, more than an MNIST "
+                                    f"{name} can be ({limit})")
             with ProgressBar(total, label=name, unit="B", enabled=progress) as bar:
                 while True:
-                    chunk = r.read(1 << 16)
+                    # read1: whatever one receive brings, so a trickle still returns here
+                    chunk = r.read1(1 << 16)
                     if not chunk:
                         break
                     out.write(chunk)
                     bar.update(len(chunk))
+                    if out.tell() > limit:
+                        raise DownloadError(f"{url}: sent more than the {limit} bytes an "
+                                            f"MNIST {name} can be")
+                    if time.monotonic() - start > deadline:
+                        raise DownloadError(f"{url}: not complete after {deadline:g} s "
+                                            f"({out.tell()} bytes)")
             size = out.tell()
         if total is not None and size != total:
             raise DownloadError(f"{url}: connection closed after {size} of {total} bytes")
-        read_idx(tmp, sha256=FULL_SHA256[name])  # verify before it becomes visible
+        read_idx(tmp, sha256=FULL_SHA256[name], max_bytes=FULL_BYTES[name])  # verify first
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -204,7 +235,7 @@ def _why(exc):
     return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
 
 
-def _download_missing(folder, *, mirror_list, timeout, progress):
+def _download_missing(folder, *, mirror_list, timeout, progress, deadline=DEFAULT_DEADLINE):
     """Download every missing file into ``folder``; ``DownloadError`` if one fails."""
     os.makedirs(folder, exist_ok=True)
     dead = set()  # mirrors that could not be reached: not tried again for other files
@@ -217,7 +248,7 @@ def _download_missing(folder, *, mirror_list, timeout, progress):
             log.info("downloading %s", url)
             try:
                 size = _fetch(url, os.path.join(folder, name + ".gz"), name,
-                              timeout=timeout, progress=progress)
+                              timeout=timeout, progress=progress, deadline=deadline)
             except urllib.error.HTTPError as exc:  # the server answered: try the next file too
                 errors.append(f"{_host(url)}: HTTP {exc.code} {exc.reason}")
             except (OSError, HTTPException, CorruptFileError, ValueError) as exc:
@@ -232,11 +263,21 @@ def _download_missing(folder, *, mirror_list, timeout, progress):
             raise DownloadError(f"could not download {name}: {detail}")
 
 
-def _locate(data_dir, download, timeout, progress, mirror_list):
+def _data_env():
+    """``FASTBP_DATA``, or its former name ``FASTBP_MNIST_DIR`` (deprecated)."""
+    value = os.environ.get("FASTBP_DATA")
+    if not value and os.environ.get("FASTBP_MNIST_DIR"):
+        warnings.warn("FASTBP_MNIST_DIR is deprecated: set FASTBP_DATA instead",
+                      DeprecationWarning, stacklevel=4)
+        return os.environ["FASTBP_MNIST_DIR"]
+    return value
+
+
+def _locate(data_dir, download, timeout, progress, mirror_list, deadline=DEFAULT_DEADLINE):
     """:func:`locate_mnist` without the warning (callers warn at their own level)."""
     if data_dir is not None:
         return MnistSource("data_dir", _check_folder(data_dir, "MNIST data directory "))
-    env = os.environ.get("FASTBP_DATA")
+    env = _data_env()
     if env:
         return MnistSource("FASTBP_DATA", _check_folder(env, "FASTBP_DATA="))
     cache = cache_dir()
@@ -249,7 +290,8 @@ def _locate(data_dir, download, timeout, progress, mirror_list):
         reason = "the full set is not in the cache and no download mirror is set (FASTBP_MNIST_MIRRORS)"
     else:
         try:
-            _download_missing(cache, mirror_list=mirror_list, timeout=timeout, progress=progress)
+            _download_missing(cache, mirror_list=mirror_list, timeout=timeout, progress=progress,
+                              deadline=deadline)
         except (OSError, HTTPException) as exc:
             reason = f"the full set is not in {cache} and could not be downloaded ({exc})"
         else:
@@ -258,18 +300,19 @@ def _locate(data_dir, download, timeout, progress, mirror_list):
 
 
 def locate_mnist(data_dir=None, *, download=True, timeout=DEFAULT_TIMEOUT, progress=None,
-                 mirror_list=None):
+                 mirror_list=None, deadline=DEFAULT_DEADLINE):
     """Find the MNIST files (downloading them if needed); return a :class:`MnistSource`.
 
     ``data_dir`` and ``FASTBP_DATA`` name folders that must hold the four files
     (``FileNotFoundError`` otherwise: a typo must not silently switch to other data).
     Otherwise the cache is used, completed by a download when ``download`` is true;
     failing that, the bundled sample, with a :class:`SampleDataWarning`.
-    ``timeout``: seconds per connection attempt and per read; ``progress``: show a
+    ``timeout``: seconds per connection attempt and per read; ``deadline``: seconds
+    for the whole download of one file; ``progress``: show a
     download bar on stderr (default: when stderr is a terminal); ``mirror_list``: base
     URLs to try (default: :func:`mirrors`).
     """
-    source = _locate(data_dir, download, timeout, progress, mirror_list)
+    source = _locate(data_dir, download, timeout, progress, mirror_list, deadline)
     if source.is_sample:
         warnings.warn(f"fastbp: using {source}", SampleDataWarning, stacklevel=2)
     return source
@@ -280,8 +323,10 @@ def locate_mnist(data_dir=None, *, download=True, timeout=DEFAULT_TIMEOUT, progr
 def _read_split(folder, split):
     img_name, lbl_name = FILES[split]
     accepted = lambda name: (FULL_SHA256[name], SAMPLE_SHA256.get(name, ""))  # noqa: E731
-    images = read_idx(find_file(folder, img_name), sha256=accepted(img_name))
-    labels = read_idx(find_file(folder, lbl_name), sha256=accepted(lbl_name))
+    images = read_idx(find_file(folder, img_name), sha256=accepted(img_name),
+                      max_bytes=FULL_BYTES[img_name])
+    labels = read_idx(find_file(folder, lbl_name), sha256=accepted(lbl_name),
+                      max_bytes=FULL_BYTES[lbl_name])
     # The checksums already pin the contents; these checks only give plainer messages.
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise CorruptFileError(

@@ -17,6 +17,32 @@ import numpy as np
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The kernels both twins define, with one name, signature and docstring each; both
+#: modules build their ``__all__`` from it, and the parity test reads it.
+KERNELS = (
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "bias_grad",
+    "affine_forward",
+    "affine_backward",
+    "affine_backward_sgd",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+    "sgd_update",
+    "momentum_update",
+    "nesterov_update",
+    "adagrad_update",
+    "rmsprop_update",
+    "adam_update",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_inference",
+    "batchnorm_backward",
+)
+
 
 def _describe(a):
     return f"dtype {a.dtype}" if isinstance(a, np.ndarray) else f"type {type(a).__name__}"
@@ -70,10 +96,17 @@ def float_array(name, a, dtype=None):
 
 
 def real_scalar(name, value):
-    """A real number (Python or NumPy, or a 0-d real array) as a Python float; a string,
-    complex, bool or array of any other shape is refused."""
-    if type(value) in (int, float):
+    """A real number (Python or NumPy, or a 0-d real array) as a Python float; None, a
+    string, complex, bool or array of any other shape (a one-element list too) is refused.
+
+    Every hyperparameter of every kernel (``lr``, ``momentum``, ``eps``, ``ratio``,
+    ``scale``, ``dout`` of the softmax backward, ...) goes through this on both backends.
+    NaN and inf are real numbers: they are accepted, and give what the formulas give.
+    """
+    if type(value) is float or type(value) is int:
         return float(value)
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
     a = as_array(name, value)
     if a.ndim != 0:
         raise ValueError(f"{name}: expected a real scalar, got shape {a.shape}")
@@ -104,15 +137,77 @@ def check_out(name, out, shape, dtype):
         raise TypeError(f"{name}: expected dtype {dtype}, got dtype {out.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name}: must be C-contiguous to be written in place")
+    if not out.flags.aligned:  # the compiled loops write through typed pointers
+        raise ValueError(f"{name}: must be aligned to its dtype to be written in place")
     if not out.flags.writeable:
         raise ValueError(f"{name}: is read-only")
     return out
 
 
-def out_or_empty(name, out, shape, dtype):
+# --------------------------------------------------------------------------- overlap
+#
+# The rule, for every kernel that writes into arrays the caller passes (``out=``,
+# ``dW_out=``, ``db_out=``, an optimizer's parameter and state, batch normalization's
+# running statistics):
+#
+# 1. Arrays a kernel writes never share memory with one another.
+# 2. An array it writes either shares no memory with an input it reads, or is exactly
+#    that input (same start, shape and dtype): then the result is as if every input were
+#    read before anything is written (``relu_forward(x, out=x)``, an in-place update).
+# 3. Anything else (``out=buf[1:]`` with ``x=buf[:-1]``, a shift by a row, a 1-D output
+#    inside a 2-D input) is a ValueError naming both arguments.
+#
+# Inputs are checked after the boundary conversion: an input that is converted or copied
+# there (strided, Fortran-ordered, another dtype, ...) is a fresh array, read before any
+# write, so it may overlap an output in any way. What is left are C-contiguous arrays,
+# whose memory is one interval: np.may_share_memory's bounds test is then exact, and
+# costs O(1), whatever the sizes.
+
+def _exactly(a, b):
+    """Both C-contiguous: the same elements at the same addresses."""
+    return (a.shape == b.shape and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def apart(written, read=()):
+    """Apply the overlap rule to ``written`` and ``read``, lists of ``(name, array)``
+    (None entries are skipped). Raises ValueError on the first pair that breaks it, in
+    the order given (written against earlier written, then against each input).
+
+    Returns the names of the inputs that are exactly a written array: a kernel that
+    would overwrite such an input before its last read copies it first.
+    """
+    same = []
+    for i, (name, w) in enumerate(written):
+        if w is None:
+            continue
+        for other, o in written[:i]:
+            if o is not None and np.may_share_memory(w, o):
+                raise ValueError(
+                    f"{name}: shares memory with {other}, which is written too; "
+                    f"pass arrays apart from each other"
+                )
+        for other, r in read:
+            if r is not None and np.may_share_memory(w, r):
+                if not _exactly(w, r):
+                    raise ValueError(
+                        f"{name}: overlaps {other} without being it; pass {other} itself "
+                        f"to work in place, or an array apart from it"
+                    )
+                same.append(other)
+    return same
+
+
+
+
+def out_or_empty(name, out, shape, dtype, read=()):
+    """A new array when ``out`` is None; else ``out`` as ``check_out`` passes it, and
+    apart from the inputs ``read`` (``(name, array)`` pairs) by the overlap rule."""
     if out is None:
         return np.empty(shape, dtype=dtype)
-    return check_out(name, out, shape, dtype)
+    out = check_out(name, out, shape, dtype)
+    apart([(name, out)], read)
+    return out
 
 
 def mask_array(name, mask, shape):
@@ -152,17 +247,30 @@ def softmax_inputs(x, t, name="x"):
         raise ValueError(f"{name}: empty batch (shape {x.shape}): the mean loss is undefined")
     if c == 0:
         raise ValueError(f"{name}: no classes (shape {x.shape})")
+    labels, onehot = targets(t, n, c, x.dtype, name)
+    return x, labels, onehot
+
+
+def targets(t, n, c, dtype=None, name="x"):
+    """Check the targets of ``n`` samples scored over ``c`` classes: integer labels (N,)
+    in ``[0, c)`` (whole floats too) or one-hot targets (N, C).
+
+    Returns ``(labels, onehot)``: ``labels`` as C-contiguous intp (N,) (``onehot``
+    None) or ``onehot`` as (N, C) float of ``dtype`` (its own float dtype when None;
+    ``labels`` None). ``name`` names the scores in messages. The networks call this
+    before their first layer runs, the loss kernels before their loops.
+    """
     t = as_array("t", t)
     if t.ndim == 2:
-        if t.shape != x.shape:
+        if t.shape != (n, c):
             raise ValueError(
-                f"t: one-hot targets must have the shape of {name} {x.shape}, got {t.shape}"
+                f"t: one-hot targets must have the shape of {name} {(n, c)}, got {t.shape}"
             )
         float_dtype("t", t)
-        return x, None, float_array("t", t, x.dtype)
+        return None, float_array("t", t, dtype)
     if t.ndim != 1:
         raise ValueError(
-            f"t: expected labels of shape ({n},) or one-hot targets of shape {x.shape}, "
+            f"t: expected labels of shape ({n},) or one-hot targets of shape {(n, c)}, "
             f"got shape {t.shape}"
         )
     if t.shape[0] != n:
@@ -183,4 +291,103 @@ def softmax_inputs(x, t, name="x"):
             f"t: labels must lie in [0, {c}), got values from {labels.min()} to {labels.max()}"
         )
     labels = np.asarray(labels, dtype=np.intp, order="C")
-    return x, labels if labels.flags.aligned else labels.copy(), None
+    return labels if labels.flags.aligned else labels.copy(), None
+
+
+# --------------------------------------------------------------------------- chapter 6
+
+def param_inputs(param, grad, *state):
+    """Check an in-place optimizer update: ``param`` and the state buffers must be
+    writable C-contiguous float arrays of one shape and dtype (no silent copy: they are
+    updated in place), apart from one another; ``grad`` is converted to ``param``'s dtype
+    if needed, and may be exactly ``param`` or a state buffer (it is then copied: the
+    update reads it as it was before the call).
+
+    ``state`` holds ``(name, array)`` pairs. Returns ``grad`` as a C-contiguous array.
+    """
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"param: expected an ndarray (it is updated in place), got type {type(param).__name__}")
+    if param.dtype not in NATIVE:
+        raise TypeError(f"param: expected a float32 or float64 array, got dtype {param.dtype}")
+    check_out("param", param, param.shape, param.dtype)
+    for name, a in state:
+        check_out(name, a, param.shape, param.dtype)
+    grad = float_array("grad", grad)
+    check_same_shape("grad", grad, "param", param.shape)
+    grad = np.asarray(grad, dtype=param.dtype, order="C")  # 0-d stays 0-d
+    if apart([("param", param), *state], [("grad", grad)]):
+        grad = grad.copy()
+    return grad
+
+
+def uniform_inputs(x, u):
+    """Dropout's ``x`` and its uniform draws ``u`` (converted to ``x``'s dtype, the
+    shape of ``x``)."""
+    x = float_array("x", x)
+    u = float_array("u", u, x.dtype)
+    check_same_shape("u", u, "x", x.shape)
+    return x, u
+
+
+def bn_inputs(x, gamma, beta, running_mean, running_var, training):
+    """``x`` (N, D) float; ``gamma``, ``beta`` (D,) in ``x``'s dtype; the running
+    statistics (D,) in ``x``'s dtype: writable C-contiguous when ``training`` (they are
+    updated in place), converted like any input otherwise.
+
+    Returns ``(x, gamma, beta, running_mean, running_var)``.
+    """
+    x = float_array("x", x)
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a 2-D array (batch, features), got shape {x.shape}")
+    d = x.shape[1:]
+    gamma = float_array("gamma", gamma, x.dtype)
+    beta = float_array("beta", beta, x.dtype)
+    check_same_shape("gamma", gamma, "a row of x", d)
+    check_same_shape("beta", beta, "a row of x", d)
+    if training:
+        check_out("running_mean", running_mean, d, x.dtype)
+        check_out("running_var", running_var, d, x.dtype)
+    else:
+        running_mean = float_array("running_mean", running_mean, x.dtype)
+        running_var = float_array("running_var", running_var, x.dtype)
+        check_same_shape("running_mean", running_mean, "a row of x", d)
+        check_same_shape("running_var", running_var, "a row of x", d)
+    return x, gamma, beta, running_mean, running_var
+
+
+def affine_forward_inputs(x, W, b, out):
+    """``(x, W, b, out)`` of ``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,)
+    as C-contiguous arrays of one float dtype, ``out`` (N, M) or a new array, apart from
+    the inputs by the overlap rule (an input that is exactly ``out`` is copied: the
+    product reads it whole)."""
+    dt = common_dtype(("x", x), ("W", W), ("b", b))
+    x, W, b = float_array("x", x, dt), float_array("W", W, dt), float_array("b", b, dt)
+    if W.ndim != 2:
+        raise ValueError(f"W: expected a 2-D array (in, out), got shape {W.shape}")
+    if x.ndim != 2 or x.shape[1] != W.shape[0]:
+        raise ValueError(f"x: expected shape (N, {W.shape[0]}), got {x.shape}")
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"b: expected shape ({W.shape[1]},), got {b.shape}")
+    out = out_or_empty("out", out, (x.shape[0], W.shape[1]), dt)
+    inputs = {"x": x, "W": W, "b": b}
+    for name in apart([("out", out)], list(inputs.items())):
+        inputs[name] = inputs[name].copy()
+    return inputs["x"], inputs["W"], inputs["b"], out
+
+
+def affine_sgd_inputs(dout, x, W, b, lr, decay):
+    """Arguments of ``affine_backward_sgd``: ``W`` and ``b`` writable as they are (updated
+    in place), ``dout`` and ``x`` C-contiguous in the parameters' dtype, all apart by the
+    overlap rule (an input that is exactly a parameter is copied), ``lr`` and ``decay``
+    real numbers."""
+    if not isinstance(W, np.ndarray):
+        raise TypeError(f"W: expected an ndarray (it is updated in place), got {_describe(W)}")
+    if W.dtype not in NATIVE:
+        float_dtype("W", W)
+    check_out("W", W, W.shape, W.dtype)
+    check_out("b", b, (W.shape[1],) if W.ndim == 2 else np.shape(b), W.dtype)
+    inputs = {"dout": float_array("dout", dout, W.dtype), "x": float_array("x", x, W.dtype)}
+    affine_shapes(inputs["dout"], inputs["x"], W)
+    for name in apart([("W", W), ("b", b)], list(inputs.items())):
+        inputs[name] = inputs[name].copy()
+    return inputs["dout"], inputs["x"], W, b, real_scalar("lr", lr), real_scalar("decay", decay)

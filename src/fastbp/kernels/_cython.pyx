@@ -9,9 +9,14 @@ Design:
 - The fast path (a C-contiguous, aligned float32/float64 ndarray) is checked in C;
   anything else goes through ``_checks.py``, the code the NumPy twin uses, so both
   backends convert and refuse identically and give the same messages.
-- The inner loops are in ``_loops.h``: one C body for float and double, written so the
-  compiler vectorises them, run with the GIL released. This module picks the dtype's
-  loop and owns the boundary.
+- Every kernel has one shape: boundary check -> a ``Job`` (pointers, sizes,
+  hyperparameters) -> ``_run`` (one thread, or whole grains per OpenMP thread) -> a
+  range function here that picks the dtype's loop -> the loop in ``_loops.h``: one C
+  body for float and double, written so the compiler vectorises it, built for each SIMD
+  level, run with the GIL released. This module owns the boundary; ``_loops.h`` owns
+  every loop.
+- ``out=`` (and every array a kernel writes) follows the overlap rule of
+  ``_checks.apart``: a bounds test in C here, the shared function on any overlap.
 - ``exp`` is NumPy's vectorised one: the inner loop of ``np.exp`` for the dtype, looked
   up once at import and called from C without the GIL, on chunks that stay in the L1
   cache between the passes before and after it.
@@ -28,31 +33,28 @@ import numpy as np
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, free
 
+from . import _blas
 from ._checks import (
+    KERNELS,
+    affine_forward_inputs,
+    affine_sgd_inputs,
     affine_shapes as _affine_shapes,
+    apart,
+    bn_inputs,
     check_out,
     check_same_shape,
     common_dtype,
     float_array,
     mask_array,
+    param_inputs,
     real_scalar,
     softmax_inputs,
 )
 
 cnp.import_array()
 
-__all__ = [
-    "relu_forward",
-    "relu_backward",
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "bias_grad",
-    "affine_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-]
+__all__ = list(KERNELS)
 
 ctypedef cnp.npy_intp intp_t
 
@@ -70,6 +72,8 @@ cdef extern from "_loops.h" nogil:
     void sigmoid_bwd_f64(const double*, const double*, double*, intp_t)
     void colsum_f32(const float*, double*, intp_t, intp_t)
     void colsum_f64(const double*, double*, intp_t, intp_t)
+    void colsum_ld_f32(const float*, intp_t, double*, intp_t, intp_t)
+    void colsum_ld_f64(const double*, intp_t, double*, intp_t, intp_t)
     void softmax_ce_rows_f32(const float*, float*, const intp_t*, const float*, double*,
                              intp_t, intp_t, exp_t)
     void softmax_ce_rows_f64(const double*, double*, const intp_t*, const double*, double*,
@@ -80,6 +84,36 @@ cdef extern from "_loops.h" nogil:
     void sce_grad_targets_f64(const double*, const double*, double*, intp_t, double)
     bint labels_in_range(const intp_t*, intp_t, intp_t)
     const char* simd_level()
+    # chapter 6
+    void sgd_f32(float*, const float*, float, intp_t)
+    void sgd_f64(double*, const double*, double, intp_t)
+    void momentum_f32(float*, const float*, float*, float, float, intp_t)
+    void momentum_f64(double*, const double*, double*, double, double, intp_t)
+    void nesterov_f32(float*, const float*, float*, float, float, float, float, intp_t)
+    void nesterov_f64(double*, const double*, double*, double, double, double, double, intp_t)
+    void adagrad_f32(float*, const float*, float*, float, float, intp_t)
+    void adagrad_f64(double*, const double*, double*, double, double, intp_t)
+    void rmsprop_f32(float*, const float*, float*, float, float, float, float, intp_t)
+    void rmsprop_f64(double*, const double*, double*, double, double, double, double, intp_t)
+    void adam_f32(float*, const float*, float*, float*, float, float, float, float, intp_t)
+    void adam_f64(double*, const double*, double*, double*, double, double, double, double, intp_t)
+    void dropout_fwd_f32(const float*, const float*, float, float, float*, unsigned char*, intp_t)
+    void dropout_fwd_f64(const double*, const double*, double, double, double*, unsigned char*, intp_t)
+    void dropout_bwd_f32(const float*, const unsigned char*, float, float*, intp_t)
+    void dropout_bwd_f64(const double*, const unsigned char*, double, double*, intp_t)
+    void bn_fwd_f32(const float*, const float*, const float*, float*, float*, float, float, float,
+                    float*, float*, float*, double*, float*, float*, intp_t, intp_t, intp_t)
+    void bn_fwd_f64(const double*, const double*, const double*, double*, double*, double, double,
+                    double, double*, double*, double*, double*, double*, double*, intp_t, intp_t,
+                    intp_t)
+    void bn_infer_f32(const float*, const float*, const float*, const float*, const float*, float,
+                      float*, float*, intp_t, intp_t, intp_t)
+    void bn_infer_f64(const double*, const double*, const double*, const double*, const double*,
+                      double, double*, double*, intp_t, intp_t, intp_t)
+    void bn_bwd_f32(const float*, const float*, const float*, const float*, float*, float*, float*,
+                    double*, float*, intp_t, intp_t, intp_t)
+    void bn_bwd_f64(const double*, const double*, const double*, const double*, double*, double*,
+                    double*, double*, double*, intp_t, intp_t, intp_t)
 
 cdef extern from "<omp.h>" nogil:
     """
@@ -163,22 +197,37 @@ cdef inline bint _is_f64(cnp.ndarray a) noexcept:
     return cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE
 
 
-cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
-    """``a``, or a copy of it when its memory meets the output's (both C-contiguous).
+cdef inline bint _meets(object a, object b):
+    """The memory of two C-contiguous arrays (None: no array) intersects: the bounds
+    test of ``np.may_share_memory``, exact for such arrays, in C."""
+    if a is None or b is None:
+        return False
+    cdef char* pa = <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef intp_t na = cnp.PyArray_NBYTES(<cnp.ndarray>a), nb = cnp.PyArray_NBYTES(<cnp.ndarray>b)
+    return na > 0 and nb > 0 and pa < pb + nb and pb < pa + na
 
-    The loops must read an input before ``o`` overwrites it. An elementwise loop reads
-    element i before writing element i, so ``o`` being exactly ``a`` is fine there
-    (``same_ok``); a partial overlap, or any overlap in a reduction or a row loop that
-    reads an index array, is not.
-    """
-    cdef char* pa = <char*>cnp.PyArray_DATA(a)
-    cdef char* po = <char*>cnp.PyArray_DATA(o)
-    cdef intp_t na = cnp.PyArray_NBYTES(a), no = cnp.PyArray_NBYTES(o)
-    if pa >= po + no or po >= pa + na:
+
+cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok, str aname="an input",
+                       str oname="out"):
+    """The overlap rule (``_checks.apart``) for output ``o`` and input ``a`` (named
+    ``oname`` and ``aname`` in the message, as the NumPy twin names them): ``a`` when
+    they are apart, or when ``o`` is exactly ``a`` and the loop reads element i before
+    it writes element i (``same_ok``); a copy of ``a`` when ``o`` is exactly ``a`` but
+    the loop reads ``a`` after writing ``o`` (a row loop, the softmax's loss); the
+    shared ValueError for any other overlap."""
+    if not _meets(o, a):
         return a
-    if same_ok and pa == po and na == no and cnp.PyArray_TYPE(a) == cnp.PyArray_TYPE(o):
-        return a
-    return a.copy()
+    apart([(oname, o)], [(aname, a)])  # raises unless exactly the same array
+    return a if same_ok else a.copy()
+
+
+cdef inline double _real(str name, object value) except? -1.0:
+    """A hyperparameter as a double: a Python float as it is, the rest checked by
+    ``_checks.real_scalar`` (the NumPy twin's check)."""
+    if type(value) is float:
+        return <double>value
+    return real_scalar(name, value)
 
 
 # --------------------------------------------------------------------------- threads
@@ -195,8 +244,7 @@ cdef cnp.ndarray _apart(cnp.ndarray a, cnp.ndarray o, bint same_ok):
 cdef intp_t PARALLEL_MIN = 1 << 20
 cdef intp_t EXP_PARALLEL_MIN = 1 << 15
 cdef int _threads = 1
-cdef bint _omp_started = False   # a parallel region has run in this process
-cdef bint _forked = False        # this process was forked after that: one thread only
+cdef bint _forked = False        # this process is a forked child: one thread only
 
 HAVE_OPENMP = bool(FASTBP_HAVE_OPENMP)
 #: The build of the inner loops that runs on this CPU: "avx512f", "avx2" or "baseline".
@@ -204,10 +252,21 @@ SIMD = simd_level().decode()
 
 
 def _default_threads():
-    if not HAVE_OPENMP:
-        return 1
+    """``FASTBP_NUM_THREADS`` when it is a positive whole number, else (with a warning
+    naming the variable when it is set to something else) the CPU count, at most 8."""
+    default = min(os.cpu_count() or 1, 8) if HAVE_OPENMP else 1
     env = os.environ.get("FASTBP_NUM_THREADS", "").strip()
-    return int(env) if env else min(os.cpu_count() or 1, 8)
+    if not env:
+        return default
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    if n < 1:
+        warnings.warn(f"FASTBP_NUM_THREADS: expected a positive whole number of threads, "
+                      f"got {env!r}; using {default}", RuntimeWarning, stacklevel=2)
+        return default
+    return n if HAVE_OPENMP else 1
 
 
 def set_num_threads(n):
@@ -218,20 +277,21 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
     if n > 1 and _forked:
-        warnings.warn("fastbp: this process was forked after fastbp's kernels had run on "
-                      "several threads; OpenMP cannot start threads again here, so they "
-                      "stay on one (use the 'spawn' start method for threaded workers)",
+        warnings.warn("fastbp: this process was forked; OpenMP cannot start threads in a "
+                      "forked child safely, so fastbp's kernels stay on one thread here "
+                      "(use the 'spawn' or 'forkserver' start method for threaded workers)",
                       RuntimeWarning, stacklevel=2)
         n = 1
     _threads = n
 
 
 def _after_fork_in_child():
-    # libgomp's threads do not survive a fork, and its next parallel region in the
-    # child waits for them forever: a child of a process that ran one stays on one thread
+    # libgomp's threads do not survive a fork, and its next parallel region in the child
+    # waits for them forever. Any library on the same libgomp (a BLAS, PyTorch,
+    # scikit-learn, ...) may have run a region before the fork, and nothing tells fastbp
+    # it did; so in every forked child the kernels run on one thread, which never hangs.
     global _threads, _forked
-    if _omp_started:
-        _forked, _threads = True, 1
+    _forked, _threads = True, 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -254,8 +314,18 @@ ctypedef struct Job:
     unsigned char* mask
     const intp_t* labels
     double* loss           # one per row
-    intp_t c               # columns (row kernels)
+    intp_t c               # columns (row and column kernels)
     double scale
+    const char* in3        # third to fifth inputs (chapter 6)
+    const char* in4
+    const char* in5
+    char* out2             # second and third outputs (batch norm)
+    char* out3
+    char* s1               # state updated in place: optimizer buffers, running statistics
+    char* s2
+    double* work           # per-column double scratch, split like the columns
+    intp_t rows            # rows (column kernels: their ranges are columns)
+    double hp[4]           # hyperparameters, rounded to the element type by the loop call
 
 ctypedef void (*range_fn)(const Job*, intp_t, intp_t) noexcept nogil
 
@@ -264,14 +334,12 @@ cdef void _run(range_fn fn, const Job* job, intp_t n, intp_t grain, intp_t eleme
                intp_t min_elements) noexcept nogil:
     """``fn(job, start, stop)`` over [0, n): on one thread, or in one run of whole grains
     per thread when the work touches at least ``min_elements`` elements."""
-    global _omp_started
     cdef intp_t nt = 1, step, k, start
     if elements >= min_elements and FASTBP_HAVE_OPENMP:
         nt = min(<intp_t>_threads, (n + grain - 1) // grain)
     if nt <= 1:
         fn(job, 0, n)
         return
-    _omp_started = True
     step = ((n + nt - 1) // nt + grain - 1) // grain * grain
     for k in prange(nt, num_threads=nt, schedule="static"):
         start = k * step
@@ -302,7 +370,7 @@ def relu_forward(x, out=None):
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(xa))
-    xa = _apart(xa, o, True)
+    xa = _apart(xa, o, True, "x")
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
     cdef Job job
     job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
@@ -327,7 +395,8 @@ def relu_backward(dout, mask, out=None):
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, nd, shape, cnp.PyArray_TYPE(d))
-    d, ma = _apart(d, o, True), _apart(ma, o, False)
+    d = _apart(d, o, True, "dout")
+    ma = _apart(ma, o, True, "mask")  # a bool mask is never exactly out
     cdef Job job
     job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ma), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(d)
@@ -357,8 +426,8 @@ def sigmoid_forward(x, out=None):
     cdef cnp.ndarray xa = _floats("x", x)
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
                                  cnp.PyArray_TYPE(xa))
-    if out is not None and np.may_share_memory(o, xa):
-        xa = xa.copy()  # the last pass reads x's sign after exp(-|x|) has filled out
+    # the last pass reads x's sign after exp(-|x|) has filled out: exactly x is copied
+    xa = _apart(xa, o, False, "x")
     cdef Job job
     job.f64, job.a, job.out = _is_f64(xa), _cdata(xa), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(xa)
@@ -380,7 +449,8 @@ def sigmoid_backward(dout, y, out=None):
         check_same_shape("y", ya, "dout", (<object>d).shape)
     cdef cnp.ndarray o = _result("out", out, cnp.PyArray_NDIM(d), cnp.PyArray_DIMS(d),
                                  cnp.PyArray_TYPE(d))
-    d, ya = _apart(d, o, True), _apart(ya, o, True)
+    d = _apart(d, o, True, "dout")
+    ya = _apart(ya, o, True, "y")
     cdef Job job
     job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ya), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(d)
@@ -391,30 +461,37 @@ def sigmoid_backward(dout, y, out=None):
 
 # --------------------------------------------------------------------------- Affine
 
+cdef void _colsum_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    """Columns [a, b) of the column sums of the (rows, c) input ``j.a``: into ``j.work``
+    (double; ``out`` itself for float64), rounded into ``j.out`` for float32."""
+    cdef intp_t k
+    cdef double* acc = j.work + a
+    for k in range(b - a):
+        acc[k] = 0
+    if j.f64:
+        colsum_ld_f64(<const double*>j.a + a, j.c, acc, j.rows, b - a)
+    else:
+        colsum_ld_f32(<const float*>j.a + a, j.c, acc, j.rows, b - a)
+        for k in range(b - a):
+            (<float*>j.out)[a + k] = <float>acc[k]
+
+
 def bias_grad(dout, out=None):
     """Column sums of a 2-D ``dout`` (N, M): the bias gradient ``db`` (M,)."""
     cdef cnp.ndarray d = _floats("dout", dout)
     if cnp.PyArray_NDIM(d) != 2:
         raise ValueError(f"dout: expected a 2-D array (batch, features), got shape {(<object>d).shape}")
     cdef int typenum = cnp.PyArray_TYPE(d)
-    cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1), j
+    cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1)
     cdef cnp.ndarray o = _result("out", out, 1, &m, typenum)
-    d = _apart(d, o, False)   # the float64 sums are written into ``out`` as they run
-    cdef void* pd = _data(d)
-    cdef void* po = _data(o)
-    cdef double* acc = <double*>po if typenum == cnp.NPY_DOUBLE else <double*>calloc(m + 1, sizeof(double))
-    if acc == NULL:
-        raise MemoryError()
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            for j in range(m):
-                acc[j] = 0
-            colsum_f64(<const double*>pd, acc, n, m)
-        else:
-            colsum_f32(<const float*>pd, acc, n, m)
-            for j in range(m):
-                (<float*>po)[j] = <float>acc[j]
-            free(acc)
+    d = _apart(d, o, True, "dout")  # a (M,) out is never exactly the (N, M) dout
+    # float64 sums run in ``out`` itself; float32 ones in a double scratch
+    cdef cnp.ndarray acc = o if typenum == cnp.NPY_DOUBLE else cnp.PyArray_EMPTY(1, &m, cnp.NPY_DOUBLE, 0)
+    cdef Job job
+    job.f64, job.a, job.out, job.c, job.rows = _is_f64(d), _cdata(d), <char*>_data(o), m, n
+    job.work = <double*>_data(acc)
+    with nogil:  # threads split the columns: each column keeps its one order
+        _run(_colsum_job, &job, m, 64, n * m, PARALLEL_MIN)
     return o
 
 
@@ -436,9 +513,58 @@ def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
         _affine_shapes(d, xa, Wa)
     if dW_out is not None:
         _result("dW_out", dW_out, 2, cnp.PyArray_DIMS(Wa), cnp.PyArray_TYPE(Wa))
-    dx = np.matmul(d, Wa.T) if need_dx else None
-    dW = np.matmul(xa.T, d, out=dW_out)
-    return dx, dW, bias_grad(d, out=db_out)
+    if db_out is not None:
+        _result("db_out", db_out, 1, cnp.PyArray_DIMS(Wa) + 1, cnp.PyArray_TYPE(Wa))
+    if (_meets(dW_out, db_out) or _meets(dW_out, d) or _meets(dW_out, xa)
+            or _meets(dW_out, Wa) or _meets(db_out, d) or _meets(db_out, xa)
+            or _meets(db_out, Wa)):
+        # an input that is exactly dW_out is read whole by the products: copy it first
+        same = apart([("dW_out", dW_out), ("db_out", db_out)], [("dout", d), ("x", xa), ("W", Wa)])
+        d = d.copy() if "dout" in same else d
+        xa = xa.copy() if "x" in same else xa
+        Wa = Wa.copy() if "W" in same else Wa
+    db = bias_grad(d, out=db_out)
+    cdef intp_t dx_shape[2]
+    dx_shape[0], dx_shape[1] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    dx = None
+    if need_dx:
+        dx = _blas.gemm(d, Wa, cnp.PyArray_EMPTY(2, dx_shape, cnp.PyArray_TYPE(Wa), 0),
+                        trans_b=True)
+    dW = dW_out if dW_out is not None else cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(Wa),
+                                                             cnp.PyArray_TYPE(Wa), 0)
+    _blas.gemm(xa, d, dW, trans_a=True)
+    return dx, dW, db
+
+
+def affine_forward(x, W, b, out=None):
+    """``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,), one float dtype."""
+    cdef intp_t shape[2]
+    if (out is None and _is_native(x) and _is_native(W) and _is_native(b)
+            and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.PyArray_TYPE(<cnp.ndarray>W)
+            and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.PyArray_TYPE(<cnp.ndarray>W)
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2 and cnp.PyArray_NDIM(<cnp.ndarray>W) == 2
+            and cnp.PyArray_NDIM(<cnp.ndarray>b) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+            and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == cnp.PyArray_DIM(<cnp.ndarray>W, 1)):
+        shape[0], shape[1] = cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+        out = cnp.PyArray_EMPTY(2, shape, cnp.PyArray_TYPE(<cnp.ndarray>W), 0)
+    else:
+        x, W, b, out = affine_forward_inputs(x, W, b, out)
+    return _blas.gemm(x, W, out, bias=b)
+
+
+def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
+    """Backward through ``out = x @ W + b`` with the SGD step folded into the weight
+    gradient's product: returns ``dx`` (with the old ``W``), sets
+    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` (one GEMM, ``beta = 1 - lr * decay``)
+    and ``b -= lr * bias_grad(dout)``."""
+    d, xa, Wa, ba, lr_, decay_ = affine_sgd_inputs(dout, x, W, b, lr, decay)
+    dx = None
+    if need_dx:
+        dx = _blas.gemm(d, Wa, np.empty((xa.shape[0], xa.shape[1]), Wa.dtype), trans_b=True)
+    _blas.gemm(xa, d, Wa, trans_a=True, alpha=-lr_, beta=1.0 - lr_ * decay_)
+    sgd_update(ba, bias_grad(d), lr_)
+    return dx
 
 
 # --------------------------------------------------------------------------- Softmax + CE
@@ -453,7 +579,8 @@ cdef object _integer_labels(object t, intp_t n):
         return None
     if cnp.PyArray_TYPE(ta) == cnp.NPY_INTP and cnp.PyArray_ISCARRAY_RO(ta):
         return ta
-    return np.asarray(ta, dtype=np.intp, order="C")  # uint64 beyond intp goes negative: refused
+    # a copy (aligned, as the loops read it); uint64 beyond intp goes negative: refused
+    return np.array(ta, dtype=np.intp, order="C")
 
 
 cdef tuple _sce_inputs(object x, object t, str name="x"):
@@ -498,12 +625,11 @@ def softmax_cross_entropy(x, t, out=None):
     cdef cnp.ndarray xc = <cnp.ndarray>xa
     cdef intp_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
     cdef cnp.ndarray y = _result("out", out, 2, cnp.PyArray_DIMS(xc), cnp.PyArray_TYPE(xc))
-    if out is not None and np.may_share_memory(y, xc):
-        xc = xc.copy()  # the loss reads x after y has been written
-    if labels is not None:  # so are the labels and the targets
-        labels = _apart(<cnp.ndarray>labels, y, False)
+    xc = _apart(xc, y, False, "x")  # the loss reads x after y is written
+    if labels is not None:  # and the labels or the targets too
+        labels = _apart(<cnp.ndarray>labels, y, False, "t")
     else:
-        onehot = _apart(<cnp.ndarray>onehot, y, False)
+        onehot = _apart(<cnp.ndarray>onehot, y, False, "t")
     cdef cnp.ndarray row_loss = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
     cdef Job job
     job.f64, job.a, job.out, job.c = _is_f64(xc), _cdata(xc), <char*>_data(y), c
@@ -526,11 +652,11 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     cdef intp_t n = cnp.PyArray_DIM(yc, 0), c = cnp.PyArray_DIM(yc, 1)
     cdef double scale = real_scalar("dout", dout) / n
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(yc), cnp.PyArray_TYPE(yc))
-    yc = _apart(yc, o, True)
+    yc = _apart(yc, o, True, "y")
     if labels is not None:  # labels[i] is read after earlier rows are written
-        labels = _apart(<cnp.ndarray>labels, o, False)
+        labels = _apart(<cnp.ndarray>labels, o, False, "t")
     else:
-        onehot = _apart(<cnp.ndarray>onehot, o, True)
+        onehot = _apart(<cnp.ndarray>onehot, o, True, "t")
     cdef Job job
     job.f64, job.a, job.out, job.c, job.scale = _is_f64(yc), _cdata(yc), <char*>_data(o), c, scale
     job.labels = <const intp_t*>_cdata(labels)
@@ -560,19 +686,12 @@ cdef void _sce_grad_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
 
 # =========================================================================== chapter 6
 # Optimizer updates, dropout and batch normalization: the twins of the chapter-6 section
-# of ``_numpy.py`` (read the contract there). The optimizer kernels are one fused pass
-# over each parameter and its state, in the book's order of operations and in the
-# parameter's own precision (hyperparameters rounded to it once), so they give the
-# NumPy twin's results bit for bit; they allocate nothing. Batch normalization walks
-# the rows of the C-ordered (N, D) input and accumulates the per-column sums in double
-# scratch vectors, so every pass reads memory in order.
-
-from cython cimport floating
-from libc.math cimport sqrt, sqrtf
-from libc.stdlib cimport free, malloc
-
-from ._numpy import _bn_inputs, _param_inputs
-
+# of ``_numpy.py`` (read the contract there), in the same shape as the kernels above.
+# The optimizer loops are one fused pass over each parameter and its state, in the
+# book's order of operations and in the parameter's own precision (hyperparameters
+# rounded to it once), so they give the NumPy twin's results bit for bit; they allocate
+# nothing. Batch normalization walks the rows of the C-ordered (N, D) input, its column
+# sums in double scratch, and splits the columns over threads.
 
 cdef inline bint _is_writable_float(object a):
     """A C-contiguous, aligned, writable float32/float64 ndarray (updatable in place)."""
@@ -595,154 +714,140 @@ cdef inline bint _like(object a, cnp.ndarray ref, bint writable):
 
 
 cdef cnp.ndarray _opt_grad(object param, object grad, object s1, str n1, object s2, str n2):
-    """Checked ``grad`` of an in-place update (in ``param``'s dtype); the checks of
-    ``_param_inputs`` run in C for the usual case, through it otherwise."""
+    """Checked ``grad`` of an in-place update (in ``param``'s dtype): the checks of
+    ``_checks.param_inputs`` run in C for the usual case (arrays of one shape and dtype,
+    apart from each other), through it otherwise (which also copies a ``grad`` that is
+    exactly ``param`` or a state buffer; the loops would not need it)."""
     cdef cnp.ndarray p
     if _is_writable_float(param):
         p = <cnp.ndarray>param
         if (_like(grad, p, False) and (n1 is None or _like(s1, p, True))
-                and (n2 is None or _like(s2, p, True))):
+                and (n2 is None or _like(s2, p, True))
+                and not (_meets(p, grad) or _meets(p, s1) or _meets(p, s2) or _meets(s1, s2)
+                         or _meets(s1, grad) or _meets(s2, grad))):
             return <cnp.ndarray>grad
     state = []
     if n1 is not None:
         state.append((n1, s1))
     if n2 is not None:
         state.append((n2, s2))
-    return _param_inputs(param, grad, *state)
+    return param_inputs(param, grad, *state)
 
 
-cdef inline floating _sqrt(floating a) noexcept nogil:
-    if floating is float:
-        return sqrtf(a)
-    else:
-        return sqrt(a)
+cdef Job _opt_job(object param, cnp.ndarray g, object s1, object s2):
+    cdef Job job
+    cdef cnp.ndarray p = <cnp.ndarray>param
+    job.f64, job.out, job.a = _is_f64(p), <char*>_data(p), _cdata(g)
+    job.s1 = <char*>_cdata(s1)
+    job.s2 = <char*>_cdata(s2)
+    return job
 
 
 # --------------------------------------------------------------------------- optimizers
 
-cdef void _sgd(floating* p, const floating* g, floating lr, intp_t n) noexcept nogil:
-    cdef intp_t i
-    for i in range(n):
-        p[i] = p[i] - lr * g[i]
+cdef void _sgd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        sgd_f64(<double*>j.out + a, <const double*>j.a + a, j.hp[0], b - a)
+    else:
+        sgd_f32(<float*>j.out + a, <const float*>j.a + a, <float>j.hp[0], b - a)
 
 
-cdef void _momentum(floating* p, const floating* g, floating* v, floating lr,
-                    floating mom, intp_t n) noexcept nogil:
-    cdef intp_t i
-    for i in range(n):
-        v[i] = v[i] * mom - lr * g[i]
-        p[i] = p[i] + v[i]
+cdef void _momentum_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        momentum_f64(<double*>j.out + a, <const double*>j.a + a, <double*>j.s1 + a,
+                     j.hp[0], j.hp[1], b - a)
+    else:
+        momentum_f32(<float*>j.out + a, <const float*>j.a + a, <float*>j.s1 + a,
+                     <float>j.hp[0], <float>j.hp[1], b - a)
 
 
-cdef void _nesterov(floating* p, const floating* g, floating* v, floating lr,
-                    floating mom, floating mom2, floating c, intp_t n) noexcept nogil:
-    # mom2 = momentum**2 and c = (1 + momentum) * lr, rounded once, as NumPy does
-    cdef intp_t i
-    for i in range(n):
-        v[i] = v[i] * mom - lr * g[i]
-        p[i] = (p[i] + mom2 * v[i]) - c * g[i]
+cdef void _nesterov_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        nesterov_f64(<double*>j.out + a, <const double*>j.a + a, <double*>j.s1 + a,
+                     j.hp[0], j.hp[1], j.hp[2], j.hp[3], b - a)
+    else:
+        nesterov_f32(<float*>j.out + a, <const float*>j.a + a, <float*>j.s1 + a,
+                     <float>j.hp[0], <float>j.hp[1], <float>j.hp[2], <float>j.hp[3], b - a)
 
 
-cdef void _adagrad(floating* p, const floating* g, floating* h, floating lr,
-                   floating eps, intp_t n) noexcept nogil:
-    cdef intp_t i
-    for i in range(n):
-        h[i] = h[i] + g[i] * g[i]
-        p[i] = p[i] - (lr * g[i]) / (_sqrt(h[i]) + eps)
+cdef void _adagrad_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        adagrad_f64(<double*>j.out + a, <const double*>j.a + a, <double*>j.s1 + a,
+                    j.hp[0], j.hp[1], b - a)
+    else:
+        adagrad_f32(<float*>j.out + a, <const float*>j.a + a, <float*>j.s1 + a,
+                    <float>j.hp[0], <float>j.hp[1], b - a)
 
 
-cdef void _rmsprop(floating* p, const floating* g, floating* h, floating lr,
-                   floating decay, floating one_minus_decay, floating eps,
-                   intp_t n) noexcept nogil:
-    cdef intp_t i
-    for i in range(n):
-        h[i] = h[i] * decay + (one_minus_decay * g[i]) * g[i]
-        p[i] = p[i] - (lr * g[i]) / (_sqrt(h[i]) + eps)
+cdef void _rmsprop_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        rmsprop_f64(<double*>j.out + a, <const double*>j.a + a, <double*>j.s1 + a,
+                    j.hp[0], j.hp[1], j.hp[2], j.hp[3], b - a)
+    else:
+        rmsprop_f32(<float*>j.out + a, <const float*>j.a + a, <float*>j.s1 + a,
+                    <float>j.hp[0], <float>j.hp[1], <float>j.hp[2], <float>j.hp[3], b - a)
 
 
-cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floating lr_t,
-                floating a1, floating a2, floating eps, intp_t n) noexcept nogil:
-    # a1 = 1 - beta1, a2 = 1 - beta2
-    cdef intp_t i
-    cdef floating gi
-    for i in range(n):
-        gi = g[i]
-        m[i] = m[i] + a1 * (gi - m[i])
-        v[i] = v[i] + a2 * (gi * gi - v[i])
-        p[i] = p[i] - (lr_t * m[i]) / (_sqrt(v[i]) + eps)
+cdef void _adam_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        adam_f64(<double*>j.out + a, <const double*>j.a + a, <double*>j.s1 + a,
+                 <double*>j.s2 + a, j.hp[0], j.hp[1], j.hp[2], j.hp[3], b - a)
+    else:
+        adam_f32(<float*>j.out + a, <const float*>j.a + a, <float*>j.s1 + a,
+                 <float*>j.s2 + a, <float>j.hp[0], <float>j.hp[1], <float>j.hp[2],
+                 <float>j.hp[3], b - a)
+
+
+# Memory-bound like ReLU: split from PARALLEL_MIN elements only.
+cdef inline void _run_update(range_fn fn, const Job* job, intp_t n) noexcept nogil:
+    _run(fn, job, n, 4096, n, PARALLEL_MIN)
 
 
 def sgd_update(param, grad, lr):
     """SGD in place: ``param -= lr * grad``. Returns ``param``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, None, None, None, None)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _sgd(<double*>pp, <const double*>pg, lr_, n)
-    else:
-        with nogil:
-            _sgd(<float*>pp, <const float*>pg, <float>lr_, n)
+    cdef Job job = _opt_job(param, g, None, None)
+    job.hp[0] = _real("lr", lr)
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_sgd_job, &job, n)
     return param
 
 
 def momentum_update(param, grad, v, lr, momentum):
     """Momentum SGD in place: ``v = momentum * v - lr * grad; param += v``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, v, "v", None, None)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr, mom = momentum
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    cdef void* pv = _data(<cnp.ndarray>v)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _momentum(<double*>pp, <const double*>pg, <double*>pv, lr_, mom, n)
-    else:
-        with nogil:
-            _momentum(<float*>pp, <const float*>pg, <float*>pv, <float>lr_, <float>mom, n)
+    cdef Job job = _opt_job(param, g, v, None)
+    job.hp[0], job.hp[1] = _real("lr", lr), _real("momentum", momentum)
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_momentum_job, &job, n)
     return param
 
 
 def nesterov_update(param, grad, v, lr, momentum):
-    """The book's Nesterov variant, in place: ``v = momentum * v - lr * grad;
-    param += momentum**2 * v - (1 + momentum) * lr * grad`` (in that order)."""
+    """Nesterov's accelerated gradient in place (Bengio et al. 2012, arXiv:1212.0901,
+    eq. 7; the book's fixed form): ``param += momentum**2 * v;
+    param -= (1 + momentum) * lr * grad; v = momentum * v - lr * grad``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, v, "v", None, None)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr, mom = momentum
-    cdef double mom2 = mom * mom, c = (1 + mom) * lr_
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    cdef void* pv = _data(<cnp.ndarray>v)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _nesterov(<double*>pp, <const double*>pg, <double*>pv, lr_, mom, mom2, c, n)
-    else:
-        with nogil:
-            _nesterov(<float*>pp, <const float*>pg, <float*>pv, <float>lr_, <float>mom,
-                      <float>mom2, <float>c, n)
+    cdef Job job = _opt_job(param, g, v, None)
+    cdef double lr_ = _real("lr", lr), mom = _real("momentum", momentum)
+    # momentum**2 and (1 + momentum) * lr in double, rounded once, as NumPy does
+    job.hp[0], job.hp[1], job.hp[2], job.hp[3] = lr_, mom, mom * mom, (1 + mom) * lr_
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_nesterov_job, &job, n)
     return param
 
 
 def adagrad_update(param, grad, h, lr, eps):
     """AdaGrad in place: ``h += grad * grad; param -= lr * grad / (sqrt(h) + eps)``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, h, "h", None, None)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr, eps_ = eps
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    cdef void* ph = _data(<cnp.ndarray>h)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _adagrad(<double*>pp, <const double*>pg, <double*>ph, lr_, eps_, n)
-    else:
-        with nogil:
-            _adagrad(<float*>pp, <const float*>pg, <float*>ph, <float>lr_, <float>eps_, n)
+    cdef Job job = _opt_job(param, g, h, None)
+    job.hp[0], job.hp[1] = _real("lr", lr), _real("eps", eps)
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_adagrad_job, &job, n)
     return param
 
 
@@ -750,20 +855,12 @@ def rmsprop_update(param, grad, h, lr, decay_rate, eps):
     """RMSprop in place: ``h = decay_rate * h + (1 - decay_rate) * grad * grad;
     param -= lr * grad / (sqrt(h) + eps)``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, h, "h", None, None)
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr, d = decay_rate, eps_ = eps
-    cdef double omd = 1 - d
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    cdef void* ph = _data(<cnp.ndarray>h)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _rmsprop(<double*>pp, <const double*>pg, <double*>ph, lr_, d, omd, eps_, n)
-    else:
-        with nogil:
-            _rmsprop(<float*>pp, <const float*>pg, <float*>ph, <float>lr_, <float>d,
-                     <float>omd, <float>eps_, n)
+    cdef Job job = _opt_job(param, g, h, None)
+    cdef double lr_ = _real("lr", lr), d = _real("decay_rate", decay_rate)
+    job.hp[0], job.hp[1], job.hp[2], job.hp[3] = lr_, d, 1 - d, _real("eps", eps)
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_rmsprop_job, &job, n)
     return param
 
 
@@ -771,43 +868,33 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     """Adam in place, the book's form: ``m += (1 - beta1) * (grad - m);
     v += (1 - beta2) * (grad**2 - v); param -= lr_t * m / (sqrt(v) + eps)``."""
     cdef cnp.ndarray g = _opt_grad(param, grad, m, "m", v, "v")
-    cdef cnp.ndarray p = <cnp.ndarray>param
-    cdef intp_t n = cnp.PyArray_SIZE(p)
-    cdef double lr_ = lr_t, a1 = 1 - <double>beta1, a2 = 1 - <double>beta2, eps_ = eps
-    cdef void* pp = _data(p)
-    cdef void* pg = _data(g)
-    cdef void* pm = _data(<cnp.ndarray>m)
-    cdef void* pv = _data(<cnp.ndarray>v)
-    if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-        with nogil:
-            _adam(<double*>pp, <const double*>pg, <double*>pm, <double*>pv, lr_, a1, a2,
-                  eps_, n)
-    else:
-        with nogil:
-            _adam(<float*>pp, <const float*>pg, <float*>pm, <float*>pv, <float>lr_,
-                  <float>a1, <float>a2, <float>eps_, n)
+    cdef Job job = _opt_job(param, g, m, v)
+    cdef double lr_ = _real("lr_t", lr_t), b1 = _real("beta1", beta1)
+    cdef double b2 = _real("beta2", beta2)
+    job.hp[0], job.hp[1], job.hp[2], job.hp[3] = lr_, 1 - b1, 1 - b2, _real("eps", eps)
+    cdef intp_t n = cnp.PyArray_SIZE(g)
+    with nogil:
+        _run_update(_adam_job, &job, n)
     return param
 
 
 # --------------------------------------------------------------------------- Dropout
 
-cdef void _dropout_fwd(const floating* x, const floating* u, floating ratio,
-                       floating scale, floating* out, unsigned char* mask,
-                       intp_t n) noexcept nogil:
-    # Branch-free (a random mask defeats branch prediction), so gcc vectorises it:
-    # out = x * (mask * scale), exactly the NumPy twin's arithmetic.
-    cdef intp_t i
-    for i in range(n):
-        mask[i] = u[i] > ratio
-    for i in range(n):
-        out[i] = x[i] * (<floating>mask[i] * scale)
+cdef void _dropout_fwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    if j.f64:
+        dropout_fwd_f64(<const double*>j.a + a, <const double*>j.b + a, j.hp[0], j.scale,
+                        <double*>j.out + a, j.mask + a, b - a)
+    else:
+        dropout_fwd_f32(<const float*>j.a + a, <const float*>j.b + a, <float>j.hp[0],
+                        <float>j.scale, <float*>j.out + a, j.mask + a, b - a)
 
 
-cdef void _dropout_bwd(const floating* dout, const unsigned char* mask, floating scale,
-                       floating* out, intp_t n) noexcept nogil:
-    cdef intp_t i
-    for i in range(n):
-        out[i] = dout[i] * (<floating>mask[i] * scale)
+cdef void _dropout_bwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    cdef const unsigned char* m = <const unsigned char*>j.b + a
+    if j.f64:
+        dropout_bwd_f64(<const double*>j.a + a, m, j.scale, <double*>j.out + a, b - a)
+    else:
+        dropout_bwd_f32(<const float*>j.a + a, m, <float>j.scale, <float*>j.out + a, b - a)
 
 
 def dropout_forward(x, u, ratio, scale, out=None):
@@ -824,29 +911,23 @@ def dropout_forward(x, u, ratio, scale, out=None):
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef intp_t* shape = cnp.PyArray_DIMS(xa)
     cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
+    xa = _apart(xa, o, True, "x")
+    ua = _apart(ua, o, True, "u")  # the mask is taken before out is written
+    cdef Job job
+    job.hp[0], job.scale = _real("ratio", ratio), _real("scale", scale)
     cdef cnp.ndarray mask = cnp.PyArray_EMPTY(nd, shape, cnp.NPY_BOOL, 0)
+    job.f64, job.a, job.b, job.out = _is_f64(xa), _cdata(xa), _cdata(ua), <char*>_data(o)
+    job.mask = <unsigned char*>_data(mask)
     cdef intp_t n = cnp.PyArray_SIZE(xa)
-    cdef double r = ratio, s = scale
-    cdef unsigned char* pm = <unsigned char*>_data(mask)
-    cdef void* px = _data(xa)
-    cdef void* pu = _data(ua)
-    cdef void* po = _data(o)
-    if typenum == cnp.NPY_DOUBLE:
-        with nogil:
-            _dropout_fwd(<const double*>px, <const double*>pu, r, s, <double*>po, pm, n)
-    else:
-        with nogil:
-            _dropout_fwd(<const float*>px, <const float*>pu, <float>r, <float>s,
-                         <float*>po, pm, n)
+    with nogil:
+        _run(_dropout_fwd_job, &job, n, 4096, n, PARALLEL_MIN)
     return o, mask
 
 
 def dropout_backward(dout, mask, scale, out=None):
     """Dropout gradient: ``dout * (mask * scale)``."""
     cdef cnp.ndarray d = _floats("dout", dout)
-    cdef int typenum = cnp.PyArray_TYPE(d)
     cdef int nd = cnp.PyArray_NDIM(d)
-    cdef intp_t* shape = cnp.PyArray_DIMS(d)
     cdef cnp.ndarray ma
     if (isinstance(mask, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>mask) == cnp.NPY_BOOL
             and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask)
@@ -854,154 +935,65 @@ def dropout_backward(dout, mask, scale, out=None):
         ma = <cnp.ndarray>mask
     else:
         ma = mask_array("mask", mask, (<object>d).shape)
-    cdef cnp.ndarray o = _result("out", out, nd, shape, typenum)
+    cdef cnp.ndarray o = _result("out", out, nd, cnp.PyArray_DIMS(d), cnp.PyArray_TYPE(d))
+    d = _apart(d, o, True, "dout")
+    ma = _apart(ma, o, True, "mask")  # a bool mask is never exactly out
+    cdef Job job
+    job.scale = _real("scale", scale)
+    job.f64, job.a, job.b, job.out = _is_f64(d), _cdata(d), _cdata(ma), <char*>_data(o)
     cdef intp_t n = cnp.PyArray_SIZE(d)
-    cdef double s = scale
-    cdef const unsigned char* pm = <const unsigned char*>_data(ma)
-    cdef void* pd = _data(d)
-    cdef void* po = _data(o)
-    if typenum == cnp.NPY_DOUBLE:
-        with nogil:
-            _dropout_bwd(<const double*>pd, pm, s, <double*>po, n)
-    else:
-        with nogil:
-            _dropout_bwd(<const float*>pd, pm, <float>s, <float*>po, n)
+    with nogil:
+        _run(_dropout_bwd_job, &job, n, 4096, n, PARALLEL_MIN)
     return o
 
 
 # --------------------------------------------------------------------------- BatchNorm
+#
+# The range functions get columns [a, b) of the (rows, c) arrays; ``work`` holds the
+# per-column scratch, laid out so that disjoint column ranges use disjoint parts.
 
-cdef int _bn_fwd(const floating* x, const floating* gamma, const floating* beta,
-                 floating* rmean, floating* rvar, floating mom, floating one_minus_mom,
-                 floating eps, floating* out, floating* xn, floating* std,
-                 intp_t n, intp_t d) noexcept nogil:
-    """Training-mode batch norm over the columns of x (n, d). -1 on no memory."""
-    cdef intp_t i, j
-    cdef const floating* xr
-    cdef floating* xnr
-    cdef floating* outr
-    cdef floating c
-    cdef double* acc = <double*>malloc(max(d, 1) * sizeof(double))
-    cdef floating* mu = <floating*>malloc(max(d, 1) * sizeof(floating))
-    if acc == NULL or mu == NULL:
-        free(acc)
-        free(mu)
-        return -1
-    # mean, rounded once to the element type
-    for j in range(d):
-        acc[j] = 0
-    for i in range(n):
-        xr = x + i * d
-        for j in range(d):
-            acc[j] += xr[j]
-    for j in range(d):
-        mu[j] = <floating>(acc[j] / n)
-        acc[j] = 0
-    # biased variance of the centred values (second pass: no cancellation)
-    for i in range(n):
-        xr = x + i * d
-        for j in range(d):
-            c = xr[j] - mu[j]
-            acc[j] += <double>c * <double>c
-    for j in range(d):
-        std[j] = _sqrt(<floating>(acc[j] / n) + eps)
-        rmean[j] = rmean[j] * mom + one_minus_mom * mu[j]
-        rvar[j] = rvar[j] * mom + one_minus_mom * <floating>(acc[j] / n)
-    for i in range(n):
-        xr = x + i * d
-        xnr = xn + i * d
-        outr = out + i * d
-        for j in range(d):
-            xnr[j] = (xr[j] - mu[j]) / std[j]
-            outr[j] = gamma[j] * xnr[j] + beta[j]
-    free(acc)
-    free(mu)
-    return 0
-
-
-cdef int _bn_infer(const floating* x, const floating* gamma, const floating* beta,
-                   const floating* rmean, const floating* rvar, floating eps,
-                   floating* out, intp_t n, intp_t d) noexcept nogil:
-    cdef intp_t i, j
-    cdef const floating* xr
-    cdef floating* outr
-    cdef floating* std = <floating*>malloc(max(d, 1) * sizeof(floating))
-    if std == NULL:
-        return -1
-    for j in range(d):
-        std[j] = _sqrt(rvar[j] + eps)
-    for i in range(n):
-        xr = x + i * d
-        outr = out + i * d
-        for j in range(d):
-            outr[j] = ((xr[j] - rmean[j]) / std[j]) * gamma[j] + beta[j]
-    free(std)
-    return 0
-
-
-cdef int _bn_bwd(const floating* dout, const floating* xn, const floating* std,
-                 const floating* gamma, floating* dx, floating* dgamma, floating* dbeta,
-                 intp_t n, intp_t d) noexcept nogil:
-    cdef intp_t i, j
-    cdef const floating* dr
-    cdef const floating* xr
-    cdef floating* dxr
-    cdef double* acc = <double*>malloc(2 * max(d, 1) * sizeof(double))
-    cdef floating* coef = <floating*>malloc(3 * max(d, 1) * sizeof(floating))
-    if acc == NULL or coef == NULL:
-        free(acc)
-        free(coef)
-        return -1
-    cdef double* accb = acc
-    cdef double* accg = acc + d
-    cdef floating* a = coef
-    cdef floating* c1 = coef + d
-    cdef floating* c2 = coef + 2 * d
-    for j in range(d):
-        accb[j] = 0
-        accg[j] = 0
-    for i in range(n):
-        dr = dout + i * d
-        xr = xn + i * d
-        for j in range(d):
-            accb[j] += dr[j]
-            accg[j] += <double>dr[j] * <double>xr[j]
-    for j in range(d):
-        dbeta[j] = <floating>accb[j]
-        dgamma[j] = <floating>accg[j]
-        a[j] = <floating>(<double>gamma[j] / <double>std[j])
-        c1[j] = <floating>(accb[j] / n)
-        c2[j] = <floating>(accg[j] / n)
-    for i in range(n):
-        dr = dout + i * d
-        xr = xn + i * d
-        dxr = dx + i * d
-        for j in range(d):
-            dxr[j] = (dr[j] - (xr[j] * c2[j] + c1[j])) * a[j]
-    free(acc)
-    free(coef)
-    return 0
-
-
-cdef tuple _bn_args(x, gamma, beta, running_mean, running_var, bint writable_stats):
-    """(x, gamma, beta, running_mean, running_var) checked: in C when usual."""
-    cdef cnp.ndarray xa
-    if _is_native(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2:
-        xa = <cnp.ndarray>x
-        if (_vec_like(gamma, xa, False) and _vec_like(beta, xa, False)
-                and _vec_like(running_mean, xa, writable_stats)
-                and _vec_like(running_var, xa, writable_stats)):
-            return xa, gamma, beta, running_mean, running_var
-    if writable_stats:
-        xa, gamma, beta = _bn_inputs(x, gamma, beta, running_mean, running_var)
+cdef void _bn_fwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    # work: acc (c doubles), then mu and var (c elements each, in c doubles apiece)
+    cdef intp_t c = j.c
+    if j.f64:
+        bn_fwd_f64(<const double*>j.a + a, <const double*>j.b + a, <const double*>j.in3 + a,
+                   <double*>j.s1 + a, <double*>j.s2 + a, j.hp[0], j.hp[1], j.hp[2],
+                   <double*>j.out + a, <double*>j.out2 + a, <double*>j.out3 + a,
+                   j.work + a, <double*>(j.work + c) + a, <double*>(j.work + 2 * c) + a,
+                   j.rows, c, b - a)
     else:
-        xa, gamma, beta = _bn_inputs(x, gamma, beta, None, None)
-        d = (<object>xa).shape[1:]
-        running_mean = float_array("running_mean", running_mean, (<object>xa).dtype)
-        running_var = float_array("running_var", running_var, (<object>xa).dtype)
-        check_same_shape("running_mean", running_mean, "a row of x", d)
-        check_same_shape("running_var", running_var, "a row of x", d)
-    return xa, gamma, beta, running_mean, running_var
+        bn_fwd_f32(<const float*>j.a + a, <const float*>j.b + a, <const float*>j.in3 + a,
+                   <float*>j.s1 + a, <float*>j.s2 + a, <float>j.hp[0], <float>j.hp[1],
+                   <float>j.hp[2], <float*>j.out + a, <float*>j.out2 + a,
+                   <float*>j.out3 + a, j.work + a, <float*>(j.work + c) + a,
+                   <float*>(j.work + 2 * c) + a, j.rows, c, b - a)
+
+
+cdef void _bn_infer_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    # work: std (c elements)
+    if j.f64:
+        bn_infer_f64(<const double*>j.a + a, <const double*>j.b + a, <const double*>j.in3 + a,
+                     <const double*>j.in4 + a, <const double*>j.in5 + a, j.hp[0],
+                     <double*>j.out + a, <double*>j.work + a, j.rows, j.c, b - a)
+    else:
+        bn_infer_f32(<const float*>j.a + a, <const float*>j.b + a, <const float*>j.in3 + a,
+                     <const float*>j.in4 + a, <const float*>j.in5 + a, <float>j.hp[0],
+                     <float*>j.out + a, <float*>j.work + a, j.rows, j.c, b - a)
+
+
+cdef void _bn_bwd_job(const Job* j, intp_t a, intp_t b) noexcept nogil:
+    # work: acc (2 doubles a column), then coef (3 elements a column)
+    cdef intp_t c = j.c
+    if j.f64:
+        bn_bwd_f64(<const double*>j.a + a, <const double*>j.b + a, <const double*>j.in3 + a,
+                   <const double*>j.in4 + a, <double*>j.out + a, <double*>j.out2 + a,
+                   <double*>j.out3 + a, j.work + 2 * a, <double*>(j.work + 2 * c) + 3 * a,
+                   j.rows, c, b - a)
+    else:
+        bn_bwd_f32(<const float*>j.a + a, <const float*>j.b + a, <const float*>j.in3 + a,
+                   <const float*>j.in4 + a, <float*>j.out + a, <float*>j.out2 + a,
+                   <float*>j.out3 + a, j.work + 2 * a, <float*>(j.work + 2 * c) + 3 * a,
+                   j.rows, c, b - a)
 
 
 cdef inline bint _vec_like(object a, cnp.ndarray x, bint writable):
@@ -1015,6 +1007,23 @@ cdef inline bint _vec_like(object a, cnp.ndarray x, bint writable):
     return cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)
 
 
+cdef tuple _bn_args(x, gamma, beta, running_mean, running_var, bint training):
+    """(x, gamma, beta, running_mean, running_var) as ``_checks.bn_inputs`` gives them,
+    checked in C when usual."""
+    cdef cnp.ndarray xa
+    if _is_native(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2:
+        xa = <cnp.ndarray>x
+        if (_vec_like(gamma, xa, False) and _vec_like(beta, xa, False)
+                and _vec_like(running_mean, xa, training)
+                and _vec_like(running_var, xa, training)):
+            return xa, gamma, beta, running_mean, running_var
+    return bn_inputs(x, gamma, beta, running_mean, running_var, training)
+
+
+cdef inline cnp.ndarray _work(intp_t n):
+    return cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+
+
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out=None):
     """Batch normalization of the columns of ``x`` (N, D), training mode:
     ``(out, xn, std)``; updates the running statistics in place. See the NumPy twin."""
@@ -1025,30 +1034,24 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, 
     if n == 0:
         raise ValueError("x: empty batch (shape (0, D)): the batch statistics are undefined")
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(xa), typenum)
+    if (_meets(o, rm_) or _meets(o, rv_) or _meets(rm_, rv_) or _meets(o, xa) or _meets(o, g_)
+            or _meets(o, b_) or _meets(rm_, xa) or _meets(rm_, g_) or _meets(rm_, b_)
+            or _meets(rv_, xa) or _meets(rv_, g_) or _meets(rv_, b_)):
+        # exactly x as out, gamma or beta as a running statistic: the loop reads them first
+        apart([("out", o), ("running_mean", rm_), ("running_var", rv_)],
+              [("x", xa), ("gamma", g_), ("beta", b_)])
+    cdef Job job
+    cdef double mom = _real("momentum", momentum)
+    job.hp[0], job.hp[1], job.hp[2] = mom, 1 - mom, _real("eps", eps)
     cdef cnp.ndarray xn = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(xa), typenum, 0)
     cdef cnp.ndarray std = cnp.PyArray_EMPTY(1, &d, typenum, 0)
-    cdef double mom = momentum, omm = 1 - mom, eps_ = eps
-    cdef int status
-    cdef void* px = _data(xa)
-    cdef void* pg = _data(<cnp.ndarray>g_)
-    cdef void* pb = _data(<cnp.ndarray>b_)
-    cdef void* prm = _data(<cnp.ndarray>rm_)
-    cdef void* prv = _data(<cnp.ndarray>rv_)
-    cdef void* po = _data(o)
-    cdef void* pxn = _data(xn)
-    cdef void* ps = _data(std)
-    if typenum == cnp.NPY_DOUBLE:
-        with nogil:
-            status = _bn_fwd(<const double*>px, <const double*>pg, <const double*>pb,
-                             <double*>prm, <double*>prv, mom, omm, eps_, <double*>po,
-                             <double*>pxn, <double*>ps, n, d)
-    else:
-        with nogil:
-            status = _bn_fwd(<const float*>px, <const float*>pg, <const float*>pb,
-                             <float*>prm, <float*>prv, <float>mom, <float>omm,
-                             <float>eps_, <float*>po, <float*>pxn, <float*>ps, n, d)
-    if status != 0:
-        raise MemoryError()
+    cdef cnp.ndarray work = _work(3 * d)
+    job.f64, job.a, job.b, job.in3 = _is_f64(xa), _cdata(xa), _cdata(g_), _cdata(b_)
+    job.s1, job.s2 = <char*>_data(<cnp.ndarray>rm_), <char*>_data(<cnp.ndarray>rv_)
+    job.out, job.out2, job.out3 = <char*>_data(o), <char*>_data(xn), <char*>_data(std)
+    job.work, job.rows, job.c = <double*>_data(work), n, d
+    with nogil:  # threads split the columns: every column sum keeps its order
+        _run(_bn_fwd_job, &job, d, 64, n * d, PARALLEL_MIN)
     return o, xn, std
 
 
@@ -1060,26 +1063,18 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, out=None
     cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef intp_t n = cnp.PyArray_DIM(xa, 0), d = cnp.PyArray_DIM(xa, 1)
     cdef cnp.ndarray o = _result("out", out, 2, cnp.PyArray_DIMS(xa), typenum)
-    cdef double eps_ = eps
-    cdef int status
-    cdef void* px = _data(xa)
-    cdef void* pg = _data(<cnp.ndarray>g_)
-    cdef void* pb = _data(<cnp.ndarray>b_)
-    cdef void* prm = _data(<cnp.ndarray>rm_)
-    cdef void* prv = _data(<cnp.ndarray>rv_)
-    cdef void* po = _data(o)
-    if typenum == cnp.NPY_DOUBLE:
-        with nogil:
-            status = _bn_infer(<const double*>px, <const double*>pg, <const double*>pb,
-                               <const double*>prm, <const double*>prv, eps_,
-                               <double*>po, n, d)
-    else:
-        with nogil:
-            status = _bn_infer(<const float*>px, <const float*>pg, <const float*>pb,
-                               <const float*>prm, <const float*>prv, <float>eps_,
-                               <float*>po, n, d)
-    if status != 0:
-        raise MemoryError()
+    if (_meets(o, xa) or _meets(o, g_) or _meets(o, b_) or _meets(o, rm_)
+            or _meets(o, rv_)):
+        apart([("out", o)], [("x", xa), ("gamma", g_), ("beta", b_),
+                             ("running_mean", rm_), ("running_var", rv_)])
+    cdef Job job
+    job.hp[0] = _real("eps", eps)
+    cdef cnp.ndarray work = _work(d)
+    job.f64, job.a, job.b, job.in3 = _is_f64(xa), _cdata(xa), _cdata(g_), _cdata(b_)
+    job.in4, job.in5, job.out = _cdata(rm_), _cdata(rv_), <char*>_data(o)
+    job.work, job.rows, job.c = <double*>_data(work), n, d
+    with nogil:
+        _run(_bn_infer_job, &job, d, 64, n * d, PARALLEL_MIN)
     return o
 
 
@@ -1108,41 +1103,19 @@ def batchnorm_backward(dout, xn, std, gamma, out=None):
         check_same_shape("gamma", ga, "a row of dout", (<object>d).shape[1:])
     cdef intp_t n = cnp.PyArray_DIM(d, 0), m = cnp.PyArray_DIM(d, 1)
     cdef cnp.ndarray dx = _result("out", out, 2, cnp.PyArray_DIMS(d), typenum)
+    # exactly dout or xn is fine: the sums come first, and the last pass reads element
+    # (i, j) of both before it writes it
+    d = _apart(d, dx, True, "dout")
+    xa = _apart(xa, dx, True, "xn")
+    sa = _apart(sa, dx, True, "std")
+    ga = _apart(ga, dx, True, "gamma")
     cdef cnp.ndarray dgamma = cnp.PyArray_EMPTY(1, &m, typenum, 0)
     cdef cnp.ndarray dbeta = cnp.PyArray_EMPTY(1, &m, typenum, 0)
-    cdef int status
-    cdef void* pd = _data(d)
-    cdef void* pxn = _data(xa)
-    cdef void* ps = _data(sa)
-    cdef void* pg = _data(ga)
-    cdef void* pdx = _data(dx)
-    cdef void* pdg = _data(dgamma)
-    cdef void* pdb = _data(dbeta)
-    if typenum == cnp.NPY_DOUBLE:
-        with nogil:
-            status = _bn_bwd(<const double*>pd, <const double*>pxn, <const double*>ps,
-                             <const double*>pg, <double*>pdx, <double*>pdg,
-                             <double*>pdb, n, m)
-    else:
-        with nogil:
-            status = _bn_bwd(<const float*>pd, <const float*>pxn, <const float*>ps,
-                             <const float*>pg, <float*>pdx, <float*>pdg,
-                             <float*>pdb, n, m)
-    if status != 0:
-        raise MemoryError()
+    cdef cnp.ndarray work = _work(5 * m)
+    cdef Job job
+    job.f64, job.a, job.b, job.in3, job.in4 = _is_f64(d), _cdata(d), _cdata(xa), _cdata(sa), _cdata(ga)
+    job.out, job.out2, job.out3 = <char*>_data(dx), <char*>_data(dgamma), <char*>_data(dbeta)
+    job.work, job.rows, job.c = <double*>_data(work), n, m
+    with nogil:
+        _run(_bn_bwd_job, &job, m, 64, n * m, PARALLEL_MIN)
     return dx, dgamma, dbeta
-
-
-__all__ += [
-    "sgd_update",
-    "momentum_update",
-    "nesterov_update",
-    "adagrad_update",
-    "rmsprop_update",
-    "adam_update",
-    "dropout_forward",
-    "dropout_backward",
-    "batchnorm_forward",
-    "batchnorm_inference",
-    "batchnorm_backward",
-]

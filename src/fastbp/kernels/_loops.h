@@ -62,6 +62,194 @@ static inline void exp_inplace(fastbp_exp_t e, void *buf, npy_intp n, npy_intp s
     if (n > 0) e.loop(args, &n, steps, e.data);
 }
 
+/* Column sums over rows [0, n) of the columns [0, m) of an array whose rows are ld
+ * elements apart: acc[j] += a[i*ld + j], rows in order (the one order of every column
+ * sum in fastbp, on both backends). */
+#define FASTBP_COLSUM_LD(T, S)                                                          \
+static FASTBP_SIMD void colsum_ld_##S(const T *a, npy_intp ld, double *acc, npy_intp n, \
+                                      npy_intp m)                                       \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        const T *row = a + i * ld;                                                      \
+        for (npy_intp j = 0; j < m; j++) acc[j] += row[j];                              \
+    }                                                                                   \
+}
+
+/* Chapter 6: optimizer updates, dropout, batch normalization.
+ *
+ * The optimizer loops read every input of element i (the gradient included) before
+ * they write any of it, so a gradient that is exactly the parameter or a state buffer
+ * gives the update of its old values; the arrays they write are apart (checked at the
+ * boundary). Each follows the book's order of operations, as the NumPy twin does with
+ * whole arrays, with the hyperparameters rounded to T once: float64 results are the
+ * book's to the last bit, and the two backends agree bit for bit.
+ *
+ * Batch normalization works on a range of columns [0, w) of an (n, ld) array (pointers
+ * offset to the first column), so threads can split the columns: every column sum keeps
+ * its one order whatever the split. The running statistics are written last, after
+ * every read of gamma and beta.                                                    */
+#define FASTBP_DEFINE_CH6_LOOPS(T, S, SQRT)                                              \
+                                                                                        \
+static FASTBP_SIMD void sgd_##S(T *p, const T *g, T lr, npy_intp n)                     \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) { T gi = g[i]; p[i] = p[i] - lr * gi; }             \
+}                                                                                       \
+                                                                                        \
+/* v = mom * v - lr * g; p += v */                                                      \
+static FASTBP_SIMD void momentum_##S(T *p, const T *g, T *v, T lr, T mom, npy_intp n)   \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        T gi = g[i], vi = v[i] * mom - lr * gi;                                         \
+        p[i] = p[i] + vi; v[i] = vi;                                                    \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* Bengio et al. 2012, eq. 7 (the book's fixed form): p += mom2 * v; p -= c * g;      \
+ * v = mom * v - lr * g, with mom2 = mom * mom and c = (1 + mom) * lr.               */ \
+static FASTBP_SIMD void nesterov_##S(T *p, const T *g, T *v, T lr, T mom, T mom2, T c,  \
+                                     npy_intp n)                                        \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        T gi = g[i], vi = v[i];                                                         \
+        p[i] = (p[i] + mom2 * vi) - c * gi;                                             \
+        v[i] = vi * mom - lr * gi;                                                      \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* h += g * g; p -= lr * g / (sqrt(h) + eps) */                                         \
+static FASTBP_SIMD void adagrad_##S(T *p, const T *g, T *h, T lr, T eps, npy_intp n)    \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        T gi = g[i], hi = h[i] + gi * gi;                                               \
+        p[i] = p[i] - (lr * gi) / (SQRT(hi) + eps); h[i] = hi;                          \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* h = decay * h + (1 - decay) * g * g; p -= lr * g / (sqrt(h) + eps) */                \
+static FASTBP_SIMD void rmsprop_##S(T *p, const T *g, T *h, T lr, T decay, T omd, T eps, \
+                                    npy_intp n)                                         \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        T gi = g[i], hi = h[i] * decay + (omd * gi) * gi;                               \
+        p[i] = p[i] - (lr * gi) / (SQRT(hi) + eps); h[i] = hi;                          \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* m += a1 * (g - m); v += a2 * (g * g - v); p -= lr_t * m / (sqrt(v) + eps), with     \
+ * a1 = 1 - beta1 and a2 = 1 - beta2.                                                */ \
+static FASTBP_SIMD void adam_##S(T *p, const T *g, T *m, T *v, T lr_t, T a1, T a2,      \
+                                 T eps, npy_intp n)                                     \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        T gi = g[i], mi = m[i] + a1 * (gi - m[i]), vi = v[i] + a2 * (gi * gi - v[i]);   \
+        p[i] = p[i] - (lr_t * mi) / (SQRT(vi) + eps); m[i] = mi; v[i] = vi;             \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* mask = u > ratio; out = x * (mask * scale). Branch-free (a random mask defeats      \
+ * branch prediction). The mask is taken first: out may be u.                       */ \
+static FASTBP_SIMD void dropout_fwd_##S(const T *x, const T *u, T ratio, T scale,       \
+                                        T *out, unsigned char *mask, npy_intp n)        \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) mask[i] = u[i] > ratio;                             \
+    for (npy_intp i = 0; i < n; i++) out[i] = x[i] * ((T)mask[i] * scale);               \
+}                                                                                       \
+                                                                                        \
+static FASTBP_SIMD void dropout_bwd_##S(const T *dout, const unsigned char *mask,       \
+                                        T scale, T *out, npy_intp n)                    \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) out[i] = dout[i] * ((T)mask[i] * scale);            \
+}                                                                                       \
+                                                                                        \
+/* Training-mode batch norm of columns [0, w) of x (n, ld): mean and biased variance  \
+ * (two passes, sums in double), std = sqrt(var + eps), xn = (x - mu) / std,           \
+ * out = gamma * xn + beta, then r = r * mom + omm * stat. acc (double), mu and var    \
+ * (T) are w-element scratch. out may be x.                                          */ \
+static void bn_fwd_##S(const T *x, const T *gamma, const T *beta, T *rmean, T *rvar,    \
+                       T mom, T omm, T eps, T *out, T *xn, T *std, double *acc, T *mu,  \
+                       T *var, npy_intp n, npy_intp ld, npy_intp w)                     \
+{                                                                                       \
+    for (npy_intp j = 0; j < w; j++) acc[j] = 0;                                        \
+    colsum_ld_##S(x, ld, acc, n, w);                                                    \
+    for (npy_intp j = 0; j < w; j++) { mu[j] = (T)(acc[j] / n); acc[j] = 0; }           \
+    for (npy_intp i = 0; i < n; i++) {  /* centred values: no cancellation */           \
+        const T *r = x + i * ld;                                                        \
+        for (npy_intp j = 0; j < w; j++) {                                              \
+            T c = r[j] - mu[j]; acc[j] += (double)c * (double)c;                        \
+        }                                                                               \
+    }                                                                                   \
+    for (npy_intp j = 0; j < w; j++) {                                                  \
+        var[j] = (T)(acc[j] / n); std[j] = SQRT(var[j] + eps);                          \
+    }                                                                                   \
+    bn_out_##S(x, gamma, beta, mu, std, out, xn, n, ld, w);                             \
+    for (npy_intp j = 0; j < w; j++) {                                                  \
+        rmean[j] = rmean[j] * mom + omm * mu[j];                                        \
+        rvar[j] = rvar[j] * mom + omm * var[j];                                         \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* Test mode, columns [0, w): out = ((x - rmean) / sqrt(rvar + eps)) * gamma + beta;   \
+ * std is w-element scratch. out may be x.                                           */ \
+static FASTBP_SIMD void bn_infer_##S(const T *x, const T *gamma, const T *beta,         \
+                                     const T *rmean, const T *rvar, T eps, T *out,      \
+                                     T *std, npy_intp n, npy_intp ld, npy_intp w)       \
+{                                                                                       \
+    for (npy_intp j = 0; j < w; j++) std[j] = SQRT(rvar[j] + eps);                      \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        const T *r = x + i * ld; T *o = out + i * ld;                                   \
+        for (npy_intp j = 0; j < w; j++)                                                \
+            o[j] = ((r[j] - rmean[j]) / std[j]) * gamma[j] + beta[j];                   \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* Backward, columns [0, w): dbeta = sum(dout), dgamma = sum(dout * xn) (double),      \
+ * dx = (dout - (xn * c2 + c1)) * a with a = gamma / std, c1 = dbeta / n,              \
+ * c2 = dgamma / n rounded to T once. acc is 2w doubles, coef 3w T. dx may be dout     \
+ * or xn.                                                                            */ \
+static void bn_bwd_##S(const T *dout, const T *xn, const T *std, const T *gamma, T *dx, \
+                       T *dgamma, T *dbeta, double *acc, T *coef, npy_intp n,           \
+                       npy_intp ld, npy_intp w)                                         \
+{                                                                                       \
+    double *accb = acc, *accg = acc + w;                                                \
+    T *a = coef, *c1 = coef + w, *c2 = coef + 2 * w;                                    \
+    for (npy_intp j = 0; j < w; j++) { accb[j] = 0; accg[j] = 0; }                      \
+    colsum_ld_##S(dout, ld, accb, n, w);                                                \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        const T *d = dout + i * ld, *r = xn + i * ld;                                   \
+        for (npy_intp j = 0; j < w; j++) accg[j] += (double)d[j] * (double)r[j];        \
+    }                                                                                   \
+    for (npy_intp j = 0; j < w; j++) {                                                  \
+        dbeta[j] = (T)accb[j]; dgamma[j] = (T)accg[j];                                  \
+        a[j] = (T)((double)gamma[j] / (double)std[j]);                                  \
+        c1[j] = (T)(accb[j] / n); c2[j] = (T)(accg[j] / n);                             \
+    }                                                                                   \
+    bn_dx_##S(dout, xn, a, c1, c2, dx, n, ld, w);                                       \
+}
+
+/* The elementwise passes of batch norm, vectorised over a row's columns.            */
+#define FASTBP_DEFINE_BN_ROWS(T, S)                                                     \
+static FASTBP_SIMD void bn_out_##S(const T *x, const T *gamma, const T *beta,           \
+                                   const T *mu, const T *std, T *out, T *xn,            \
+                                   npy_intp n, npy_intp ld, npy_intp w)                 \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        const T *r = x + i * ld; T *o = out + i * ld, *z = xn + i * ld;                 \
+        for (npy_intp j = 0; j < w; j++) {                                              \
+            T v = (r[j] - mu[j]) / std[j]; z[j] = v; o[j] = gamma[j] * v + beta[j];     \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+static FASTBP_SIMD void bn_dx_##S(const T *dout, const T *xn, const T *a, const T *c1,  \
+                                  const T *c2, T *dx, npy_intp n, npy_intp ld,          \
+                                  npy_intp w)                                           \
+{                                                                                       \
+    for (npy_intp i = 0; i < n; i++) {                                                  \
+        const T *d = dout + i * ld, *r = xn + i * ld; T *o = dx + i * ld;               \
+        for (npy_intp j = 0; j < w; j++) o[j] = (d[j] - (r[j] * c2[j] + c1[j])) * a[j]; \
+    }                                                                                   \
+}
+
 #define FASTBP_DEFINE_LOOPS(T, S, I)                                                       \
                                                                                         \
 /* mask = x <= 0 (false for NaN); out = mask ? +0.0 : x. out may be x. */               \
@@ -110,13 +298,10 @@ static FASTBP_SIMD void sigmoid_bwd_##S(const T *dout, const T *y, T *out, npy_i
     for (npy_intp i = 0; i < n; i++) out[i] = dout[i] * (1 - y[i]) * y[i];              \
 }                                                                                       \
                                                                                         \
-/* acc[j] += a[i, j] over the rows of a C-contiguous (n, m) array. */                   \
-static FASTBP_SIMD void colsum_##S(const T *a, double *acc, npy_intp n, npy_intp m)     \
+/* acc[j] += a[i, j] over the rows of a C-contiguous (n, m) array, in row order. */     \
+static inline void colsum_##S(const T *a, double *acc, npy_intp n, npy_intp m)          \
 {                                                                                       \
-    for (npy_intp i = 0; i < n; i++) {                                                  \
-        const T *row = a + i * m;                                                       \
-        for (npy_intp j = 0; j < m; j++) acc[j] += row[j];                              \
-    }                                                                                   \
+    colsum_ld_##S(a, m, acc, n, m);                                                     \
 }                                                                                       \
                                                                                         \
 /* Row max with GCC vector extensions, four 32-byte accumulators, then the tail (gcc  \
@@ -237,8 +422,14 @@ static FASTBP_SIMD void sce_grad_targets_##S(const T *y, const T *t, T *out,    
 }
 
 #include <math.h>
+FASTBP_COLSUM_LD(float, f32)
+FASTBP_COLSUM_LD(double, f64)
 FASTBP_DEFINE_LOOPS(float, f32, int)
 FASTBP_DEFINE_LOOPS(double, f64, long long)
+FASTBP_DEFINE_BN_ROWS(float, f32)
+FASTBP_DEFINE_BN_ROWS(double, f64)
+FASTBP_DEFINE_CH6_LOOPS(float, f32, sqrtf)
+FASTBP_DEFINE_CH6_LOOPS(double, f64, sqrt)
 
 /* 1 when every label lies in [0, c), else 0: checked before any row is read. */
 static int labels_in_range(const npy_intp *labels, npy_intp n, npy_intp c)

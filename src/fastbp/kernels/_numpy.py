@@ -2,45 +2,50 @@
 
 Every function here has a compiled twin in ``_cython.pyx`` with the same name,
 signature and semantics; ``tests/test_kernels.py`` runs every case on both and
-``tests/test_backends.py`` checks that the signatures match.
+``tests/test_backends.py`` checks that the names (``_checks.KERNELS``) and
+signatures match.
 
 Contract (shared by both backends):
 
 - Inputs may be any layout (C, Fortran, strided, read-only); they are copied to
   C-contiguous at the boundary only when they have to be. Inputs are never written to,
   except an ``out=`` buffer, which may be one of the inputs for an in-place update.
-- ``out=`` must be a C-contiguous, writable ndarray of the result's exact shape and
-  dtype, otherwise ``ValueError``/``TypeError``: no silent copy.
+- ``out=`` must be a C-contiguous, aligned, writable ndarray of the result's exact shape
+  and dtype, otherwise ``ValueError``/``TypeError``: no silent copy. It may be exactly
+  one of the inputs (an in-place call) or apart from them; a partial overlap is a
+  ``ValueError`` (the rule, for every written argument, is ``_checks.apart``).
 - dtypes follow the rule in ``_checks.py``: float32/float64 native, integer/bool
   converted to float64, anything else ``TypeError``.
 - Sums (``bias_grad``, the softmax normaliser and the loss) accumulate in float64 and are
-  rounded once to the result dtype.
+  rounded once to the result dtype. Column sums (``bias_grad``, batch normalization's
+  statistics and gradients) have one order on both backends: from 0, each row added in
+  turn (``_column_sums``).
+- Hyperparameters (``lr``, ``eps``, ``scale``, ...) are real numbers, checked by
+  ``_checks.real_scalar`` on both backends.
 """
 import numpy as np
 
 from ._checks import (
+    KERNELS,
     NATIVE,
-    check_out,
+    affine_forward_inputs,
+    affine_sgd_inputs,
     affine_shapes,
+    apart,
+    bn_inputs,
+    check_out,
     check_same_shape,
     common_dtype,
     float_array,
     mask_array,
     out_or_empty,
+    param_inputs,
     real_scalar,
     softmax_inputs,
+    uniform_inputs,
 )
 
-__all__ = [
-    "relu_forward",
-    "relu_backward",
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "bias_grad",
-    "affine_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-]
+__all__ = list(KERNELS)
 
 
 # Bytes per slice where a kernel needs an array-sized temporary (the sigmoid, the SGD
@@ -62,7 +67,7 @@ def relu_forward(x, out=None):
     ``-inf`` give ``+0.0``. ``out`` may be ``x`` itself for an in-place forward.
     """
     x = float_array("x", x)
-    out = out_or_empty("out", out, x.shape, x.dtype)
+    out = out_or_empty("out", out, x.shape, x.dtype, [("x", x)])
     mask = np.less_equal(x, 0)
     # maximum keeps NaN and turns -inf into 0, but keeps -0.0; adding +0.0 makes it
     # +0.0. Two plain passes: a masked copyto(where=) is several times slower.
@@ -78,7 +83,7 @@ def relu_backward(dout, mask, out=None):
     """
     dout = float_array("dout", dout)
     mask = mask_array("mask", mask, dout.shape)
-    out = out_or_empty("out", out, dout.shape, dout.dtype)
+    out = out_or_empty("out", out, dout.shape, dout.dtype, [("dout", dout), ("mask", mask)])
     # Bitwise select, exact for NaN and inf (a product with 0/1 is not): all-ones bits
     # where the mask is False, zero bits (+0.0) where it is True. Plain SIMD passes; a
     # masked copyto(where=) is several times slower.
@@ -97,7 +102,8 @@ def sigmoid_forward(x, out=None):
     ``e / (1 + e)``, with ``e = exp(-|x|)``. NaN propagates, ``sigmoid(+-inf) = 1, 0``.
     """
     x = float_array("x", x)
-    out = out_or_empty("out", out, x.shape, x.dtype)
+    # out may be exactly x: each slice reads its part of x before writing it
+    out = out_or_empty("out", out, x.shape, x.dtype, [("x", x)])
     # In slices, so that the temporary 1 + e stays small (see _SLICE_BYTES)
     xs, ys, step = x.reshape(-1), out.reshape(-1), _SLICE_BYTES // x.itemsize
     for start in range(0, xs.size, step):
@@ -124,25 +130,73 @@ def sigmoid_backward(dout, y, out=None):
         out *= dout
         out *= y
         return out
-    out = check_out("out", out, dout.shape, dt)
+    out = out_or_empty("out", out, dout.shape, dt, [("dout", dout), ("y", y)])
     tmp = 1 - y
     tmp *= dout  # ``out`` is written last: it may be ``dout`` or ``y``
     np.multiply(tmp, y, out=out)
     return out
 
 
+def _column_sums(a):
+    """float64 column sums of a C-contiguous 2-D array, in the one order both backends
+    use: from 0, each row added in turn (the compiled ``colsum`` loops); a float32
+    element is widened before it is added.
+
+    NumPy's reduction over the rows runs in that order, except over a single column,
+    which it sums pairwise: there a running sum (``cumsum``) gives the order, and adding
+    +0.0 turns an all-(-0.0) column into the +0.0 that starting from 0 gives.
+    """
+    with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
+        if a.shape[1] == 1 and a.shape[0] > 1:
+            return np.cumsum(a, axis=0, dtype=np.float64)[-1] + 0.0
+        return a.sum(axis=0, dtype=np.float64)
+
+
 def bias_grad(dout, out=None):
     """Column sums of a 2-D ``dout`` (N, M): the bias gradient ``db`` (M,).
 
-    Accumulated in float64 row after row, rounded once to ``dout``'s dtype.
+    Accumulated in float64 from 0, one row after another (whatever N and M), rounded
+    once to ``dout``'s dtype.
     """
     dout = float_array("dout", dout)
     if dout.ndim != 2:
         raise ValueError(f"dout: expected a 2-D array (batch, features), got shape {dout.shape}")
-    out = out_or_empty("out", out, dout.shape[1:], dout.dtype)
-    with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
-        out[...] = dout.sum(axis=0, dtype=np.float64)
+    out = out_or_empty("out", out, dout.shape[1:], dout.dtype, [("dout", dout)])
+    out[...] = _column_sums(dout)
     return out
+
+
+def affine_forward(x, W, b, out=None):
+    """``out = x @ W + b``: ``x`` (N, D), ``W`` (D, M), ``b`` (M,), one float dtype.
+
+    The product goes to BLAS (``np.matmul``); ``out`` must not overlap the inputs.
+    """
+    if not (_is_native(x) and _is_native(W) and _is_native(b) and out is None
+            and x.dtype == W.dtype == b.dtype and x.ndim == 2 and W.ndim == 2
+            and x.shape[1] == W.shape[0] and b.shape == (W.shape[1],)):
+        x, W, b, out = affine_forward_inputs(x, W, b, out)
+    out = np.matmul(x, W, out=out)
+    out += b
+    return out
+
+
+def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
+    """Backward through ``out = x @ W + b`` with the SGD step folded in: returns ``dx``
+    (None without ``need_dx``), computed with the old ``W``, and updates in place
+    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` and ``b -= lr * bias_grad(dout)``.
+
+    ``decay`` is the L2 weight decay (the book's ``weight_decay_lambda``: the gradient
+    ``dW + decay * W``). ``W`` and ``b`` must be writable C-contiguous arrays apart
+    from ``dout`` and ``x``.
+    """
+    dout, x, W, b, lr, decay = affine_sgd_inputs(dout, x, W, b, lr, decay)
+    dx = np.matmul(dout, W.T) if need_dx else None
+    dW = np.matmul(x.T, dout)
+    if decay:
+        W *= 1.0 - lr * decay
+    sgd_update(W, dW, lr)
+    sgd_update(b, bias_grad(dout), lr)
+    return dx
 
 
 def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
@@ -151,7 +205,9 @@ def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
     ``dout`` (N, M), ``x`` (N, D), ``W`` (D, M). ``dx = dout @ W.T`` (None when
     ``need_dx`` is false: the first layer of a network never uses it),
     ``dW = x.T @ dout`` (into ``dW_out`` when given), ``db = bias_grad(dout)`` (into
-    ``db_out``). The matrix products go to BLAS.
+    ``db_out``). The matrix products go to BLAS. ``dW_out`` may be exactly ``W`` (or
+    ``dout`` or ``x`` when their shape is ``W``'s): ``db`` and ``dx`` are computed
+    before it is written.
     """
     if not (_is_native(dout) and _is_native(x) and _is_native(W)
             and dout.dtype == x.dtype == W.dtype):
@@ -163,9 +219,13 @@ def affine_backward(dout, x, W, need_dx=True, dW_out=None, db_out=None):
     affine_shapes(dout, x, W)
     if dW_out is not None:
         check_out("dW_out", dW_out, W.shape, dt)
+    if db_out is not None:
+        check_out("db_out", db_out, W.shape[1:], dt)
+    apart([("dW_out", dW_out), ("db_out", db_out)], [("dout", dout), ("x", x), ("W", W)])
+    db = bias_grad(dout, out=db_out)  # dout is read before dW_out (perhaps dout) is written
     dx = np.matmul(dout, W.T) if need_dx else None
-    dW = np.matmul(x.T, dout, out=dW_out)
-    return dx, dW, bias_grad(dout, out=db_out)
+    dW = np.matmul(x.T, dout, out=dW_out)  # matmul copies an input that is its output
+    return dx, dW, db
 
 
 def softmax_cross_entropy(x, t, out=None):
@@ -181,7 +241,8 @@ def softmax_cross_entropy(x, t, out=None):
     x, labels, onehot = softmax_inputs(x, t)
     n = x.shape[0]
     y = out_or_empty("out", out, x.shape, x.dtype)
-    if onehot is not None and out is not None and np.may_share_memory(out, onehot):
+    read = [("x", x), ("t", labels if onehot is None else onehot)]
+    if out is not None and "t" in apart([("out", y)], read):
         onehot = onehot.copy()  # read after ``y`` is written
     with np.errstate(invalid="ignore"):  # NaN/inf rows give NaN, as documented
         z = x - x.max(axis=1, keepdims=True)
@@ -207,7 +268,8 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
     y, labels, onehot = softmax_inputs(y, t, "y")
     n = y.shape[0]
     scale = y.dtype.type(real_scalar("dout", dout) / n)
-    out = out_or_empty("out", out, y.shape, y.dtype)
+    out = out_or_empty("out", out, y.shape, y.dtype,
+                       [("y", y), ("t", labels if onehot is None else onehot)])
     if labels is not None:
         np.copyto(out, y)
         out[np.arange(n), labels] -= 1
@@ -222,40 +284,21 @@ def softmax_cross_entropy_backward(y, t, dout=1.0, out=None):
 # Optimizer updates, dropout and batch normalization (fastbp.optimizers, Dropout,
 # BatchNormalization). The optimizer kernels update ``param`` and the state buffers in
 # place, in the book's order of operations, so a float64 trajectory equals the book's
-# formulas to the last bit. Hyperparameters are Python floats, rounded to the
-# parameter's dtype where they meet it (NumPy's rule for a Python scalar with an
-# array): a float32 parameter is updated in float32 arithmetic.
+# formulas to the last bit. Hyperparameters are real numbers (``_checks.real_scalar``),
+# rounded to the parameter's dtype where they meet it (NumPy's rule for a Python scalar
+# with an array): a float32 parameter is updated in float32 arithmetic.
 #
 # This twin is the reference: it allocates temporaries the size of the parameter.
 # The compiled twin makes one fused pass per parameter and allocates nothing.
 
 
-
-def _param_inputs(param, grad, *state):
-    """Check an in-place optimizer update: ``param`` and the state buffers must be
-    writable C-contiguous float arrays of one shape and dtype (no silent copy: they are
-    updated in place); ``grad`` is converted to ``param``'s dtype if needed.
-
-    ``state`` holds ``(name, array)`` pairs. Returns ``grad`` as a C-contiguous array.
-    """
-    if not isinstance(param, np.ndarray):
-        raise TypeError(f"param: expected an ndarray (it is updated in place), got type {type(param).__name__}")
-    if param.dtype not in (np.float32, np.float64):
-        raise TypeError(f"param: expected a float32 or float64 array, got dtype {param.dtype}")
-    check_out("param", param, param.shape, param.dtype)
-    for name, a in state:
-        check_out(name, a, param.shape, param.dtype)
-    grad = float_array("grad", grad)
-    check_same_shape("grad", grad, "param", param.shape)
-    return np.asarray(grad, dtype=param.dtype, order="C")  # 0-d stays 0-d
-
-
 def sgd_update(param, grad, lr):
     """SGD in place: ``param -= lr * grad``. Returns ``param``."""
     if not (_is_native(param) and param.flags.writeable and _is_native(grad)
-            and grad.dtype == param.dtype and grad.shape == param.shape):
-        grad = _param_inputs(param, grad)
-    lr, step = float(lr), _SLICE_BYTES // param.itemsize
+            and grad.dtype == param.dtype and grad.shape == param.shape
+            and not np.may_share_memory(param, grad)):
+        grad = param_inputs(param, grad)
+    lr, step = real_scalar("lr", lr), _SLICE_BYTES // param.itemsize
     if param.size <= step:
         param -= lr * grad
         return param
@@ -267,41 +310,48 @@ def sgd_update(param, grad, lr):
 
 def momentum_update(param, grad, v, lr, momentum):
     """Momentum SGD in place: ``v = momentum * v - lr * grad; param += v``."""
-    grad = _param_inputs(param, grad, ("v", v))
-    v *= float(momentum)
-    v -= float(lr) * grad
+    grad = param_inputs(param, grad, ("v", v))
+    lr, momentum = real_scalar("lr", lr), real_scalar("momentum", momentum)
+    v *= momentum
+    v -= lr * grad
     param += v
     return param
 
 
 def nesterov_update(param, grad, v, lr, momentum):
-    """The book's Nesterov variant, in place: ``v = momentum * v - lr * grad;
-    param += momentum**2 * v - (1 + momentum) * lr * grad`` (in that order)."""
-    lr, momentum = float(lr), float(momentum)
-    grad = _param_inputs(param, grad, ("v", v))
-    v *= momentum
-    v -= lr * grad
+    """Nesterov's accelerated gradient in place, in the form of Bengio, Boulanger-Lewandowski
+    and Pascanu, "Advances in optimizing recurrent networks" (arXiv:1212.0901, eq. 7),
+    which is the book's ``common/optimizer.py`` since its fix of the Nesterov update:
+    the parameter moves with the *previous* velocity,
+    ``param += momentum**2 * v; param -= (1 + momentum) * lr * grad;
+    v = momentum * v - lr * grad`` (in that order)."""
+    grad = param_inputs(param, grad, ("v", v))
+    lr, momentum = real_scalar("lr", lr), real_scalar("momentum", momentum)
     param += (momentum * momentum) * v
     param -= ((1 + momentum) * lr) * grad
+    v *= momentum
+    v -= lr * grad
     return param
 
 
 def adagrad_update(param, grad, h, lr, eps):
     """AdaGrad in place: ``h += grad * grad; param -= lr * grad / (sqrt(h) + eps)``."""
-    grad = _param_inputs(param, grad, ("h", h))
+    grad = param_inputs(param, grad, ("h", h))
+    lr, eps = real_scalar("lr", lr), real_scalar("eps", eps)
     h += grad * grad
-    param -= float(lr) * grad / (np.sqrt(h) + float(eps))
+    param -= lr * grad / (np.sqrt(h) + eps)
     return param
 
 
 def rmsprop_update(param, grad, h, lr, decay_rate, eps):
     """RMSprop in place: ``h = decay_rate * h + (1 - decay_rate) * grad * grad;
     param -= lr * grad / (sqrt(h) + eps)``."""
-    decay_rate = float(decay_rate)
-    grad = _param_inputs(param, grad, ("h", h))
+    grad = param_inputs(param, grad, ("h", h))
+    lr, decay_rate = real_scalar("lr", lr), real_scalar("decay_rate", decay_rate)
+    eps = real_scalar("eps", eps)
     h *= decay_rate
     h += (1 - decay_rate) * grad * grad
-    param -= float(lr) * grad / (np.sqrt(h) + float(eps))
+    param -= lr * grad / (np.sqrt(h) + eps)
     return param
 
 
@@ -312,22 +362,16 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     ``lr_t`` is the step's bias-corrected rate,
     ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` (``fastbp.optimizers.Adam`` computes it).
     """
-    beta1, beta2 = float(beta1), float(beta2)
-    grad = _param_inputs(param, grad, ("m", m), ("v", v))
+    grad = param_inputs(param, grad, ("m", m), ("v", v))
+    lr_t, beta1 = real_scalar("lr_t", lr_t), real_scalar("beta1", beta1)
+    beta2, eps = real_scalar("beta2", beta2), real_scalar("eps", eps)
     m += (1 - beta1) * (grad - m)
     v += (1 - beta2) * (grad * grad - v)
-    param -= float(lr_t) * m / (np.sqrt(v) + float(eps))
+    param -= lr_t * m / (np.sqrt(v) + eps)
     return param
 
 
 # --------------------------------------------------------------------------- Dropout
-
-def _uniform_inputs(x, u):
-    x = float_array("x", x)
-    u = float_array("u", u, x.dtype)
-    check_same_shape("u", u, "x", x.shape)
-    return x, u
-
 
 def dropout_forward(x, u, ratio, scale, out=None):
     """Dropout with given uniform draws: ``(out, mask)``.
@@ -336,11 +380,12 @@ def dropout_forward(x, u, ratio, scale, out=None):
     ``x``, converted to ``x``'s dtype); ``out = x * (mask * scale)``, with ``scale``
     ``1 / (1 - ratio)`` for inverted dropout, 1 for the book's, rounded to ``x``'s
     dtype. A dropped unit is ``x * 0`` as in the book's ``x * mask`` (so NaN and inf
-    give NaN there).
+    give NaN there). ``out`` may be exactly ``x`` or ``u``.
     """
-    x, u = _uniform_inputs(x, u)
-    out = out_or_empty("out", out, x.shape, x.dtype)
-    mask = np.greater(u, float(ratio))
+    x, u = uniform_inputs(x, u)
+    out = out_or_empty("out", out, x.shape, x.dtype, [("x", x), ("u", u)])
+    ratio, scale = real_scalar("ratio", ratio), real_scalar("scale", scale)
+    mask = np.greater(u, ratio)
     with np.errstate(invalid="ignore"):  # inf * 0 is NaN, silently, as in the compiled twin
         np.multiply(x, mask * x.dtype.type(scale), out=out)
     return out, mask
@@ -351,7 +396,8 @@ def dropout_backward(dout, mask, scale, out=None):
     ``scale`` is 1)."""
     dout = float_array("dout", dout)
     mask = mask_array("mask", mask, dout.shape)
-    out = out_or_empty("out", out, dout.shape, dout.dtype)
+    out = out_or_empty("out", out, dout.shape, dout.dtype, [("dout", dout), ("mask", mask)])
+    scale = real_scalar("scale", scale)
     with np.errstate(invalid="ignore"):
         np.multiply(dout, mask * dout.dtype.type(scale), out=out)
     return out
@@ -359,45 +405,32 @@ def dropout_backward(dout, mask, scale, out=None):
 
 # --------------------------------------------------------------------------- BatchNorm
 
-def _bn_inputs(x, gamma, beta, running_mean, running_var):
-    """``x`` (N, D) float; ``gamma``, ``beta`` (D,) in ``x``'s dtype; the running
-    statistics (D,) writable C-contiguous in ``x``'s dtype (they are updated in place)."""
-    x = float_array("x", x)
-    if x.ndim != 2:
-        raise ValueError(f"x: expected a 2-D array (batch, features), got shape {x.shape}")
-    d = x.shape[1:]
-    gamma = float_array("gamma", gamma, x.dtype)
-    beta = float_array("beta", beta, x.dtype)
-    check_same_shape("gamma", gamma, "a row of x", d)
-    check_same_shape("beta", beta, "a row of x", d)
-    if running_mean is not None:
-        check_out("running_mean", running_mean, d, x.dtype)
-        check_out("running_var", running_var, d, x.dtype)
-    return x, gamma, beta
-
-
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out=None):
     """Batch normalization of the columns of ``x`` (N, D), training mode: ``(out, xn, std)``.
 
     Per column: ``mu = mean(x)``, ``var = mean((x - mu)**2)`` (biased, two passes,
-    accumulated in float64), ``std = sqrt(var + eps)``, ``xn = (x - mu) / std``,
-    ``out = gamma * xn + beta``. ``running_mean`` and ``running_var`` (D,) are updated
-    in place: ``r = momentum * r + (1 - momentum) * stat``. ``xn`` (N, D) and ``std``
-    (D,) are what the backward pass needs. Needs N >= 1.
+    column sums in float64 in the order of ``bias_grad``), ``std = sqrt(var + eps)``,
+    ``xn = (x - mu) / std``, ``out = gamma * xn + beta``. ``running_mean`` and
+    ``running_var`` (D,) are updated in place, last:
+    ``r = momentum * r + (1 - momentum) * stat``. ``xn`` (N, D) and ``std`` (D,) are what
+    the backward pass needs. Needs N >= 1.
     """
-    x, gamma, beta = _bn_inputs(x, gamma, beta, running_mean, running_var)
+    x, gamma, beta, running_mean, running_var = bn_inputs(
+        x, gamma, beta, running_mean, running_var, True)
     n = x.shape[0]
     if n == 0:
         raise ValueError("x: empty batch (shape (0, D)): the batch statistics are undefined")
-    out = out_or_empty("out", out, x.shape, x.dtype)
-    mu = x.sum(axis=0, dtype=np.float64) / n
+    given, out = out, out_or_empty("out", out, x.shape, x.dtype)
+    apart([("out", given), ("running_mean", running_mean), ("running_var", running_var)],
+          [("x", x), ("gamma", gamma), ("beta", beta)])
+    momentum, eps = real_scalar("momentum", momentum), real_scalar("eps", eps)
+    mu = _column_sums(x) / n
     xc = x - mu.astype(x.dtype)
-    var = np.square(xc, dtype=np.float64).sum(axis=0) / n
+    var = _column_sums(np.square(xc, dtype=np.float64)) / n
     std = np.sqrt(var.astype(x.dtype) + x.dtype.type(eps))
     xn = xc / std
     np.multiply(gamma, xn, out=out)
     out += beta
-    momentum = float(momentum)
     running_mean *= momentum
     running_mean += (1 - momentum) * mu.astype(x.dtype)
     running_var *= momentum
@@ -408,13 +441,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, 
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps, out=None):
     """Batch normalization with the running statistics (test mode):
     ``out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
-    x, gamma, beta = _bn_inputs(x, gamma, beta, None, None)
-    d = x.shape[1:]
-    running_mean = float_array("running_mean", running_mean, x.dtype)
-    running_var = float_array("running_var", running_var, x.dtype)
-    check_same_shape("running_mean", running_mean, "a row of x", d)
-    check_same_shape("running_var", running_var, "a row of x", d)
-    out = out_or_empty("out", out, x.shape, x.dtype)
+    x, gamma, beta, running_mean, running_var = bn_inputs(
+        x, gamma, beta, running_mean, running_var, False)
+    out = out_or_empty("out", out, x.shape, x.dtype,
+                       [("x", x), ("gamma", gamma), ("beta", beta),
+                        ("running_mean", running_mean), ("running_var", running_var)])
+    eps = real_scalar("eps", eps)
     std = np.sqrt(running_var + x.dtype.type(eps))
     np.subtract(x, running_mean, out=out)
     out /= std
@@ -427,9 +459,9 @@ def batchnorm_backward(dout, xn, std, gamma, out=None):
     """Gradients of training-mode batch normalization: ``(dx, dgamma, dbeta)``.
 
     ``dout``, ``xn`` (N, D); ``std``, ``gamma`` (D,). ``dbeta = sum(dout)``,
-    ``dgamma = sum(dout * xn)`` (column sums in float64),
+    ``dgamma = sum(dout * xn)`` (column sums in float64, in the order of ``bias_grad``),
     ``dx = gamma / std * (dout - (dbeta + xn * dgamma) / N)``: the closed form of the
-    book's step-by-step backward pass.
+    book's step-by-step backward pass. ``out`` may be exactly ``dout`` or ``xn``.
     """
     dout = float_array("dout", dout)
     if dout.ndim != 2:
@@ -442,31 +474,19 @@ def batchnorm_backward(dout, xn, std, gamma, out=None):
     check_same_shape("std", std, "a row of dout", dout.shape[1:])
     check_same_shape("gamma", gamma, "a row of dout", dout.shape[1:])
     n = dout.shape[0]
-    out = out_or_empty("out", out, dout.shape, dt)
-    dbeta64 = dout.sum(axis=0, dtype=np.float64)
-    dgamma64 = np.multiply(dout, xn, dtype=np.float64).sum(axis=0)
+    given, out = out, out_or_empty("out", out, dout.shape, dt)
+    aliased = apart([("out", given)], [("dout", dout), ("xn", xn), ("std", std), ("gamma", gamma)])
+    dbeta64 = _column_sums(dout)
+    dgamma64 = _column_sums(np.multiply(dout, xn, dtype=np.float64))
     dbeta, dgamma = dbeta64.astype(dt), dgamma64.astype(dt)
     # Per column: a = gamma / std, c1 = dbeta / N, c2 = dgamma / N, in float64 once.
     a = (gamma.astype(np.float64) / std).astype(dt)
     c1 = (dbeta64 / n).astype(dt)
     c2 = (dgamma64 / n).astype(dt)
-    np.multiply(xn, c2, out=out)
-    out += c1
-    np.subtract(dout, out, out=out)
+    # dx = (dout - (xn * c2 + c1)) * a; built in ``out`` unless out is dout, read below
+    tmp = np.empty_like(out) if "dout" in aliased else out
+    np.multiply(xn, c2, out=tmp)
+    tmp += c1
+    np.subtract(dout, tmp, out=out)
     out *= a
     return out, dgamma, dbeta
-
-
-__all__ += [
-    "sgd_update",
-    "momentum_update",
-    "nesterov_update",
-    "adagrad_update",
-    "rmsprop_update",
-    "adam_update",
-    "dropout_forward",
-    "dropout_backward",
-    "batchnorm_forward",
-    "batchnorm_inference",
-    "batchnorm_backward",
-]

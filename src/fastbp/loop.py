@@ -1,0 +1,268 @@
+"""fastbp's one training loop: a sampler, a step, and hooks at the end of each epoch.
+
+``fastbp train`` and the data-parallel path (``fastbp.distributed``) both run
+:func:`run_loop`; they differ only in the pieces they hand it:
+
+- a **sampler** says which samples form the batch of iteration ``i`` and how long an
+  epoch is. :class:`BookSampler` is the book's ``np.random.choice(train_size,
+  batch_size)`` (with replacement) each step, from NumPy's global state, a
+  ``Generator``, or a seed (then epoch ``e`` draws from ``default_rng([seed, e])``, so
+  a run can resume at any epoch and every MPI rank draws the same batches); its
+  epoch is the book's ``max(train_size / batch_size, 1)`` iterations (a float: when
+  the division is not exact, epochs are alternately one iteration longer or shorter).
+  :class:`ShuffleSampler` is one shuffled pass per epoch of ``max(train_size //
+  batch_size, 1)`` iterations (the last ``train_size % batch_size`` of each shuffle
+  are left out).
+- a **step** ``step(indices) -> loss`` trains on those samples: :func:`local_step`
+  for one process (the network's buffer-reusing ``train_step`` when it has one, else
+  the book's ``gradient`` + ``optimizer.update``); ``DataParallel`` builds one that
+  trains on this rank's shard with one ``Allreduce``.
+- an **evaluate** ``evaluate() -> (train_acc, test_acc)`` called when an epoch ends:
+  :func:`accuracies` for one process, a split evaluation across ranks for MPI.
+- hooks: ``on_step(i, loss)`` after each iteration (1-based), ``on_epoch(record)``
+  after each evaluation with an :class:`EpochRecord`; ``before_evaluate()`` (MPI:
+  synchronize batch-norm statistics) runs just before ``evaluate``.
+
+Porting ``Trainer`` (the book's API) onto it: ``Trainer.train_step`` becomes the
+``step`` (with the book's second forward pass for ``train_loss_list`` when the book's
+loss is wanted), ``_batch_indices`` a sampler (``ShuffleSampler`` today,
+``BookSampler`` for the book's exact batches), ``_evaluate`` (with
+``evaluate_sample_num_per_epoch``) the ``evaluate``, the verbose line an ``on_epoch``
+hook, the progress bar an ``on_step`` hook. The book evaluates after the *first*
+iteration of each epoch (``i % iter_per_epoch == 0`` for a 0-based ``i``): pass
+``epoch_end=lambda i: i % sampler.epoch_length == 0`` (``i`` 0-based) and
+``evaluate_last=False`` to get its schedule instead of the default (after the last
+iteration of each epoch and after the last iteration of the run). The Trainer's
+counters (``current_iter``, ``current_epoch``) and lists (``train_loss_list``, ...)
+are then kept by its hooks, and a second ``train()`` continues with ``start=``.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+
+__all__ = ["BookSampler", "ShuffleSampler", "SAMPLERS", "EpochRecord", "History",
+           "run_loop", "local_step", "accuracies", "batch_loss"]
+
+
+# ---------------------------------------------------------------------- samplers
+
+def _positive(name, value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+class _Sampler:
+    """Shared bookkeeping: which epoch iteration ``i`` (0-based) belongs to."""
+
+    epoch_length = 1
+
+    def __init__(self, train_size, batch_size, rng=None):
+        self.train_size = _positive("train_size", train_size)
+        self.batch_size = _positive("batch_size", batch_size)
+        if rng is None or isinstance(rng, np.random.Generator):
+            self.seed, self.rng = None, rng
+        else:  # a seed: per-epoch generators, so that any epoch can be started afresh
+            self.seed, self.rng = int(rng), None
+
+    def epoch_of(self, i):
+        """The epoch (0-based) of iteration ``i`` (0-based)."""
+        return int(math.floor(i / self.epoch_length))
+
+    def epoch_start(self, epoch):
+        """The first iteration (0-based) of ``epoch``."""
+        return int(math.ceil(epoch * self.epoch_length))
+
+    def ends_epoch(self, i):
+        """True when iteration ``i`` (0-based) is the last of its epoch."""
+        return self.epoch_of(i + 1) > self.epoch_of(i)
+
+
+class BookSampler(_Sampler):
+    """The book's batches: ``np.random.choice(train_size, batch_size)`` each step (with
+    replacement), from NumPy's global state (``rng=None``, so ``np.random.seed`` works
+    as in the book), a ``Generator``, or a seed (``default_rng([seed, epoch])`` per
+    epoch). ``epoch_length`` is the book's ``max(train_size / batch_size, 1)``."""
+
+    name = "book"
+
+    def __init__(self, train_size, batch_size, rng=None):
+        super().__init__(train_size, batch_size, rng)
+        self.epoch_length = max(self.train_size / self.batch_size, 1)
+        self._epoch = None  # the epoch self._gen draws for, and how far it has drawn
+        self._drawn = 0
+        self._gen = None
+
+    def _generator(self, i):
+        """The generator to draw iteration ``i``'s batch from, ``None`` for NumPy's
+        global state. With a seed, a jump (a resume) replays the epoch's draws."""
+        if self.seed is None:
+            return self.rng
+        epoch = self.epoch_of(i)
+        offset = i - self.epoch_start(epoch)
+        if epoch != self._epoch or offset < self._drawn:
+            self._epoch, self._drawn = epoch, 0
+            self._gen = np.random.default_rng([self.seed, epoch])
+        while self._drawn < offset:  # only after a jump into the middle of an epoch
+            self._draw(self._gen)
+            self._drawn += 1
+        self._drawn += 1
+        return self._gen
+
+    def batch(self, i):
+        """The sample indices of iteration ``i`` (0-based; call in increasing order)."""
+        return self._draw(self._generator(i))
+
+    def _draw(self, gen):
+        if gen is None:
+            return np.random.choice(self.train_size, self.batch_size)
+        return gen.choice(self.train_size, self.batch_size)
+
+
+class ShuffleSampler(_Sampler):
+    """One shuffled pass per epoch: each epoch is a new permutation, cut into
+    ``max(train_size // batch_size, 1)`` batches (every sample at most once per
+    epoch). ``rng`` as :class:`BookSampler`."""
+
+    name = "shuffle"
+
+    def __init__(self, train_size, batch_size, rng=None):
+        super().__init__(train_size, batch_size, rng)
+        self.epoch_length = max(self.train_size // self.batch_size, 1)
+        self._order = None
+        self._order_epoch = None
+
+    def batch(self, i):
+        epoch = self.epoch_of(i)
+        if epoch != self._order_epoch:
+            if self.seed is not None:
+                gen = np.random.default_rng([self.seed, epoch])
+            else:
+                gen = self.rng
+            n = self.train_size
+            self._order = np.random.permutation(n) if gen is None else gen.permutation(n)
+            self._order_epoch = epoch
+        step = i - self.epoch_start(epoch)
+        return self._order[step * self.batch_size:(step + 1) * self.batch_size]
+
+
+SAMPLERS = {"book": BookSampler, "shuffle": ShuffleSampler}
+
+
+# ---------------------------------------------------------------------- steps and evaluation
+
+def batch_loss(network):
+    """The loss of the network's last forward pass: the data loss of its output layer
+    (``lastLayer`` or ``last_layer``) plus its weight decay term, if any."""
+    if hasattr(network, "_last_loss"):
+        return float(network._last_loss())
+    last = getattr(network, "lastLayer", None) or getattr(network, "last_layer")
+    return float(last.loss)
+
+
+def local_step(network, optimizer, x, t):
+    """``step(indices) -> loss`` for one process: the batch ``x[indices]`` (converted to
+    the network's dtype) and ``t[indices]``, one update; the loss is that of this
+    step's own forward pass, before the update."""
+    dtype = getattr(network, "dtype", None) or next(iter(network.params.values())).dtype
+
+    def step(indices):
+        x_batch = x[indices].astype(dtype, copy=False)
+        t_batch = t[indices]
+        if hasattr(network, "train_step"):  # fastbp's networks: buffers reused
+            return float(network.train_step(x_batch, t_batch, optimizer))
+        optimizer.update(network.params, network.gradient(x_batch, t_batch))
+        return batch_loss(network)
+    return step
+
+
+def accuracies(network, x_train, t_train, x_test, t_test, chunk=10000):
+    """``evaluate()`` for one process: the accuracy on the whole training and test
+    sets, in chunks so that the full set needs no big buffers."""
+    def accuracy(x, t):
+        hits = 0.0
+        for start in range(0, x.shape[0], chunk):
+            xs, ts = x[start:start + chunk], t[start:start + chunk]
+            hits += network.accuracy(xs, ts) * xs.shape[0]
+        return float(hits / x.shape[0])
+
+    return lambda: (accuracy(x_train, t_train),
+                    None if x_test is None else accuracy(x_test, t_test))
+
+
+# ---------------------------------------------------------------------- the loop
+
+@dataclass
+class EpochRecord:
+    """What is measured at the end of an epoch (``epoch`` counts from 1; a last,
+    partial epoch has ``complete`` False)."""
+
+    epoch: int
+    iteration: int  # iterations done so far
+    steps: int  # iterations in this epoch (run by this call)
+    loss: float  # mean batch loss over those iterations
+    train_acc: float
+    test_acc: float  # None without test data
+    seconds: float  # wall time of this epoch, training and evaluation
+    complete: bool = True
+
+
+@dataclass
+class History:
+    """``loss``: the batch loss of every iteration; ``epochs``: an
+    :class:`EpochRecord` per evaluation."""
+
+    loss: List[float] = field(default_factory=list)
+    epochs: List[EpochRecord] = field(default_factory=list)
+
+    @property
+    def train_acc(self):
+        return [e.train_acc for e in self.epochs]
+
+    @property
+    def test_acc(self):
+        return [e.test_acc for e in self.epochs]
+
+
+def run_loop(sampler, step, iters, *, evaluate, start=0, history=None, on_step=None,
+             on_epoch=None, before_evaluate=None, epoch_end=None, evaluate_last=True):
+    """Run iterations ``start`` .. ``iters - 1`` (0-based) and return the
+    :class:`History` (``history``, extended, when given: a resumed run).
+
+    Each iteration calls ``step(sampler.batch(i))``; after the last iteration of an
+    epoch (``epoch_end(i)``, default ``sampler.ends_epoch``) and after the very last
+    iteration (unless ``evaluate_last`` is false: the book's ``Trainer`` does not),
+    ``before_evaluate()``, then ``evaluate()``, then ``on_epoch(record)``.
+    See the module docstring for the pieces.
+    """
+    iters, start = int(iters), int(start)
+    if iters < 0 or not 0 <= start:
+        raise ValueError(f"iters, start: expected 0 <= start, 0 <= iters, got {start} and {iters}")
+    history = History() if history is None else history
+    epoch_end = sampler.ends_epoch if epoch_end is None else epoch_end
+    losses = []
+    tic = time.perf_counter()
+    for i in range(start, iters):
+        loss = step(sampler.batch(i))
+        history.loss.append(loss)
+        losses.append(loss)
+        if on_step is not None:
+            on_step(i + 1, loss)
+        complete = epoch_end(i)
+        if complete or (evaluate_last and i == iters - 1):
+            if before_evaluate is not None:
+                before_evaluate()
+            train_acc, test_acc = evaluate()
+            record = EpochRecord(
+                epoch=sampler.epoch_of(i) + 1, iteration=i + 1, steps=len(losses),
+                loss=float(np.mean(losses)), train_acc=train_acc, test_acc=test_acc,
+                seconds=time.perf_counter() - tic, complete=bool(complete))
+            history.epochs.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            losses = []
+            tic = time.perf_counter()
+    return history

@@ -1,0 +1,106 @@
+"""fastbp.loop: the one training loop (samplers, steps, epoch hooks), on both backends."""
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import TwoLayerNet
+from fastbp.datasets import SAMPLE_DIR, load_mnist
+from fastbp.loop import BookSampler, ShuffleSampler, accuracies, local_step, run_loop
+from fastbp.optimizers import SGD
+
+BACKENDS = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    with fastbp.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_mnist(data_dir=SAMPLE_DIR)
+
+
+def test_epoch_lengths():
+    assert BookSampler(60000, 100).epoch_length == 600
+    assert BookSampler(5050, 100).epoch_length == 50.5  # the book's train_size / batch_size
+    assert BookSampler(50, 100).epoch_length == 1  # never below one
+    assert ShuffleSampler(5050, 100).epoch_length == 50
+    s = BookSampler(5050, 100)
+    ends = [i + 1 for i in range(300) if s.ends_epoch(i)]
+    assert ends == [51, 101, 152, 202, 253]  # 50.5 on average
+
+
+def test_book_sampler_is_the_books_draw():
+    np.random.seed(3)
+    want = [np.random.choice(1000, 10) for _ in range(4)]
+    np.random.seed(3)
+    s = BookSampler(1000, 10)  # NumPy's global state, as the book
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(s.batch(i), w)
+    gen = np.random.default_rng(5)
+    g = BookSampler(1000, 10, np.random.default_rng(5))
+    np.testing.assert_array_equal(g.batch(0), gen.choice(1000, 10))
+
+
+@pytest.mark.parametrize("cls", [BookSampler, ShuffleSampler])
+def test_seeded_samplers_resume_anywhere(cls):
+    a = cls(230, 20, 7)
+    straight = [a.batch(i) for i in range(40)]
+    for start in (0, 11, 12, 25):
+        b = cls(230, 20, 7)
+        for i in range(start, 40):
+            np.testing.assert_array_equal(b.batch(i), straight[i])
+
+
+def test_shuffle_sees_every_sample_once_per_epoch():
+    s = ShuffleSampler(100, 10, 0)
+    first = np.concatenate([s.batch(i) for i in range(10)])
+    assert sorted(first) == list(range(100))
+    assert not np.array_equal(first, np.concatenate([s.batch(i) for i in range(10, 20)]))
+
+
+def test_loop_learns_and_reports(sample, backend):
+    (x, t), (xt, tt) = sample
+    net = TwoLayerNet(784, 50, 10, rng=0)
+    w1 = net.params["W1"]
+    steps = []
+    history = run_loop(BookSampler(len(x), 100, 0), local_step(net, SGD(0.1), x, t), 120,
+                       evaluate=accuracies(net, x, t, xt, tt), on_step=lambda i, l: steps.append(i))
+    assert steps == list(range(1, 121))
+    assert [(e.epoch, e.iteration, e.steps, e.complete) for e in history.epochs] == [
+        (1, 50, 50, True), (2, 100, 50, True), (3, 120, 20, False)]
+    assert len(history.loss) == 120 and np.mean(history.loss[:10]) > 2.2
+    assert np.mean(history.loss[-10:]) < 1.5 and history.test_acc[-1] > 0.65
+    assert history.test_acc[-1] == pytest.approx(net.accuracy(xt, tt))
+    assert history.epochs[2].loss == pytest.approx(np.mean(history.loss[100:120]))
+    assert net.params["W1"] is w1 and net.layers["Affine1"].W is w1
+
+
+def test_same_seed_same_run_on_both_backends(sample):
+    (x, t), (xt, tt) = sample
+    runs = []
+    for name in BACKENDS * (3 - len(BACKENDS)):
+        with fastbp.use_backend(name):
+            net = TwoLayerNet(784, 20, 10, rng=1)
+            h = run_loop(ShuffleSampler(len(x), 100, 42), local_step(net, SGD(0.1), x, t), 30,
+                         evaluate=accuracies(net, x, t, xt, tt))
+            runs.append((net, h))
+    (a, ha), (b, hb) = runs
+    for k in a.params:
+        np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ha.loss, hb.loss, rtol=1e-10)
+
+
+def test_the_books_evaluation_schedule_is_a_hook(sample):
+    (x, t), (xt, tt) = sample
+    net = TwoLayerNet(784, 10, 10, rng=0)
+    s = BookSampler(len(x), 100, 0)
+    h = run_loop(s, local_step(net, SGD(0.1), x, t), 101, evaluate=accuracies(net, x, t, xt, tt),
+                 epoch_end=lambda i: i % s.epoch_length == 0,  # after an epoch's first step
+                 evaluate_last=False)
+    assert [e.iteration for e in h.epochs] == [1, 51, 101]
+    h = run_loop(s, local_step(net, SGD(0.1), x, t), 60, evaluate=accuracies(net, x, t, xt, tt),
+                 epoch_end=lambda i: i % s.epoch_length == 0, evaluate_last=False)
+    assert [e.iteration for e in h.epochs] == [1, 51]  # none at the end of the run
