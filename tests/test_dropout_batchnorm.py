@@ -25,7 +25,7 @@ def _rel_err(a, b):
 
 def test_dropout_inverted_scales_kept_units_and_is_the_identity_at_test_time(backend):
     x = np.random.default_rng(0).standard_normal((200, 50))
-    layer = Dropout(0.3, rng=1)
+    layer = Dropout(0.3, inverted=True, rng=1)
     out = layer.forward(x)
     kept = layer.mask
     assert kept.dtype == np.bool_ and kept.shape == x.shape
@@ -38,14 +38,17 @@ def test_dropout_inverted_scales_kept_units_and_is_the_identity_at_test_time(bac
     assert np.all(dout == 1)
 
 
-def test_dropout_book_mode_gives_the_books_masks_and_outputs(backend):
+def test_dropout_is_the_books_by_default_masks_and_outputs(backend):
     x = np.random.default_rng(0).standard_normal((20, 30))
     np.random.seed(5)
-    out = Dropout(0.4, inverted=False).forward(x)
+    layer = Dropout(0.4)
+    out = layer.forward(x)
     np.random.seed(5)
     mask = np.random.rand(*x.shape) > 0.4  # the book's draw
     np.testing.assert_array_equal(out, x * mask)
-    np.testing.assert_allclose(Dropout(0.4, inverted=False).forward(x, False), x * 0.6)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), mask.astype(float))
+    np.testing.assert_array_equal(layer.forward(x, False), x * (1.0 - 0.4))
+    assert Dropout(0.4).inverted is False and Dropout(0.4, inverted=False).inverted is False
 
 
 @pytest.mark.parametrize("inverted", [True, False])
@@ -74,10 +77,17 @@ def test_dropout_keeps_float32(backend, dtype):
     assert layer.backward(x).dtype == dtype
 
 
-@pytest.mark.parametrize("ratio", [1.0, -0.1, 2, "0.5", None])
+@pytest.mark.parametrize("ratio", [-0.1, 2, "0.5", None])
 def test_dropout_ratio_is_checked(ratio):
     with pytest.raises(ValueError, match="dropout_ratio"):
         Dropout(ratio)
+
+
+def test_dropout_ratio_one_drops_everything_but_cannot_be_inverted():
+    x = np.ones((3, 4))
+    assert np.all(Dropout(1.0).forward(x) == 0)  # the book's layer allows it
+    with pytest.raises(ValueError, match="dropout_ratio"):
+        Dropout(1.0, inverted=True)  # would divide by 1 - 1
 
 
 def test_dropout_backward_before_forward():

@@ -229,7 +229,8 @@ def _mnist_run(root):
     x_tr, t_tr, x_te, t_te = _mnist(root)
     net = MultiLayerNet(784, [100, 100, 100], 10, rng=0)
     trainer = Trainer(net, x_tr, t_tr, x_te, t_te, epochs=5, mini_batch_size=100,
-                      optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False, rng=0)
+                      optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False,
+                      sampler="shuffle", rng=0)
     start = time.perf_counter()
     acc = trainer.train()
     print(json.dumps({"acc": float(acc), "seconds": time.perf_counter() - start,

@@ -255,3 +255,28 @@ def test_get_optimizer_by_name():
 def test_hyperparameters_are_checked(cls, kw):
     with pytest.raises(TypeError, match=list(kw)[0]):
         cls(**kw)
+
+
+@pytest.mark.parametrize("cls,hp", CASES, ids=lambda c: getattr(c, "__name__", None))
+def test_plain_numbers_are_rebound_with_the_books_values(backend, cls, hp):
+    """The book's optimizer_compare_naive.py optimizes {'x': -7.0, 'y': 2.0}: a number
+    cannot be updated in place, so params[key] is rebound, as the book's ``-=`` does."""
+    params = {"x": -7.0, "y": 2, "W": np.array([[1.0, -2.0]])}
+    W = params["W"]
+    ref = {"x": np.array(-7.0), "y": np.array(2.0), "W": W.copy()}
+    opt, book = cls(**hp), getattr(book_idiom, cls.__name__)(**hp)
+    for step in range(8):
+        grads = {"x": params["x"] / 10.0, "y": 2.0 * params["y"], "W": W * 0.5}
+        opt.update(params, grads)
+        book.update(ref, {k: np.asarray(v) for k, v in grads.items()})
+        assert type(params["x"]) is np.float64 and type(params["y"]) is np.float64
+        assert params["x"] == ref["x"] and params["y"] == ref["y"], step
+        assert params["W"] is W  # arrays stay in place
+        np.testing.assert_array_equal(W, ref["W"])
+
+
+def test_a_parameter_that_is_neither_array_nor_number_is_refused(backend):
+    with pytest.raises(TypeError, match=r"params\['w'\]"):
+        SGD().update({"w": "1.0"}, {"w": 0.5})
+    with pytest.raises(TypeError, match=r"params\['w'\]"):
+        Adam().update({"w": True}, {"w": 0.5})

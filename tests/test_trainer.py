@@ -1,4 +1,5 @@
-"""Trainer: the book's training loop with whole epochs, repeatable shuffles, a progress bar."""
+"""Trainer: the book's batches, schedule and printed lines by default; whole epochs
+(``sampler="shuffle"``), repeatable draws, a progress bar."""
 import io
 
 import numpy as np
@@ -42,11 +43,11 @@ def _blobs(n, seed):
 
 
 @pytest.mark.parametrize("n,batch,ipe", [(200, 50, 4), (230, 100, 2), (99, 100, 1), (1000, 300, 3)])
-def test_integer_epochs_each_visit_every_sample_once(n, batch, ipe):
+def test_shuffle_epochs_each_visit_every_sample_once(n, batch, ipe):
     x, t = _indexed(n)
     net = RecordingNet()
     tr = Trainer(net, x, t, x[:10], t[:10], epochs=3, mini_batch_size=batch,
-                 verbose=False, rng=0)
+                 verbose=False, sampler="shuffle", rng=0)
     assert tr.iter_per_epoch == ipe and tr.max_iter == 3 * ipe
     tr.train()
     assert len(tr.train_loss_list) == 3 * ipe
@@ -78,9 +79,11 @@ def test_seeded_runs_are_repeatable():
         tr.train()
         return tr.train_loss_list
 
-    assert run(rng=3) == run(rng=3)
-    assert run(rng=3) != run(rng=4)
-    assert run() == run()  # np.random.seed drives the shuffles by default
+    for sampler in ("book", "shuffle"):
+        assert run(rng=3, sampler=sampler) == run(rng=3, sampler=sampler)
+        assert run(rng=3, sampler=sampler) != run(rng=4, sampler=sampler)
+        assert run(sampler=sampler) == run(sampler=sampler)  # np.random.seed by default
+    assert run(rng=3) != run(rng=3, sampler="shuffle")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -94,7 +97,8 @@ def test_trainer_learns(backend, dtype):
     with fastbp.use_backend(backend):
         net = MultiLayerNet(4, [16, 16], 3, dtype=dtype, rng=0)
         tr = Trainer(net, x_tr, t_tr, x_te, t_te, epochs=3, mini_batch_size=50,
-                     optimizer="adam", optimizer_param={"lr": 0.01}, verbose=False, rng=0)
+                     optimizer="adam", optimizer_param={"lr": 0.01}, verbose=False,
+                     sampler="shuffle", rng=0)
         acc = tr.train()
     assert acc == tr.test_acc_list[-1] > 0.95
     assert np.mean(tr.train_loss_list[-5:]) < np.mean(tr.train_loss_list[:5])
@@ -127,13 +131,55 @@ def test_bad_arguments():
         Trainer(RecordingNet(), x[:0], t[:0], x, t)
 
 
-def test_verbose_prints_epochs_and_no_bar_off_a_terminal(capsys):
+def test_verbose_prints_the_books_lines(capsys):
     x, t = _indexed(40)
-    Trainer(RecordingNet(), x, t, x, t, epochs=2, mini_batch_size=10).train()
+    Trainer(RecordingNet(), x, t, x, t, epochs=2, mini_batch_size=20).train()
     out, err = capsys.readouterr()
-    assert out.count("=== epoch:") == 2 and "=== epoch:2, train acc:" in out
-    assert "Final Test Accuracy" in out
-    assert err == ""  # stderr is not a terminal here: no progress bar
+    assert out.splitlines() == [
+        "train loss:0.5",
+        "=== epoch:1, train acc:0.001, test acc:0.001 ===",
+        "train loss:0.5",
+        "train loss:0.5",
+        "=== epoch:2, train acc:0.003, test acc:0.003 ===",
+        "train loss:0.5",
+        "=============== Final Test Accuracy ===============",
+        "test acc:0.004",
+    ]
+    assert err == ""  # no progress bar unless asked
+
+
+@pytest.mark.parametrize("n,batch", [(200, 50), (230, 100), (99, 100), (1000, 300), (500, 100)])
+def test_book_sampler_draws_and_evaluates_as_the_book(n, batch):
+    """np.random.choice(train_size, batch) at every step; an epoch of train_size / batch
+    steps (a float); evaluation after step i when i % iter_per_epoch == 0."""
+    x, t = _indexed(n)
+    net = RecordingNet()
+    np.random.seed(42)
+    tr = Trainer(net, x, t, x[:10], t[:10], epochs=3, mini_batch_size=batch, verbose=False)
+    ipe = max(n / batch, 1)
+    assert tr.iter_per_epoch == ipe and tr.max_iter == int(3 * ipe)
+    tr.train()
+    np.random.seed(42)
+    assert net.batches == [np.random.choice(n, batch).tolist() for _ in range(int(3 * ipe))]
+    after = [i + 1 for i in range(int(3 * ipe)) if i % ipe == 0]  # steps done at each evaluation
+    assert tr.test_acc_list == [k / 1000 for k in after]
+    assert len(tr.train_loss_list) == int(3 * ipe)
+    if (n, batch) == (1000, 300):
+        assert len(tr.test_acc_list) == 1  # the book's float check fires once only
+
+
+def test_book_sampler_with_a_generator():
+    x, t = _indexed(50)
+    net = RecordingNet()
+    Trainer(net, x, t, x, t, epochs=1, mini_batch_size=10, verbose=False, rng=5).train()
+    gen = np.random.default_rng(5)
+    assert net.batches == [gen.choice(50, 10).tolist() for _ in range(5)]
+
+
+def test_unknown_sampler():
+    x, t = _indexed(10)
+    with pytest.raises(ValueError, match="sampler"):
+        Trainer(RecordingNet(), x, t, x, t, sampler="random")
 
 
 def test_progress_bar_draws_on_request(monkeypatch, capsys):

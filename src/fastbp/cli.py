@@ -255,10 +255,17 @@ def _add_bench(sub):
     b.set_defaults(run=cmd_bench, validate=None, forward=True)
 
 
+def _add_book(sub):
+    # The rest of the line is a book script and its own arguments: forward=True.
+    b = sub.add_parser("book", add_help=False,
+                       help="run one of the book's scripts on fastbp (fastbp book SCRIPT [ARGS])")
+    b.set_defaults(run=cmd_book, validate=None, forward=True)
+
+
 # Adding a subcommand is one `_add_*` function here: it sets `run` (the command) and
 # `validate` (checks of the parsed options, or None), or `forward=True` to receive the
 # rest of the command line unparsed as `args.argv`.
-SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench]
+SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench, _add_book]
 
 
 def build_parser():
@@ -634,6 +641,13 @@ def cmd_bench(args):
         raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
                            'pip install "fastbp[bench]"') from None
     return bench.main(args.argv)
+
+
+# ---------------------------------------------------------------------- book
+
+def cmd_book(args):
+    from .book import main as book_main
+    return book_main(args.argv, prog="fastbp book")
 
 
 # ---------------------------------------------------------------------- main

@@ -1,10 +1,21 @@
-"""The book's functions (``common/functions.py``): sigmoid, softmax, cross-entropy."""
+"""The book's functions (``common/functions.py``): activations, softmax, the losses."""
 import numpy as np
 
 from . import kernels as _kernels
 from .kernels._checks import as_array, float_array, softmax_inputs
 
-__all__ = ["sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax", "cross_entropy_error"]
+__all__ = ["identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
+           "softmax", "sum_squared_error", "cross_entropy_error", "softmax_loss"]
+
+
+def identity_function(x):
+    """The output layer's activation for regression: ``x`` itself."""
+    return x
+
+
+def step_function(x):
+    """1 where ``x > 0``, else 0, as integers (the perceptron's activation)."""
+    return np.asarray(np.asarray(x) > 0, dtype=int)
 
 
 def sigmoid(x):
@@ -42,6 +53,12 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def sum_squared_error(y, t):
+    """``0.5 * sum((y - t)**2)`` over the whole batch (not divided by its size)."""
+    d = np.asarray(y) - np.asarray(t)
+    return 0.5 * np.sum(d * d)
+
+
 def cross_entropy_error(y, t, eps=1e-7):
     """Mean cross-entropy of probabilities ``y`` against labels or one-hot ``t``.
 
@@ -62,3 +79,9 @@ def cross_entropy_error(y, t, eps=1e-7):
         labels = onehot.argmax(axis=1)
     batch_size = y.shape[0]
     return -np.sum(np.log(y[np.arange(batch_size), labels] + eps)) / batch_size
+
+
+def softmax_loss(X, t):
+    """``cross_entropy_error(softmax(X), t)``: the book's loss from scores, with its
+    ``1e-7`` (``SoftmaxWithLoss`` computes the exact loss instead)."""
+    return cross_entropy_error(softmax(X), t)

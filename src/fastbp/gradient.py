@@ -1,7 +1,7 @@
 """Numerical differentiation (the book's ``common/gradient.py``)."""
 import numpy as np
 
-__all__ = ["numerical_gradient"]
+__all__ = ["numerical_gradient", "numerical_gradient_2d"]
 
 
 def numerical_gradient(f, x, h=1e-4):
@@ -40,3 +40,15 @@ def numerical_gradient(f, x, h=1e-4):
         grad[idx] = (fxh1 - fxh2) / (2 * h)
         it.iternext()
     return grad
+
+
+def numerical_gradient_2d(f, X, h=1e-4):
+    """The book's row-wise variant: for a 2-D ``X``, ``f`` is differentiated at each row
+    separately (``f`` receives the 1-D row, perturbed in place); a 1-D ``X`` is one row.
+    Same checks and restoring as ``numerical_gradient``."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        grad = np.zeros_like(X)
+        for idx in range(X.shape[0]):
+            grad[idx] = numerical_gradient(f, X[idx], h)
+        return grad
+    return numerical_gradient(f, X, h)

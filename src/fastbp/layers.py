@@ -258,11 +258,12 @@ class SoftmaxWithLoss:
 # =========================================================================== chapter 6
 # Dropout and BatchNormalization (the book's chapter 6). Where they differ from the
 # book, on purpose (docs/chapter6.md says more):
-# - Dropout is inverted by default: kept units are scaled by 1 / (1 - dropout_ratio)
-#   at training time and the test-time forward is the identity. The book scales by
-#   (1 - dropout_ratio) at test time instead. Both give the same expected activation,
-#   so a network trained from scratch learns the same function; ``inverted=False``
-#   gives the book's scaling (needed to evaluate weights trained with the book's layer).
+# - Dropout follows the book by default: kept units pass unscaled at training time and
+#   the test-time forward scales by (1 - dropout_ratio). ``inverted=True`` gives
+#   inverted dropout instead (kept units scaled by 1 / (1 - dropout_ratio) at training
+#   time, the identity at test time, as PyTorch and Keras do): the same expected
+#   activation, so a network trained from scratch learns the same function, but the
+#   numbers printed along the way differ.
 # - BatchNormalization keeps the book's epsilon (1e-6, written ``10e-7`` there), so
 #   ported code gets the book's numbers; ``eps=`` changes it. Its running statistics
 #   are updated in place, in the input's dtype, and arrays passed to the constructor
@@ -280,14 +281,15 @@ class Dropout:
     """Dropout (arXiv:1207.0580): ``forward(x, train_flg=True)``, ``backward(dout)``.
 
     At training time each unit is kept where a uniform draw exceeds ``dropout_ratio``
-    (``mask``, a bool array of ``x``'s shape), and scaled by ``1 / (1 - dropout_ratio)``
-    (inverted dropout, the default) or by 1 (``inverted=False``, the book). At test time
-    the forward returns ``x`` itself (inverted) or ``x * (1 - dropout_ratio)`` (book).
+    (``mask``, a bool array of ``x``'s shape), and passed unscaled (the book's dropout,
+    the default) or scaled by ``1 / (1 - dropout_ratio)`` (``inverted=True``). At test
+    time the forward returns ``x * (1 - dropout_ratio)`` (book) or ``x`` itself
+    (inverted).
     ``rng``: a seed or ``numpy.random.Generator`` for the masks; by default NumPy's
     global state, drawn exactly as the book does.
     """
 
-    def __init__(self, dropout_ratio=0.5, *, inverted=True, rng=None):
+    def __init__(self, dropout_ratio=0.5, *, inverted=False, rng=None):
         self.dropout_ratio = dropout_ratio
         self.inverted = bool(inverted)
         self.rng = None if rng is None else np.random.default_rng(rng)

@@ -413,7 +413,8 @@ class MultiLayerNetExtend(_MultiLayer):
     [Dropout], with the book's names (``BatchNorm1``, ``Dropout1``, ...) and parameters
     ``gamma1``, ``beta1``, ... (ones and zeros). ``predict``/``loss`` take
     ``train_flg`` (default False); ``gradient`` runs in training mode.
-    ``dropout_ration`` keeps the book's spelling. Dropout is inverted (see ``Dropout``).
+    ``dropout_ration`` keeps the book's spelling. Dropout is the book's (not inverted;
+    see ``Dropout``).
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",

@@ -9,6 +9,11 @@ parameter, its gradient and its state, and allocates nothing. The state buffers 
 ``h``, ``m``) are created on the first update, one per parameter, and are updated in
 place after that (the book rebinds new arrays at every step).
 
+A parameter that is not an array (a Python or NumPy number, as in the book's
+``optimizer_compare_naive.py``, where ``params = {'x': -7.0, 'y': 2.0}``) cannot be
+updated in place: as in the book, ``params[key]`` is rebound to the new value (a NumPy
+float64), computed with the same formulas; its state is kept by the optimizer.
+
 Precision: a float64 parameter follows the book's formulas to the last bit. A float32
 parameter is updated in float32 arithmetic, with the hyperparameters (and Adam's
 ``lr_t``) rounded to float32 once; the book on NumPy 2 computes Adam's float32 step in
@@ -33,13 +38,34 @@ def _real(name, value):
     return value
 
 
-def _state(store, params, key):
-    """The state buffer of ``params[key]``, created (zeros, C-ordered) on first use."""
+def _state(store, key, p):
+    """The state buffer of parameter ``p`` (``params[key]``), created (zeros, C-ordered)
+    on first use."""
     buf = store.get(key)
     if buf is None:
-        p = params[key]
-        buf = store[key] = np.zeros(np.shape(p), dtype=getattr(p, "dtype", np.float64))
+        buf = store[key] = np.zeros(np.shape(p), dtype=p.dtype)
     return buf
+
+
+def _each(params, update):
+    """Call ``update(key, param)`` for every parameter, in the dict's order.
+
+    An array is updated in place by ``update`` (the layers see it). A number (the book
+    optimizes plain floats too) is immutable: it is updated as a 0-d float64 array and
+    ``params[key]`` is rebound to the result, which is what the book's
+    ``params[key] -= ...`` does for a number.
+    """
+    for key in params.keys():
+        p = params[key]
+        if isinstance(p, np.ndarray):
+            update(key, p)
+        elif isinstance(p, numbers.Real) and not isinstance(p, bool):  # np.bool_ is not Real
+            p = np.array(p, dtype=np.float64)
+            update(key, p)
+            params[key] = p[()]
+        else:
+            raise TypeError(f"params[{key!r}]: expected an ndarray or a real number, "
+                            f"got {type(p).__name__}")
 
 
 class SGD:
@@ -52,8 +78,7 @@ class SGD:
 
     def update(self, params, grads):
         k = _kernels.active()
-        for key in params.keys():
-            k.sgd_update(params[key], grads[key], self.lr)
+        _each(params, lambda key, p: k.sgd_update(p, grads[key], self.lr))
 
 
 class Momentum:
@@ -70,9 +95,8 @@ class Momentum:
         if self.v is None:
             self.v = {}
         k = _kernels.active()
-        for key in params.keys():
-            k.momentum_update(params[key], grads[key], _state(self.v, params, key),
-                              self.lr, self.momentum)
+        _each(params, lambda key, p: k.momentum_update(
+            p, grads[key], _state(self.v, key, p), self.lr, self.momentum))
 
 
 class Nesterov:
@@ -93,9 +117,8 @@ class Nesterov:
         if self.v is None:
             self.v = {}
         k = _kernels.active()
-        for key in params.keys():
-            k.nesterov_update(params[key], grads[key], _state(self.v, params, key),
-                              self.lr, self.momentum)
+        _each(params, lambda key, p: k.nesterov_update(
+            p, grads[key], _state(self.v, key, p), self.lr, self.momentum))
 
 
 class AdaGrad:
@@ -111,9 +134,8 @@ class AdaGrad:
         if self.h is None:
             self.h = {}
         k = _kernels.active()
-        for key in params.keys():
-            k.adagrad_update(params[key], grads[key], _state(self.h, params, key),
-                             self.lr, EPS)
+        _each(params, lambda key, p: k.adagrad_update(
+            p, grads[key], _state(self.h, key, p), self.lr, EPS))
 
 
 class RMSprop:
@@ -131,9 +153,8 @@ class RMSprop:
         if self.h is None:
             self.h = {}
         k = _kernels.active()
-        for key in params.keys():
-            k.rmsprop_update(params[key], grads[key], _state(self.h, params, key),
-                             self.lr, self.decay_rate, EPS)
+        _each(params, lambda key, p: k.rmsprop_update(
+            p, grads[key], _state(self.h, key, p), self.lr, self.decay_rate, EPS))
 
 
 class Adam:
@@ -161,9 +182,9 @@ class Adam:
         self.iter += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
         k = _kernels.active()
-        for key in params.keys():
-            k.adam_update(params[key], grads[key], _state(self.m, params, key),
-                          _state(self.v, params, key), lr_t, self.beta1, self.beta2, EPS)
+        _each(params, lambda key, p: k.adam_update(
+            p, grads[key], _state(self.m, key, p), _state(self.v, key, p),
+            lr_t, self.beta1, self.beta2, EPS))
 
 
 OPTIMIZERS = {

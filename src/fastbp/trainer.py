@@ -1,32 +1,84 @@
-"""The book's training loop (``common/trainer.py``), with whole epochs.
+"""The book's training loop (``common/trainer.py``).
 
 ``Trainer(network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
 optimizer='SGD', optimizer_param={'lr': 0.01}, evaluate_sample_num_per_epoch=None,
 verbose=True)`` and ``train()``, filling ``train_loss_list``, ``train_acc_list`` and
-``test_acc_list`` as the book does.
+``test_acc_list``. By default it does what the book's does, draw for draw, so a script
+seeded with ``np.random.seed`` prints the book's numbers:
 
-Where it differs from the book, on purpose:
-- An epoch is ``iter_per_epoch = max(train_size // mini_batch_size, 1)`` steps (an
-  integer), over one shuffled pass of the training set: every sample is seen once per
-  epoch (the last ``train_size % mini_batch_size`` of the shuffle are left out). The
-  book draws every batch independently, with replacement, and compares the step
-  counter with a float ``train_size / mini_batch_size``, which never matches when the
-  division is not exact, so it then evaluates only once.
-- The accuracies are measured at the end of each epoch (the book measures after the
-  first step of each epoch), so ``test_acc_list[-1]`` is the trained network's.
-- ``verbose`` prints one line per epoch (not the loss of every step) and, on a
-  terminal, draws a progress bar on stderr.
-- ``rng`` (keyword-only): a seed or ``numpy.random.Generator`` for the shuffles; by
-  default NumPy's global state, so ``np.random.seed`` makes a run repeatable.
+- every step draws its batch with ``np.random.choice(train_size, mini_batch_size)``
+  (independent draws, with replacement);
+- an epoch is ``iter_per_epoch = max(train_size / mini_batch_size, 1)`` steps, a float,
+  and the run ``int(epochs * iter_per_epoch)`` steps;
+- the accuracies are measured after the step ``i`` (counted from 0) for which
+  ``i % iter_per_epoch == 0``: after the first step of each epoch. When the division is
+  not exact this can fire fewer than ``epochs`` times (e.g. only once for 1000 samples
+  in batches of 300), as in the book;
+- ``verbose`` prints ``train loss:`` after every step, ``=== epoch:...`` after each
+  evaluation and the final test accuracy, with the book's wording.
+
+Keyword-only, not in the book: ``sampler='shuffle'`` runs whole epochs instead:
+``max(train_size // mini_batch_size, 1)`` steps over one shuffle of the training set
+(every sample at most once per epoch; the last ``train_size % mini_batch_size`` of a
+shuffle are left out), evaluated after each epoch's last step, so ``test_acc_list[-1]``
+is the trained network's accuracy. ``rng`` (a seed or ``numpy.random.Generator``)
+draws the batches instead of NumPy's global state. ``progress=True`` draws a progress
+bar on stderr in place of the per-step loss lines.
+
+A run is three parts: a sampler (which samples each step trains on, and after which
+steps the epoch's evaluation runs), the step (gradient, update, loss) and the hooks
+called after each step and at each evaluation.
 """
-import sys
 
 import numpy as np
 
 from ._progress import ProgressBar
 from .optimizers import get_optimizer
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "BookSampler", "ShuffleSampler"]
+
+
+class BookSampler:
+    """The book's batches and evaluation schedule (see the module docstring)."""
+
+    def __init__(self, train_size, batch_size, epochs, rng=None):
+        self.train_size, self.batch_size, self.rng = train_size, batch_size, rng
+        self.iter_per_epoch = max(train_size / batch_size, 1)  # a float, as the book
+        self.max_iter = int(epochs * self.iter_per_epoch)
+
+    def batch(self, i):
+        """The sample indices of step ``i``: one ``choice`` call, with replacement."""
+        if self.rng is None:
+            return np.random.choice(self.train_size, self.batch_size)
+        return self.rng.choice(self.train_size, self.batch_size)
+
+    def evaluates_after(self, i):
+        """Whether the epoch's evaluation runs after step ``i``: its first step."""
+        return i % self.iter_per_epoch == 0
+
+
+class ShuffleSampler:
+    """Whole epochs: one permutation of the training set per epoch."""
+
+    def __init__(self, train_size, batch_size, epochs, rng=None):
+        self.train_size, self.batch_size, self.rng = train_size, batch_size, rng
+        self.iter_per_epoch = max(train_size // batch_size, 1)
+        self.max_iter = epochs * self.iter_per_epoch
+        self._order = None
+
+    def batch(self, i):
+        step = i % self.iter_per_epoch
+        if step == 0 or self._order is None:  # a new epoch: a new shuffle
+            n = self.train_size
+            self._order = np.random.permutation(n) if self.rng is None else self.rng.permutation(n)
+        return self._order[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def evaluates_after(self, i):
+        """After the last step of each epoch."""
+        return (i + 1) % self.iter_per_epoch == 0
+
+
+SAMPLERS = {"book": BookSampler, "shuffle": ShuffleSampler}
 
 
 class Trainer:
@@ -37,15 +89,16 @@ class Trainer:
     ``'RMSprop'``, ``'Adam'``; any case) built with ``optimizer_param``, or an optimizer
     object with ``update(params, grads)``. ``train_loss_list`` gets the batch loss after
     each step's update (as the book); ``train_acc_list``/``test_acc_list`` get one
-    entry per epoch, on the first ``evaluate_sample_num_per_epoch`` samples (all when
-    None). Keyword-only: ``rng`` (shuffles), ``progress`` (draw the bar: default when
-    ``verbose`` and stderr is a terminal).
+    entry per evaluation, on the first ``evaluate_sample_num_per_epoch`` samples (all
+    when None). Keyword-only: ``sampler`` (``'book'``, the default, or ``'shuffle'``),
+    ``rng`` (draws the batches), ``progress`` (a bar on stderr instead of the per-step
+    loss lines).
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
                  mini_batch_size=100, optimizer="SGD", optimizer_param={"lr": 0.01},  # noqa: B006 (the book's signature; never mutated)
-                 evaluate_sample_num_per_epoch=None, verbose=True, *, rng=None,
-                 progress=None):
+                 evaluate_sample_num_per_epoch=None, verbose=True, *, sampler="book",
+                 rng=None, progress=False):
         self.network = network
         self.verbose = verbose
         self.x_train, self.t_train = x_train, t_train
@@ -82,27 +135,36 @@ class Trainer:
         else:
             raise TypeError(f"optimizer: expected a name or an object with update(), got {optimizer!r}")
 
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {sampler!r}")
         self.rng = None if rng is None else np.random.default_rng(rng)
-        self.progress = (verbose and sys.stderr.isatty()) if progress is None else bool(progress)
+        self.progress = bool(progress)
 
         self.train_size = len(x_train)
-        self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
-        self.max_iter = self.epochs * self.iter_per_epoch
+        self.sampler = SAMPLERS[sampler](self.train_size, self.batch_size, self.epochs, self.rng)
+        self.iter_per_epoch = self.sampler.iter_per_epoch
+        self.max_iter = self.sampler.max_iter
         self.current_iter = 0
         self.current_epoch = 0
-        self._order = None
         self._bar = None
 
         self.train_loss_list = []
         self.train_acc_list = []
         self.test_acc_list = []
 
-    def _batch_indices(self):
-        step = self.current_iter % self.iter_per_epoch
-        if step == 0 or self._order is None:  # a new epoch: a new shuffle
-            n = self.train_size
-            self._order = np.random.permutation(n) if self.rng is None else self.rng.permutation(n)
-        return self._order[step * self.batch_size:(step + 1) * self.batch_size]
+    # ------------------------------------------------------------------ the step
+    def _step(self, idx):
+        """Gradient, update, then the batch loss with the updated parameters (as the book)."""
+        x_batch, t_batch = self.x_train[idx], self.t_train[idx]
+        grads = self.network.gradient(x_batch, t_batch)
+        self.optimizer.update(self.network.params, grads)
+        return self.network.loss(x_batch, t_batch)
+
+    # ----------------------------------------------------------------- the hooks
+    def _after_step(self, loss):
+        self.train_loss_list.append(float(loss))
+        if self.verbose and self._bar is None:
+            print("train loss:" + str(loss))  # str of the network's own scalar, as the book
 
     def _evaluate(self):
         x_tr, t_tr, x_te, t_te = self.x_train, self.t_train, self.x_test, self.t_test
@@ -115,28 +177,29 @@ class Trainer:
         self.test_acc_list.append(test_acc)
         return train_acc, test_acc
 
+    def _on_epoch(self):
+        self.current_epoch += 1
+        train_acc, test_acc = self._evaluate()
+        if self.verbose:
+            line = f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ==="
+            if self._bar is not None:
+                self._bar.write(line)  # above the bar
+            else:
+                print(line)
+
+    # ------------------------------------------------------------------- the run
     def train_step(self):
-        """One mini-batch: gradient, update, loss; evaluation at the end of an epoch."""
-        idx = self._batch_indices()
-        x_batch, t_batch = self.x_train[idx], self.t_train[idx]
-        grads = self.network.gradient(x_batch, t_batch)
-        self.optimizer.update(self.network.params, grads)
-        loss = float(self.network.loss(x_batch, t_batch))
-        self.train_loss_list.append(loss)
+        """One mini-batch: the sampler's batch, the step, the hooks. Returns the loss."""
+        i = self.current_iter
+        loss = self._step(self.sampler.batch(i))
+        self._after_step(loss)
+        if self.sampler.evaluates_after(i):
+            self._on_epoch()
         self.current_iter += 1
-        if self.current_iter % self.iter_per_epoch == 0:
-            self.current_epoch += 1
-            train_acc, test_acc = self._evaluate()
-            if self.verbose:
-                line = f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ==="
-                if self._bar is not None:
-                    self._bar.write(line)  # above the bar
-                else:
-                    print(line)
         return loss
 
     def train(self):
-        """Run ``epochs`` epochs; returns the final accuracy on the whole test set."""
+        """Run ``max_iter`` steps; returns the final accuracy on the whole test set."""
         self._bar = ProgressBar(self.max_iter, label="train", enabled=True) if self.progress else None
         try:
             for _ in range(self.max_iter):
@@ -150,5 +213,5 @@ class Trainer:
         test_acc = self.network.accuracy(self.x_test, self.t_test)
         if self.verbose:
             print("=============== Final Test Accuracy ===============")
-            print(f"test acc:{test_acc}")
+            print("test acc:" + str(test_acc))
         return test_acc

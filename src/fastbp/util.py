@@ -13,20 +13,30 @@ __all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_cu
 
 
 def smooth_curve(x):
-    """A loss curve smoothed by an 11-point Kaiser window (beta 2), the same length as
-    ``x``: the ends are mirrored so that the window has data on both sides."""
-    n = 11
-    head = x[n - 1:0:-1]   # x[10], ..., x[1]
-    tail = x[-1:-n:-1]     # x[-1], ..., x[-10]
-    kernel = np.kaiser(n, 2)
-    smoothed = np.convolve(kernel / kernel.sum(), np.r_[head, x, tail], mode="valid")
-    return smoothed[5:len(smoothed) - 5]
+    """A loss curve smoothed with an 11-point Kaiser window (beta 2), same length as ``x``.
+
+    The ends are padded by mirroring 10 points, as the book: without the edge point at
+    the start, with it at the end, so the book's smoothed curves are reproduced exactly.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 1 or x.size < 11:
+        raise ValueError(f"x: expected a 1-D curve of at least 11 points, got shape {x.shape}")
+    window = np.kaiser(11, 2)
+    padded = np.concatenate([x[10:0:-1], x, x[:-11:-1]])
+    y = np.convolve(window / window.sum(), padded, mode="valid")
+    return y[5:-5]
 
 
 def shuffle_dataset(x, t):
-    """``(x, t)`` in one random order along the first axis (NumPy's global state)."""
-    order = np.random.permutation(x.shape[0])
-    return x[order], t[order]
+    """``x`` and ``t`` reordered by one ``np.random.permutation`` of the samples (NumPy's
+    global state, as the book, so ``np.random.seed`` repeats it); new arrays."""
+    x = np.asarray(x)
+    t = np.asarray(t)
+    if x.ndim == 0 or t.ndim == 0 or len(x) != len(t):
+        raise ValueError(f"x, t: expected as many samples in t as in x, got shapes "
+                         f"{x.shape} and {t.shape}")
+    permutation = np.random.permutation(x.shape[0])
+    return x[permutation], t[permutation]
 
 
 def conv_output_size(input_size, filter_size, stride=1, pad=0):
