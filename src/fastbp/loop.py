@@ -1,7 +1,8 @@
 """fastbp's one training loop: a sampler, a step, and hooks at the end of each epoch.
 
-``fastbp train`` and the data-parallel path (``fastbp.distributed``) both run
-:func:`run_loop`; they differ only in the pieces they hand it:
+``fastbp train``, the data-parallel path (``fastbp.distributed``) and the book's
+``Trainer`` (``fastbp.trainer``) all run :func:`run_loop`; they differ only in the
+pieces they hand it:
 
 - a **sampler** says which samples form the batch of iteration ``i`` and how long an
   epoch is. :class:`BookSampler` is the book's ``np.random.choice(train_size,
@@ -23,18 +24,19 @@
   after each evaluation with an :class:`EpochRecord`; ``before_evaluate()`` (MPI:
   synchronize batch-norm statistics) runs just before ``evaluate``.
 
-Porting ``Trainer`` (the book's API) onto it: ``Trainer.train_step`` becomes the
-``step`` (with the book's second forward pass for ``train_loss_list`` when the book's
-loss is wanted), ``_batch_indices`` a sampler (``ShuffleSampler`` today,
-``BookSampler`` for the book's exact batches), ``_evaluate`` (with
-``evaluate_sample_num_per_epoch``) the ``evaluate``, the verbose line an ``on_epoch``
-hook, the progress bar an ``on_step`` hook. The book evaluates after the *first*
-iteration of each epoch (``i % iter_per_epoch == 0`` for a 0-based ``i``): pass
-``epoch_end=lambda i: i % sampler.epoch_length == 0`` (``i`` 0-based) and
-``evaluate_last=False`` to get its schedule instead of the default (after the last
-iteration of each epoch and after the last iteration of the run). The Trainer's
-counters (``current_iter``, ``current_epoch``) and lists (``train_loss_list``, ...)
-are then kept by its hooks, and a second ``train()`` continues with ``start=``.
+``Trainer`` (the book's API) runs it with the book's pieces: a ``BookSampler`` (or a
+``ShuffleSampler`` for ``sampler='shuffle'``) given NumPy's global state or one
+``Generator`` made from its ``rng``; its step is the book's gradient, update and second
+forward pass, whose loss is what ``train_loss_list`` gets and ``train loss:`` prints;
+its evaluate measures on the first ``evaluate_sample_num_per_epoch`` samples; its
+``on_step`` keeps ``current_iter`` and the progress bar, its ``on_epoch`` keeps
+``current_epoch``, the accuracy lists and the ``=== epoch:...`` line. The book
+evaluates after the *first* iteration of each epoch (``i % iter_per_epoch == 0`` for a
+0-based ``i``, a float check that can fire fewer times than there are epochs), so the
+Trainer passes ``epoch_end=lambda i: i % sampler.epoch_length == 0`` for the book's
+sampler, and ``evaluate_last=False`` with either, in place of the default schedule
+(after the last iteration of each epoch and after the last iteration of the run).
+``train()`` and ``train_step()`` continue from ``current_iter`` with ``start=``.
 """
 import math
 import time

@@ -1,4 +1,4 @@
-"""The book's training loop (``common/trainer.py``).
+"""The book's training loop (``common/trainer.py``), on fastbp's one loop.
 
 ``Trainer(network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
 optimizer='SGD', optimizer_param={'lr': 0.01}, evaluate_sample_num_per_epoch=None,
@@ -25,60 +25,21 @@ is the trained network's accuracy. ``rng`` (a seed or ``numpy.random.Generator``
 draws the batches instead of NumPy's global state. ``progress=True`` draws a progress
 bar on stderr in place of the per-step loss lines.
 
-A run is three parts: a sampler (which samples each step trains on, and after which
-steps the epoch's evaluation runs), the step (gradient, update, loss) and the hooks
-called after each step and at each evaluation.
+``train()`` and ``train_step()`` run :func:`fastbp.loop.run_loop` from
+``current_iter``: the sampler is :class:`fastbp.loop.BookSampler` or
+:class:`~fastbp.loop.ShuffleSampler` (given one ``Generator`` made from ``rng``, so a
+seed is one stream for the whole run, not one per epoch as ``fastbp train`` uses), the
+step is the book's gradient, update and second forward pass for the loss, and the
+Trainer's hooks keep its counters and lists and print its lines.
 """
 
 import numpy as np
 
 from ._progress import ProgressBar
+from .loop import SAMPLERS, run_loop
 from .optimizers import get_optimizer
 
-__all__ = ["Trainer", "BookSampler", "ShuffleSampler"]
-
-
-class BookSampler:
-    """The book's batches and evaluation schedule (see the module docstring)."""
-
-    def __init__(self, train_size, batch_size, epochs, rng=None):
-        self.train_size, self.batch_size, self.rng = train_size, batch_size, rng
-        self.iter_per_epoch = max(train_size / batch_size, 1)  # a float, as the book
-        self.max_iter = int(epochs * self.iter_per_epoch)
-
-    def batch(self, i):
-        """The sample indices of step ``i``: one ``choice`` call, with replacement."""
-        if self.rng is None:
-            return np.random.choice(self.train_size, self.batch_size)
-        return self.rng.choice(self.train_size, self.batch_size)
-
-    def evaluates_after(self, i):
-        """Whether the epoch's evaluation runs after step ``i``: its first step."""
-        return i % self.iter_per_epoch == 0
-
-
-class ShuffleSampler:
-    """Whole epochs: one permutation of the training set per epoch."""
-
-    def __init__(self, train_size, batch_size, epochs, rng=None):
-        self.train_size, self.batch_size, self.rng = train_size, batch_size, rng
-        self.iter_per_epoch = max(train_size // batch_size, 1)
-        self.max_iter = epochs * self.iter_per_epoch
-        self._order = None
-
-    def batch(self, i):
-        step = i % self.iter_per_epoch
-        if step == 0 or self._order is None:  # a new epoch: a new shuffle
-            n = self.train_size
-            self._order = np.random.permutation(n) if self.rng is None else self.rng.permutation(n)
-        return self._order[step * self.batch_size:(step + 1) * self.batch_size]
-
-    def evaluates_after(self, i):
-        """After the last step of each epoch."""
-        return (i + 1) % self.iter_per_epoch == 0
-
-
-SAMPLERS = {"book": BookSampler, "shuffle": ShuffleSampler}
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -137,13 +98,20 @@ class Trainer:
 
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {sampler!r}")
+        # One Generator for the whole run (the loop's samplers would take a plain seed
+        # as one stream per epoch); None keeps the book's NumPy global state.
         self.rng = None if rng is None else np.random.default_rng(rng)
         self.progress = bool(progress)
 
         self.train_size = len(x_train)
-        self.sampler = SAMPLERS[sampler](self.train_size, self.batch_size, self.epochs, self.rng)
-        self.iter_per_epoch = self.sampler.iter_per_epoch
-        self.max_iter = self.sampler.max_iter
+        self.sampler = SAMPLERS[sampler](self.train_size, self.batch_size, self.rng)
+        # the book's float epoch, or the shuffle's whole one
+        self.iter_per_epoch = self.sampler.epoch_length
+        self.max_iter = int(self.epochs * self.iter_per_epoch)
+        # The book evaluates after the first step of each epoch, by its float check;
+        # whole shuffled epochs after their last step (the loop's default).
+        self._epoch_end = ((lambda i: i % self.sampler.epoch_length == 0) if sampler == "book"
+                           else self.sampler.ends_epoch)
         self.current_iter = 0
         self.current_epoch = 0
         self._bar = None
@@ -152,7 +120,7 @@ class Trainer:
         self.train_acc_list = []
         self.test_acc_list = []
 
-    # ------------------------------------------------------------------ the step
+    # ------------------------------------------------------- the loop's pieces
     def _step(self, idx):
         """Gradient, update, then the batch loss with the updated parameters (as the book)."""
         x_batch, t_batch = self.x_train[idx], self.t_train[idx]
@@ -160,10 +128,12 @@ class Trainer:
         self.optimizer.update(self.network.params, grads)
         return self.network.loss(x_batch, t_batch)
 
-    # ----------------------------------------------------------------- the hooks
-    def _after_step(self, loss):
+    def _after_step(self, n, loss):
+        self.current_iter = n  # steps done
         self.train_loss_list.append(float(loss))
-        if self.verbose and self._bar is None:
+        if self._bar is not None:
+            self._bar.update()
+        elif self.verbose:
             print("train loss:" + str(loss))  # str of the network's own scalar, as the book
 
     def _evaluate(self):
@@ -171,41 +141,37 @@ class Trainer:
         k = self.evaluate_sample_num_per_epoch
         if k is not None:
             x_tr, t_tr, x_te, t_te = x_tr[:k], t_tr[:k], x_te[:k], t_te[:k]
-        train_acc = self.network.accuracy(x_tr, t_tr)
-        test_acc = self.network.accuracy(x_te, t_te)
-        self.train_acc_list.append(train_acc)
-        self.test_acc_list.append(test_acc)
-        return train_acc, test_acc
+        return self.network.accuracy(x_tr, t_tr), self.network.accuracy(x_te, t_te)
 
-    def _on_epoch(self):
-        self.current_epoch += 1
-        train_acc, test_acc = self._evaluate()
+    def _on_epoch(self, record):
+        self.current_epoch += 1  # the book's count of evaluations, not the sampler's epoch
+        self.train_acc_list.append(record.train_acc)
+        self.test_acc_list.append(record.test_acc)
         if self.verbose:
-            line = f"=== epoch:{self.current_epoch}, train acc:{train_acc}, test acc:{test_acc} ==="
+            line = (f"=== epoch:{self.current_epoch}, train acc:{record.train_acc}, "
+                    f"test acc:{record.test_acc} ===")
             if self._bar is not None:
                 self._bar.write(line)  # above the bar
             else:
                 print(line)
 
+    def _run(self, steps):
+        """``steps`` more steps from ``current_iter``; returns the loop's History."""
+        start = self.current_iter
+        return run_loop(self.sampler, self._step, start + steps, evaluate=self._evaluate,
+                        start=start, on_step=self._after_step, on_epoch=self._on_epoch,
+                        epoch_end=self._epoch_end, evaluate_last=False)
+
     # ------------------------------------------------------------------- the run
     def train_step(self):
         """One mini-batch: the sampler's batch, the step, the hooks. Returns the loss."""
-        i = self.current_iter
-        loss = self._step(self.sampler.batch(i))
-        self._after_step(loss)
-        if self.sampler.evaluates_after(i):
-            self._on_epoch()
-        self.current_iter += 1
-        return loss
+        return self._run(1).loss[-1]
 
     def train(self):
         """Run ``max_iter`` steps; returns the final accuracy on the whole test set."""
         self._bar = ProgressBar(self.max_iter, label="train", enabled=True) if self.progress else None
         try:
-            for _ in range(self.max_iter):
-                self.train_step()
-                if self._bar is not None:
-                    self._bar.update()
+            self._run(self.max_iter)
         finally:
             if self._bar is not None:
                 self._bar.close()
