@@ -98,13 +98,13 @@ def test_thread_choice_follows_the_timings():
     for _ in range(2 * WINDOW):  # warm-up: both counts timed
         n = choice.pick(2)
         picks.append(n)
-        choice.record(n, 1.0 if n == 1 else 2.0)
+        choice.record(n, 1.0 if n == 1 else 2.0, 2)
     assert picks.count(1) == WINDOW and picks.count(2) == WINDOW
     later = [choice.pick(2) for _ in range(EXPLORE_EVERY * 2)]
     assert later.count(1) >= len(later) - 2 and 2 in later  # mostly the faster, re-timing the other
     for _ in range(WINDOW):  # one thread becomes slow (another process took its core)
-        choice.record(1, 5.0)
-    assert choice._best(2) == 2
+        choice.record(1, 5.0, 2)
+    assert choice.best == 2
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -34,7 +34,7 @@ __all__ = ["gemm", "blas_info", "set_max_threads"]
 #: Below this many floating-point operations (2 M K N) a product is one block.
 SMALL_FLOPS = 1 << 22
 #: At most this many row blocks; a block has at least MIN_ROWS rows and BLOCK_FLOPS work.
-MAX_BLOCKS = 8
+MAX_BLOCKS = 2
 MIN_ROWS = 16
 BLOCK_FLOPS = 1 << 21
 #: The thread count not in use for a shape is re-timed once every this many calls.
@@ -90,32 +90,37 @@ def blocks(m, k, n):
 
 
 class _Choice:
-    """The thread counts timed for one product shape, and which was faster lately."""
-    __slots__ = ("calls", "times")
+    """The thread counts timed for one product shape, and which was faster lately.
+
+    ``best`` is decided when a timing arrives (a median of ``WINDOW``, in plain Python:
+    ``pick`` runs before every product and must cost well under a microsecond)."""
+    __slots__ = ("calls", "times", "best")
 
     def __init__(self):
         self.calls = 0
         self.times = {}  # thread count -> its last WINDOW timings
+        self.best = None  # None until both counts have WINDOW timings
 
     def pick(self, most):
         self.calls += 1
-        for n in (1, most):  # warm-up: WINDOW timings of each before choosing
-            if len(self.times.get(n, ())) < WINDOW:
-                return n
-        best = self._best(most)
+        if self.best is None:  # warm-up: WINDOW timings of each before choosing
+            return 1 if len(self.times.get(1, ())) < WINDOW else most
         if self.calls % EXPLORE_EVERY == 0:  # re-time the count not in use
-            return most if best == 1 else 1
-        return best
+            return most if self.best == 1 else 1
+        return self.best
 
-    def _best(self, most):
-        one, many = (float(np.median(self.times[n])) for n in (1, most))
-        return 1 if one <= many else most
-
-    def record(self, n, seconds):
+    def record(self, n, seconds, most):
         kept = self.times.setdefault(n, [])
         kept.append(seconds)
         if len(kept) > WINDOW:
             del kept[0]
+        one, many = self.times.get(1, ()), self.times.get(most, ())
+        if len(one) == WINDOW and len(many) == WINDOW:
+            self.best = 1 if _median(one) <= _median(many) else most
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
 
 
 _choices = {}
@@ -163,5 +168,5 @@ def gemm(a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=N
     threads = choice.pick(most)
     start = time.perf_counter()
     _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
-    choice.record(threads, time.perf_counter() - start)
+    choice.record(threads, time.perf_counter() - start, most)
     return out
