@@ -81,10 +81,16 @@ class Contender:
     setup: Callable[[], tuple]
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     result: Optional[Callable] = None   # fn's return value -> comparable arrays
-    # Runs on a thread pool of its own (PyTorch's, XLA's), not on NumPy's OpenBLAS: after
-    # a NumPy contender, OpenBLAS's idle threads spin for about 0.1 s on the other core
-    # and halve such a contender's speed, and its own pool spins after it in turn.
+    # Runs on a thread pool of its own (PyTorch's, XLA's, or fastbp's compiled backend,
+    # whose matrix products run on its OpenMP threads), not on NumPy's OpenBLAS: after a
+    # NumPy contender, OpenBLAS's idle threads spin for about 0.1 s on the other core and
+    # halve such a contender's speed, and its own pool spins after it in turn.
     own_threads: bool = False
+
+
+def _own_pool(name):
+    """The compiled backend's contenders: their products run on fastbp's OpenMP threads."""
+    return name.startswith("cython")
 
 
 @dataclass
@@ -266,7 +272,7 @@ def kernel_case(kernel, shape, dtype, contenders=("book", "numpy", "cython")):
             ctx = backend_context(name)
         with ctx():
             fn, setup, result = build(cls if kernel == "affine_backward" else cls())
-        out[name] = Contender(name, fn, setup, ctx, result)
+        out[name] = Contender(name, fn, setup, ctx, result, own_threads=_own_pool(name))
 
     exact_loss = exact[0]
 
@@ -454,7 +460,8 @@ def step_case(arch, dtype, contenders=STEP_CONTENDERS, peers=None, threads=None)
             skipped[name] = str(exc)
             del builders[name]
             continue
-        out[name] = Contender(name, fn, (lambda: ()), ctx, own_threads=name in (peers or {}))
+        out[name] = Contender(name, fn, (lambda: ()), ctx,
+                              own_threads=name in (peers or {}) or _own_pool(name))
         if name in nets:
             timed_nets[name] = nets[name]
 
