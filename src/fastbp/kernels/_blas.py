@@ -9,7 +9,7 @@ needs. So the compiled backend calls the BLAS itself (``_gemm.pyx``, through the
 library NumPy loaded: no second BLAS), one BLAS thread per call, and owns the threads:
 
 - a product is cut into row blocks whose number depends only on its shape (1 below
-  ``SMALL_FLOPS``, else a power of two up to 8), so the result does not depend on the
+  ``SMALL_FLOPS``, else a power of two up to ``MAX_BLOCKS``), so the result does not depend on the
   thread count or on the machine's load;
 - a product of several blocks is timed now and then on one thread and on ``n``
   (``fastbp.set_num_threads``), and runs on whichever was faster lately. The choice is
@@ -34,7 +34,8 @@ __all__ = ["gemm", "blas_info", "set_max_threads"]
 #: Below this many floating-point operations (2 M K N) a product is one block.
 SMALL_FLOPS = 1 << 22
 #: At most this many row blocks; a block has at least MIN_ROWS rows and BLOCK_FLOPS work.
-MAX_BLOCKS = 2
+MAX_BLOCKS = 2  # each block's BLAS call packs the other operand again: 8 blocks made the
+# 784-1000-1000-10 float32 step 0.78x the speed of NumPy's own products, 2 blocks 0.97-1.05x
 MIN_ROWS = 16
 BLOCK_FLOPS = 1 << 21
 #: The thread count not in use for a shape is re-timed once every this many calls.
