@@ -22,10 +22,10 @@ from . import _numpy
 # loads with them. The compiled backend's matrix products run on these threads too
 # (kernels/_blas.py), a few tens of microseconds apart in a training step: a thread
 # that has gone to sleep in between costs more to wake than the product gains from it
-# (784-50-10 float64 step: the 100x784 @ 784x50 product took 359 us on 2 threads with a
-# spin of 3,000, 114 us with 300,000, 195 us on one thread). Unless the user chose a
-# policy, spin libgomp's own default of 300,000 (set for the load only), whatever a
-# launcher put in the environment before.
+# (784-50-10 float64 step on an idle 2-CPU VM, two runs each, interleaved: the 100x784 @
+# 784x50 product took 139-151 us on 2 threads with a spin of 3,000, 103-121 us with
+# 300,000, 200-232 us on one thread; the step 372-409 us against 293-351 us). Unless the
+# user chose a policy, spin libgomp's own default of 300,000 (set for the load only).
 _OMP_ENV = {"GOMP_SPINCOUNT": "300000"}
 _omp_env = {} if {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ) else _OMP_ENV
 os.environ.update(_omp_env)
