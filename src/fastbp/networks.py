@@ -29,53 +29,52 @@ def _normal(rng):
     return lambda *shape: gen.standard_normal(shape)
 
 
-def _backprop(layers, dout, buffers=None):
+def _backprop(layers, dout, buffers=None, sgd=None):
     """Run ``dout`` backward through ``layers`` (given first to last).
 
-    A first ``Affine`` skips its input gradient ``dx = dout @ W.T``: nobody reads it,
-    and it is a third of the arithmetic of ``TwoLayerNet``'s training step.
+    A first ``Affine`` or ``Convolution`` skips its input gradient (``dx = dout @ W.T``
+    for the Affine): nobody reads it, and it is a third of the arithmetic of
+    ``TwoLayerNet``'s training step.
 
     ``buffers`` (a dict the caller keeps, for ``train_step``): each ``Affine`` writes
     ``dW`` and ``db`` into the arrays it produced on the previous call instead of new
     ones, so that a steady-state step allocates no parameter-sized array.
+
+    ``sgd``, ``(lr, weight_decay)``: plain SGD applied on the way instead. Each ``Affine``
+    folds its step into its weight gradient's product (no gradient array, no separate
+    update pass); batch normalization's ``gamma``/``beta`` take theirs once their
+    gradients exist. Updating a layer's parameters as soon as its backward has run is
+    the book's update after the whole backward pass: the layers below never read them.
     """
     layers = list(layers)
     for i in range(len(layers) - 1, -1, -1):
-        layer = layers[i]
-        if not isinstance(layer, Affine):
+        layer, first = layers[i], i == 0
+        if isinstance(layer, Affine) and sgd is not None:
+            dout = layer.backward_sgd(dout, *sgd, need_dx=not first)
+        elif isinstance(layer, Affine):
+            dout = layer.backward(dout, need_dx=not first, **_reused(buffers, i, layer, dout))
+            if buffers is not None:
+                buffers[i] = (layer.dW, layer.db)
+        elif first and isinstance(layer, Convolution):
+            layer.backward(dout, need_dx=False)
+        else:
             dout = layer.backward(dout)
-            continue
-        out = {}
-        if buffers is not None and i in buffers:
-            dW, db = buffers[i]
-            dtype = dW.dtype  # reused when nothing changed; mixed dtypes get new arrays
-            if (dW.shape == layer.W.shape and layer.W.dtype == dtype and layer.x.dtype == dtype
-                    and getattr(dout, "dtype", None) == dtype):
-                out = {"dW_out": dW, "db_out": db}
-        dout = layer.backward(dout, need_dx=i > 0, **out)
-        if buffers is not None:
-            buffers[i] = (layer.dW, layer.db)
+            if sgd is not None and isinstance(layer, BatchNormalization):
+                k = _kernels.active()
+                k.sgd_update(layer.gamma, layer.dgamma, sgd[0])
+                k.sgd_update(layer.beta, layer.dbeta, sgd[0])
 
 
-def _backprop_sgd(layers, dout, lr, weight_decay):
-    """``_backprop`` with plain SGD applied on the way: each ``Affine`` folds its step
-    into its weight gradient's product (no gradient array, no separate update pass);
-    batch normalization's ``gamma``/``beta`` take theirs once their gradients exist.
-
-    Updating a layer's parameters as soon as its backward has run is the book's update
-    after the whole backward pass: the layers below never read them.
-    """
-    k = _kernels.active()
-    layers = list(layers)
-    for i in range(len(layers) - 1, -1, -1):
-        layer = layers[i]
-        if isinstance(layer, Affine):
-            dout = layer.backward_sgd(dout, lr, weight_decay, need_dx=i > 0)
-            continue
-        dout = layer.backward(dout)
-        if isinstance(layer, BatchNormalization):
-            k.sgd_update(layer.gamma, layer.dgamma, lr)
-            k.sgd_update(layer.beta, layer.dbeta, lr)
+def _reused(buffers, i, layer, dout):
+    """The ``dW_out``/``db_out`` of Affine ``i`` from the previous step, when they fit."""
+    if buffers is None or i not in buffers:
+        return {}
+    dW, db = buffers[i]
+    dtype = dW.dtype  # reused when nothing changed; mixed dtypes get new arrays
+    if (dW.shape == layer.W.shape and layer.W.dtype == dtype and layer.x.dtype == dtype
+            and getattr(dout, "dtype", None) == dtype):
+        return {"dW_out": dW, "db_out": db}
+    return {}
 
 
 def _check_batch(x, t, classes, what="the mean loss"):
@@ -106,8 +105,9 @@ def _train_step(network, x, t, optimizer):
     optimizer gets gradients written into buffers reused across steps."""
     if type(optimizer) is SGD:
         network._forward_loss(x, t)
-        _backprop_sgd(network.layers.values(), network._last_layer().backward(1),
-                      optimizer.lr, getattr(network, "weight_decay_lambda", 0.0) or 0.0)
+        decay = getattr(network, "weight_decay_lambda", 0.0) or 0.0
+        _backprop(network.layers.values(), network._last_layer().backward(1),
+                  sgd=(optimizer.lr, decay))
         return network._last_loss()
     grads = network._gradient(x, t, network._grad_buffers)
     optimizer.update(network.params, grads)
@@ -535,23 +535,12 @@ class SimpleConvNet(SaveParams):
     def gradient(self, x, t):
         """Gradients by backpropagation: ``{"W1": ..., "b1": ..., "W3": ..., "b3": ...}``."""
         self.loss(x, t)
-        _conv_backprop(list(self.layers.values()), self.last_layer.backward(1))
+        _backprop(self.layers.values(), self.last_layer.backward(1))
         grads = {}
         for idx, name in enumerate(("Conv1", "Affine1", "Affine2"), 1):
             grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[name].dW, self.layers[name].db
         return grads
 
-
-
-def _conv_backprop(layers, dout):
-    """``dout`` backward through ``layers`` (first to last); a first Convolution skips
-    its input gradient."""
-    for i in range(len(layers) - 1, -1, -1):
-        layer = layers[i]
-        if i == 0 and isinstance(layer, Convolution):
-            layer.backward(dout, need_dx=False)
-        else:
-            dout = layer.backward(dout)
 
 
 class DeepConvNet(SaveParams):
@@ -641,7 +630,7 @@ class DeepConvNet(SaveParams):
     def gradient(self, x, t):
         """Gradients by backpropagation (training mode): ``{"W1": ..., ..., "b8": ...}``."""
         self.loss(x, t)
-        _conv_backprop(self.layers, self.last_layer.backward(1))
+        _backprop(self.layers, self.last_layer.backward(1))
         grads = {}
         for idx, i in enumerate(self._WEIGHTED, 1):
             grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[i].dW, self.layers[i].db
