@@ -23,6 +23,7 @@ OpenBLAS), ``gemm`` computes the same expression with ``np.matmul``.
 import ctypes
 import glob
 import os
+import threading
 import time
 
 import numpy as np
@@ -125,6 +126,13 @@ def _median(values):
 
 
 _choices = {}
+# OpenBLAS's thread count is one global (its "_local" setter is not per thread in the
+# 0.3.31 NumPy ships: a count set in one thread reached products in another, tested),
+# and ``_gemm`` sets it to 1 around each product. Two Python threads multiplying at once
+# would each restore it while the other's calls run, and those calls would round as a
+# two-thread product does: fastbp's products run one at a time (the GIL is released
+# inside, so other work goes on).
+_one_product = threading.Lock()
 _max_threads = 1
 
 
@@ -161,13 +169,15 @@ def gemm(a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=N
     count = blocks(m, k, n)
     most = min(_max_threads, count)
     if most == 1:
-        return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1)
+        with _one_product:
+            return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1)
     key = (m, k, n, trans_a, trans_b, out.dtype.char)
     choice = _choices.get(key)
     if choice is None:
         choice = _choices[key] = _Choice()
     threads = choice.pick(most)
     start = time.perf_counter()
-    _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
+    with _one_product:
+        _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
     choice.record(threads, time.perf_counter() - start, most)
     return out
