@@ -8,17 +8,15 @@ Tolerances: float64 rtol 1e-10; float32 rtol 1e-4 against the float64 oracle. Th
 backends agree bit for bit on im2col, col2im and pooling (same order of additions).
 """
 import itertools
-import sys
-import threading
-import time
 
 import numpy as np
 import pytest
 
-import fastbp
 from fastbp import kernels, util
 from fastbp.kernels import _numpy
 from fastbp.layers import Convolution, Pooling
+
+from _gil import releases_gil
 
 try:
     import torch
@@ -305,7 +303,7 @@ def test_inputs_are_not_written(rng):
 @pytest.mark.parametrize("name", ["im2col", "col2im", "maxpool_forward", "maxpool_backward"])
 def test_compiled_kernels_release_the_gil(name, rng):
     """With a huge switch interval the main thread runs only while the worker is inside
-    a kernel that released the GIL (see tests/test_threads.py)."""
+    a kernel that released the GIL (tests/_gil.py)."""
     x = rng.standard_normal((64, 8, 28, 28))
     col = _numpy.im2col(x, 5, 5)
     out, arg = _numpy.maxpool_forward(x, 2, 2)
@@ -313,28 +311,7 @@ def test_compiled_kernels_release_the_gil(name, rng):
     call = {"im2col": lambda: k.im2col(x, 5, 5), "col2im": lambda: k.col2im(col, x.shape, 5, 5),
             "maxpool_forward": lambda: k.maxpool_forward(x, 2, 2),
             "maxpool_backward": lambda: k.maxpool_backward(out, arg, x.shape, 2, 2)}[name]
-    state = {"started": False, "seen": False, "released": False}
-
-    def worker():
-        state["started"] = True
-        deadline = time.monotonic() + 3.0
-        while not state["seen"] and time.monotonic() < deadline:
-            call()
-        state["released"] = state["seen"]
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1000.0)
-    try:
-        thread = threading.Thread(target=worker)
-        thread.start()
-        while thread.is_alive():
-            if state["started"]:
-                state["seen"] = True
-            time.sleep(1e-5)
-        thread.join()
-    finally:
-        sys.setswitchinterval(old)
-    assert state["released"], f"{name} held the GIL"
+    assert releases_gil(call)[0], f"{name} held the GIL"
 
 
 @needs_cython
