@@ -165,7 +165,15 @@ def extensions():
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    return cythonize([ext, gemm], compiler_directives=directives)
+    # the thread pool every compiled module runs its blocks on (one copy: _pool.pxd)
+    pool = Extension(
+        "fastbp.kernels._pool",
+        ["src/fastbp/kernels/_pool.pyx"],
+        depends=["src/fastbp/kernels/_pool.h"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    return cythonize([ext, gemm, pool], compiler_directives=directives)
 
 
 if __name__ == "__main__":   # also how setuptools' build backend runs this file

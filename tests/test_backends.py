@@ -105,22 +105,6 @@ def test_without_the_compiled_module_fastbp_runs_on_numpy():
     assert "refused: fastbp's compiled kernels are not available" in r.stdout
 
 
-@pytest.mark.skipif(not kernels.HAVE_CYTHON, reason="the compiled kernels are not built")
-def test_openmp_spin_policy_is_set_for_the_load_only():
-    """fastbp asks libgomp for a short spin while the extension loads, and leaves no
-    variable behind; a policy the user set is kept as it is."""
-    code = ("import os, fastbp\n"
-            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["None", "None"]
-    r = _run(code, GOMP_SPINCOUNT="7")
-    assert r.stdout.split() == ["7", "None"]
-    r = _run(code, OMP_WAIT_POLICY="passive")
-    assert r.stdout.split()[1] == "passive"
-
-
 # ------------------------------------------------------------------ the backend per context
 
 def _in_thread(target):

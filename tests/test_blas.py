@@ -89,6 +89,9 @@ def test_products_keep_numpys_blas_thread_count():
     a, b, _, _ = _operands(rng, 256, 784, 130, False, False, np.float64)
     _blas.gemm(a, b, np.empty((256, 130)))
     assert lib.scipy_openblas_get_num_threads64_() == before
+    # fastbp calls a private copy of that library, on one thread of its own
+    assert _blas._private[0]._handle != lib._handle
+    assert _blas._private[0].scipy_openblas_get_num_threads64_() == 1
 
 
 def test_thread_choice_follows_the_timings():
@@ -105,6 +108,10 @@ def test_thread_choice_follows_the_timings():
     for _ in range(WINDOW):  # one thread becomes slow (another process took its core)
         choice.record(1, 5.0, 2)
     assert choice.best == 2
+    # the mean decides: one stall behind a descheduled helper counts in full
+    for n, t in [(1, 1.0)] * WINDOW + [(2, 0.8)] * (WINDOW - 1) + [(2, 9.0)]:
+        choice.record(n, t, 2)
+    assert choice.best == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -227,3 +234,64 @@ def test_numpy_twin_keeps_numpys_matmul():
     rng = np.random.default_rng(6)
     x, W, b = rng.standard_normal((10, 8)), rng.standard_normal((8, 3)), rng.standard_normal(3)
     np.testing.assert_array_equal(_numpy.affine_forward(x, W, b), np.matmul(x, W) + b)
+
+
+@needs_cython
+def test_numpys_products_in_another_thread_are_bit_identical_beside_fastbp():
+    """fastbp's products never change NumPy's BLAS (its thread count is one global of
+    the library): NumPy's products in another thread give the same bits whether fastbp
+    multiplies beside them or not."""
+    import ctypes
+    import threading
+    from fastbp.kernels import _blas, _cython
+    numpys = ctypes.CDLL(_blas._bundled_openblas() or "")
+    if numpys.scipy_openblas_get_num_threads64_() < 2:
+        pytest.skip("NumPy's OpenBLAS runs one thread here: its rounding cannot change")
+    rng = np.random.default_rng(8)
+    a = [rng.standard_normal((100, 784)) for _ in range(4)]
+    b = rng.standard_normal((784, 50))
+    alone = [(x @ b).tobytes() for x in a]
+    x, W, bias = rng.standard_normal((256, 784)), rng.standard_normal((784, 300)), np.zeros(300)
+    stop = threading.Event()
+
+    def fastbp_products():
+        while not stop.is_set():
+            _cython.affine_forward(x, W, bias)
+            _cython.affine_backward(x @ W, x, W)
+
+    th = threading.Thread(target=fastbp_products)
+    th.start()
+    try:
+        differing = sum((a[i % 4] @ b).tobytes() != alone[i % 4] for i in range(600))
+    finally:
+        stop.set()
+        th.join()
+    assert differing == 0, f"{differing} of 600 NumPy products changed beside fastbp's"
+
+
+@needs_cython
+def test_import_and_products_leave_the_environment_as_it_was():
+    """Nothing fastbp sets for its own libraries stays in the environment (Python's
+    view and the C library's)."""
+    code = (
+        "import ctypes, os, numpy as np\n"
+        "before = dict(os.environ)\n"
+        "import fastbp\n"
+        "from fastbp.kernels import _cython\n"
+        "x = np.ones((256, 784)); _cython.affine_forward(x, np.ones((784, 300)), np.zeros(300))\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "getenv = ctypes.CDLL(None).getenv\n"
+        "getenv.restype = ctypes.c_char_p\n"
+        "print([getenv(n.encode()) for n in ('OPENBLAS_NUM_THREADS', 'GOMP_SPINCOUNT', "
+        "'OMP_WAIT_POLICY')])\n"
+    )
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OPENBLAS_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    r = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[None, None, None]"
+    r = subprocess.run([sys.executable, "-c", code], env=dict(base, OPENBLAS_NUM_THREADS="3"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[b'3', None, None]"

@@ -18,17 +18,6 @@ from contextvars import ContextVar
 
 from . import _numpy
 
-# The compiled kernels' OpenMP runtime (libgomp) reads its spin policy once, when it
-# loads with them. The compiled backend's matrix products run on these threads too
-# (kernels/_blas.py), a few tens of microseconds apart in a training step: a thread
-# that has gone to sleep in between costs more to wake than the product gains from it
-# (784-50-10 float64 step on an idle 2-CPU VM, two runs each, interleaved: the 100x784 @
-# 784x50 product took 139-151 us on 2 threads with a spin of 3,000, 103-121 us with
-# 300,000, 200-232 us on one thread; the step 372-409 us against 293-351 us). Unless the
-# user chose a policy, spin libgomp's own default of 300,000 (set for the load only).
-_OMP_ENV = {"GOMP_SPINCOUNT": "300000"}
-_omp_env = {} if {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ) else _OMP_ENV
-os.environ.update(_omp_env)
 try:
     from . import _cython
 except ImportError as exc:  # not compiled: fastbp still works, on NumPy
@@ -36,9 +25,6 @@ except ImportError as exc:  # not compiled: fastbp still works, on NumPy
     _cython_error = exc
 else:
     _cython_error = None
-finally:
-    for _name in _omp_env:
-        del os.environ[_name]
 
 HAVE_CYTHON = _cython is not None
 if HAVE_CYTHON:
@@ -117,14 +103,15 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Let the compiled kernels use ``n`` OpenMP threads: on large arrays (from 32,768
-    elements for the softmax and the sigmoid, a million for the other kernels), and in
-    the matrix products, which choose between one thread and ``n`` by timing.
+    """Let the compiled kernels use ``n`` threads (the calling thread and ``n - 1`` of
+    fastbp's helpers): on large arrays (from 32,768 elements for the softmax and the
+    sigmoid, a million for the other kernels), and in the matrix products, which choose
+    between one thread and ``n`` by timing.
 
     The default is the number of CPUs (at most 8), or ``FASTBP_NUM_THREADS``. Results
-    do not depend on it. Without the compiled kernels, in a build without OpenMP, or in
-    a forked process (OpenMP cannot start threads safely there once any library has
-    used it; asking for more warns), the kernels run on one thread.
+    do not depend on it. Without the compiled kernels, or on a system without POSIX
+    threads, the kernels run on one thread. A forked child keeps the setting and starts
+    its own helpers when it needs them.
     """
     if HAVE_CYTHON:
         _cython.set_num_threads(n)

@@ -5,25 +5,35 @@ two OpenBLAS threads even for the small products of the book's network (100x784 
 784x50, 7.8 MFLOP). On an idle machine the second thread gains little there; when
 another process holds a core it is a disaster, because the product waits for the thread
 the scheduler does not run and OpenBLAS's idle threads spin on the core the main thread
-needs. So the compiled backend calls the BLAS itself (``_gemm.pyx``, through the
-library NumPy loaded: no second BLAS), one BLAS thread per call, and owns the threads:
+needs. So the compiled backend calls the BLAS itself (``_gemm.pyx``), one BLAS thread
+per call, and runs the calls on fastbp's pool (``_pool.h``):
 
+- the BLAS is a private instance of the OpenBLAS NumPy ships: a copy of the library
+  loaded once at import (an anonymous in-memory file on Linux, an unlinked temporary
+  file elsewhere), with one thread. OpenBLAS's thread count is a process-wide global
+  of the library instance (its ``_local`` setter is global too in the pthreads build
+  NumPy ships), so setting NumPy's instance to one thread around fastbp's calls would
+  change how NumPy's own products, in other threads, are split and rounded. The copy
+  has its own count, pool and buffers; NumPy's are never touched;
 - a product is cut into row blocks whose number depends only on its shape (1 below
-  ``SMALL_FLOPS``, else a power of two up to ``MAX_BLOCKS``), so the result does not depend on the
-  thread count or on the machine's load;
+  ``SMALL_FLOPS``, else a power of two up to ``MAX_BLOCKS``), so the result does not
+  depend on the thread count or on the machine's load;
 - a product of several blocks is timed now and then on one thread and on ``n``
-  (``fastbp.set_num_threads``), and runs on whichever was faster lately. The choice is
-  kept per shape and re-timed every ``EXPLORE_EVERY`` calls, so it follows the load
-  as it changes (another process starting or stopping);
+  (``fastbp.set_num_threads``), and runs on whichever cost less lately (the mean of the
+  last ``WINDOW`` timings: a stall behind a descheduled thread counts in full). The
+  choice is kept per shape and re-timed every ``EXPLORE_EVERY`` calls, so it follows
+  the load as it changes (another process starting or stopping);
 - ``alpha``/``beta`` and a bias row fold an SGD step or a bias add into the product.
 
-Without a BLAS fastbp can bind (a NumPy built against another BLAS than its bundled
-OpenBLAS), ``gemm`` computes the same expression with ``np.matmul``.
+Without a BLAS fastbp can load privately (a NumPy built against another BLAS than its
+bundled OpenBLAS, no POSIX system, ``FASTBP_BLAS=numpy``), ``gemm`` computes the same
+expression with ``np.matmul``.
 """
 import ctypes
 import glob
 import os
-import threading
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -41,42 +51,83 @@ MIN_ROWS = 16
 BLOCK_FLOPS = 1 << 21
 #: The thread count not in use for a shape is re-timed once every this many calls.
 EXPLORE_EVERY = 16
-#: Timings kept per shape and thread count; their median decides.
+#: Timings kept per shape and thread count; their mean decides.
 WINDOW = 5
 
 
-def _find_openblas():
-    """Addresses of NumPy's bundled OpenBLAS (ILP64, scipy-openblas symbol names):
-    ``(sgemm, dgemm, set_num_threads, get_num_threads, path)``, or None.
+def _bundled_openblas():
+    """The path of NumPy's bundled OpenBLAS (ILP64, scipy-openblas symbol names), or None.
 
-    NumPy's wheels ship it beside the package (numpy.libs on Linux and Windows,
-    numpy/.dylibs on macOS); NumPy has loaded it, so opening it again gives the same
-    library, with the thread pool NumPy's own products use.
+    NumPy's wheels ship it beside the package (numpy.libs on Linux, numpy/.dylibs on
+    macOS); NumPy has loaded it, so its dependencies (libgfortran) are loaded too.
     """
     root = os.path.dirname(np.__file__)
-    patterns = [os.path.join(root, os.pardir, "numpy.libs", "*openblas64*"),
-                os.path.join(root, ".dylibs", "*openblas64*")]
-    names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_",
-             "scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_")
-    for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
+    patterns = [os.path.join(root, os.pardir, "numpy.libs", "*openblas64*.so*"),
+                os.path.join(root, ".dylibs", "*openblas64*.dylib")]
+    found = sorted(p for pattern in patterns for p in glob.glob(pattern))
+    return found[0] if found else None
+
+
+_NAMES = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_set_num_threads64_")
+
+
+def _load_private_copy(path):
+    """A private instance of the library at ``path``, on one thread: ``(lib, sgemm,
+    dgemm)``, or None.
+
+    The dynamic loader shares a library between everyone who opens the same file, so
+    the instance is a copy: an anonymous in-memory file on Linux, else a temporary file
+    unlinked once loaded. OpenBLAS reads ``OPENBLAS_NUM_THREADS`` as it loads; it is set
+    to 1 for the load only (the copy then starts no threads) and restored at once.
+    """
+    if os.name != "posix":
+        return None
+    fd, name = None, None
+    try:
+        if hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"):
+            fd = os.memfd_create("fastbp-openblas")
+            target = f"/proc/{os.getpid()}/fd/{fd}"
+            with open(path, "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        else:
+            suffix = os.path.splitext(path)[1]
+            handle, name = tempfile.mkstemp(prefix="fastbp-openblas-", suffix=suffix)
+            with open(path, "rb") as src, os.fdopen(handle, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            target = name
+        saved = os.environ.get("OPENBLAS_NUM_THREADS")
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         try:
-            lib = ctypes.CDLL(path)
-            found = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in names]
-        except (OSError, AttributeError):
-            continue
-        return (*found, path)
-    return None
+            lib = ctypes.CDLL(target, mode=os.RTLD_LOCAL | os.RTLD_NOW)
+        finally:
+            if saved is None:
+                del os.environ["OPENBLAS_NUM_THREADS"]
+            else:
+                os.environ["OPENBLAS_NUM_THREADS"] = saved
+        sgemm, dgemm, set_threads = (ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+                                     for n in _NAMES)
+        lib.scipy_openblas_set_num_threads64_(1)  # its own global, whatever the variable did
+        return lib, sgemm, dgemm
+    except (OSError, AttributeError, ValueError):
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)  # the loader keeps its own mapping
+        if name is not None:
+            os.unlink(name)
 
 
-_found = None if os.environ.get("FASTBP_BLAS", "") == "numpy" else _find_openblas()
-if _found:
-    _gemm.bind(*_found[:4])
-BOUND = bool(_found)
+_source = None if os.environ.get("FASTBP_BLAS", "") == "numpy" else _bundled_openblas()
+_private = _load_private_copy(_source) if _source else None
+if _private:
+    _gemm.bind(_private[1], _private[2])
+BOUND = bool(_private)
 
 
 def blas_info():
-    """``{"library": path or None, "bound": bool}``: the BLAS the products call."""
-    return {"library": _found[4] if _found else None, "bound": BOUND}
+    """``{"library": path or None, "bound": bool, "private": bool}``: the library the
+    products call (a private copy of it when bound)."""
+    return {"library": _source if BOUND else None, "bound": BOUND, "private": BOUND}
 
 
 def blocks(m, k, n):
@@ -94,7 +145,7 @@ def blocks(m, k, n):
 class _Choice:
     """The thread counts timed for one product shape, and which was faster lately.
 
-    ``best`` is decided when a timing arrives (a median of ``WINDOW``, in plain Python:
+    ``best`` is decided when a timing arrives (a mean of ``WINDOW``, in plain Python:
     ``pick`` runs before every product and must cost well under a microsecond)."""
     __slots__ = ("calls", "times", "best")
 
@@ -118,21 +169,10 @@ class _Choice:
             del kept[0]
         one, many = self.times.get(1, ()), self.times.get(most, ())
         if len(one) == WINDOW and len(many) == WINDOW:
-            self.best = 1 if _median(one) <= _median(many) else most
-
-
-def _median(values):
-    return sorted(values)[len(values) // 2]
+            self.best = 1 if sum(one) <= sum(many) else most
 
 
 _choices = {}
-# OpenBLAS's thread count is one global (its "_local" setter is not per thread in the
-# 0.3.31 NumPy ships: a count set in one thread reached products in another, tested),
-# and ``_gemm`` sets it to 1 around each product. Two Python threads multiplying at once
-# would each restore it while the other's calls run, and those calls would round as a
-# two-thread product does: fastbp's products run one at a time (the GIL is released
-# inside, so other work goes on).
-_one_product = threading.Lock()
 _max_threads = 1
 
 
@@ -141,6 +181,10 @@ def set_max_threads(n):
     global _max_threads
     _max_threads = n
     _choices.clear()
+
+
+# A forked child starts its timings afresh: the parent's were taken under another load.
+os.register_at_fork(after_in_child=_choices.clear)
 
 
 def gemm(a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None):
@@ -169,15 +213,13 @@ def gemm(a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=N
     count = blocks(m, k, n)
     most = min(_max_threads, count)
     if most == 1:
-        with _one_product:
-            return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1)
+        return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1)
     key = (m, k, n, trans_a, trans_b, out.dtype.char)
     choice = _choices.get(key)
     if choice is None:
         choice = _choices[key] = _Choice()
     threads = choice.pick(most)
     start = time.perf_counter()
-    with _one_product:
-        _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
+    _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
     choice.record(threads, time.perf_counter() - start, most)
     return out

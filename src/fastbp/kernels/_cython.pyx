@@ -32,9 +32,11 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport prange
+from libc.stdint cimport intptr_t
 
-from . import _blas
+from fastbp.kernels._pool cimport num_threads as pool_threads, run_blocks
+
+from . import _blas, _pool
 from ._checks import (
     KERNELS,
     affine_forward_inputs,
@@ -132,17 +134,6 @@ cdef extern from "_loops.h" nogil:
                     double*, float*, intp_t, intp_t, intp_t)
     void bn_bwd_f64(const double*, const double*, const double*, const double*, double*, double*,
                     double*, double*, double*, intp_t, intp_t, intp_t)
-
-cdef extern from "<omp.h>" nogil:
-    """
-    #ifndef _OPENMP
-    #define FASTBP_HAVE_OPENMP 0
-    #else
-    #define FASTBP_HAVE_OPENMP 1
-    #endif
-    """
-    const bint FASTBP_HAVE_OPENMP
-
 
 cdef exp_t _numpy_exp_loop(int typenum) except *:
     """NumPy's inner loop of ``np.exp`` from ``typenum`` to ``typenum`` (the same code,
@@ -250,21 +241,22 @@ cdef inline double _real(str name, object value) except? -1.0:
 
 # --------------------------------------------------------------------------- threads
 #
-# Work on large arrays is split over OpenMP threads, one contiguous run of whole grains
-# per thread. A run costs a few microseconds to start, and memory-bound loops gain only
-# when the arrays outgrow the caches (in a training step, right after a matrix product,
-# the second core is also busy with OpenBLAS's spinning thread: splitting ReLU and SGD
-# from 65,536 elements made the 784-1000-1000-10 step slower), so they split from
+# Work on large arrays is cut into blocks that fastbp's pool (_pool.h) runs: the calling
+# thread starts at once and helpers take blocks as they come, so a helper the scheduler
+# does not run costs nothing. A job costs a few microseconds to hand out, and
+# memory-bound loops gain only when the arrays outgrow the caches, so they split from
 # PARALLEL_MIN elements; loops around exp are compute-bound and split from
-# EXP_PARALLEL_MIN. Results do not depend on the number of threads: elementwise work is
-# independent, and the softmax writes one loss per row, summed in row order afterwards.
+# EXP_PARALLEL_MIN. Results do not depend on the blocks or the thread count: elementwise
+# work is independent, column kernels own whole columns, and the softmax writes one
+# loss per row, summed in row order afterwards.
 
 cdef intp_t PARALLEL_MIN = 1 << 20
 cdef intp_t EXP_PARALLEL_MIN = 1 << 15
-cdef int _threads = 1
-cdef bint _forked = False        # this process is a forked child: one thread only
+cdef intp_t MAX_BLOCKS = 64
 
-HAVE_OPENMP = bool(FASTBP_HAVE_OPENMP)
+#: Whether the kernels can run on several threads (fastbp's pool; the name is from
+#: when OpenMP ran them).
+HAVE_OPENMP = HAVE_THREADS = _pool.HAVE_THREADS
 #: The build of the inner loops that runs on this CPU: "avx512f", "avx2" or "baseline".
 SIMD = simd_level().decode()
 
@@ -272,7 +264,7 @@ SIMD = simd_level().decode()
 def _default_threads():
     """``FASTBP_NUM_THREADS`` when it is a positive whole number, else (with a warning
     naming the variable when it is set to something else) the CPU count, at most 8."""
-    default = min(os.cpu_count() or 1, 8) if HAVE_OPENMP else 1
+    default = min(os.cpu_count() or 1, 8) if HAVE_THREADS else 1
     env = os.environ.get("FASTBP_NUM_THREADS", "").strip()
     if not env:
         return default
@@ -284,40 +276,21 @@ def _default_threads():
         warnings.warn(f"FASTBP_NUM_THREADS: expected a positive whole number of threads, "
                       f"got {env!r}; using {default}", RuntimeWarning, stacklevel=2)
         return default
-    return n if HAVE_OPENMP else 1
+    return n if HAVE_THREADS else 1
 
 
 def set_num_threads(n):
     """Threads the compiled kernels may use on large arrays (1 turns threading off;
-    without OpenMP in the build the kernels run on one thread whatever ``n``)."""
-    global _threads
+    without threads in the build the kernels run on one thread whatever ``n``)."""
     n = operator.index(n)
     if n < 1:
         raise ValueError(f"n: expected a positive number of threads, got {n}")
-    if n > 1 and _forked:
-        warnings.warn("fastbp: this process was forked; OpenMP cannot start threads in a "
-                      "forked child safely, so fastbp's kernels stay on one thread here "
-                      "(use the 'spawn' or 'forkserver' start method for threaded workers)",
-                      RuntimeWarning, stacklevel=2)
-        n = 1
-    _threads = n
-
-
-def _after_fork_in_child():
-    # libgomp's threads do not survive a fork, and its next parallel region in the child
-    # waits for them forever. Any library on the same libgomp (a BLAS, PyTorch,
-    # scikit-learn, ...) may have run a region before the fork, and nothing tells fastbp
-    # it did; so in every forked child the kernels run on one thread, which never hangs.
-    global _threads, _forked
-    _forked, _threads = True, 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    _pool.set_num_threads(n if HAVE_THREADS else 1)
 
 
 def get_num_threads():
     """Threads the compiled kernels use on large arrays."""
-    return _threads if HAVE_OPENMP else 1
+    return _pool.get_num_threads()
 
 
 set_num_threads(_default_threads())
@@ -350,21 +323,34 @@ ctypedef struct Job:
 ctypedef void (*range_fn)(const Job*, intp_t, intp_t) noexcept nogil
 
 
+ctypedef struct Split:
+    range_fn fn
+    const Job* job
+    intp_t n, step
+
+
+cdef void _split_block(void* ctx, intptr_t i) noexcept nogil:
+    cdef const Split* s = <const Split*>ctx
+    cdef intp_t start = i * s.step
+    if start < s.n:
+        s.fn(s.job, start, min(s.n, start + s.step))
+
+
 cdef void _run(range_fn fn, const Job* job, intp_t n, intp_t grain, intp_t elements,
                intp_t min_elements) noexcept nogil:
-    """``fn(job, start, stop)`` over [0, n): on one thread, or in one run of whole grains
-    per thread when the work touches at least ``min_elements`` elements."""
-    cdef intp_t nt = 1, step, k, start
-    if elements >= min_elements and FASTBP_HAVE_OPENMP:
-        nt = min(<intp_t>_threads, (n + grain - 1) // grain)
-    if nt <= 1:
+    """``fn(job, start, stop)`` over [0, n): on the calling thread, or, when the work
+    touches at least ``min_elements`` elements, in blocks of whole grains (about a
+    quarter of ``min_elements`` each, at most MAX_BLOCKS) on fastbp's pool."""
+    cdef Split s
+    cdef intp_t blocks = 1
+    if elements >= min_elements:
+        blocks = min(min((n + grain - 1) // grain, elements // (min_elements // 4)), MAX_BLOCKS)
+    if blocks <= 1 or pool_threads() <= 1:
         fn(job, 0, n)
         return
-    step = ((n + nt - 1) // nt + grain - 1) // grain * grain
-    for k in prange(nt, num_threads=nt, schedule="static"):
-        start = k * step
-        if start < n:
-            fn(job, start, min(n, start + step))
+    s.fn, s.job, s.n = fn, job, n
+    s.step = ((n + blocks - 1) // blocks + grain - 1) // grain * grain
+    run_blocks(_split_block, &s, (n + s.step - 1) // s.step, 0)
 
 
 # --------------------------------------------------------------------------- ReLU

@@ -1,24 +1,26 @@
 """fastbp's matrix products: ``C = alpha * op(A) @ B + beta * C`` through CBLAS, on
 fastbp's own threads.
 
-The BLAS is the one NumPy already loaded (``_blas.py`` finds it and passes its function
-pointers to ``bind``), so fastbp adds no library. Each product is cut into a fixed number
-of row blocks that depends only on its shape; each block is one single-threaded BLAS
-call, and fastbp's OpenMP threads share the blocks. So:
+The BLAS is fastbp's private instance of the OpenBLAS NumPy ships (``_blas.py`` loads a
+copy of the library and passes its function pointers to ``bind``), set to one thread
+once: its thread count is its own, so fastbp never changes the count NumPy's products
+use. Each product is cut into a fixed number of row blocks that depends only on its
+shape; each block is one single-threaded BLAS call, and fastbp's pool (``_pool.h``)
+runs the blocks. So:
 
 - results do not depend on the thread count (a block always runs on one BLAS thread,
   and the cut does not move with the number of threads); they may differ from
   ``np.matmul``'s by the rounding of a different blocking (a few ulp of the sum);
-- the BLAS's own thread pool is never woken by fastbp, so no idle BLAS thread spins on
-  a core the next kernel needs, and the thread count can follow the machine's load
+- no BLAS thread pool is ever woken by fastbp, so no idle BLAS thread spins on a core
+  the next kernel needs, and the thread count can follow the machine's load
   (``_blas.py`` chooses it per product);
 - ``alpha`` and ``beta`` fold an SGD update into the gradient's product.
 """
-from cython.parallel cimport prange
-
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, intptr_t
 
 cimport numpy as cnp
+
+from fastbp.kernels._pool cimport run_blocks
 
 cnp.import_array()
 
@@ -34,22 +36,16 @@ ctypedef void (*sgemm_t)(int, int, int, blasint, blasint, blasint, float, const 
                          blasint, const float*, blasint, float, float*, blasint) noexcept nogil
 ctypedef void (*dgemm_t)(int, int, int, blasint, blasint, blasint, double, const double*,
                          blasint, const double*, blasint, double, double*, blasint) noexcept nogil
-ctypedef void (*set_threads_t)(int) noexcept nogil
-ctypedef int (*get_threads_t)() noexcept nogil
 
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
-cdef set_threads_t _set_threads = NULL
-cdef get_threads_t _get_threads = NULL
 
 
-def bind(size_t sgemm, size_t dgemm, size_t set_threads, size_t get_threads):
-    """Use these CBLAS ``sgemm``/``dgemm`` and OpenBLAS thread-count functions."""
-    global _sgemm, _dgemm, _set_threads, _get_threads
+def bind(size_t sgemm, size_t dgemm):
+    """Use these CBLAS ``sgemm``/``dgemm`` (single-threaded ones: the caller's duty)."""
+    global _sgemm, _dgemm
     _sgemm = <sgemm_t>sgemm
     _dgemm = <dgemm_t>dgemm
-    _set_threads = <set_threads_t>set_threads
-    _get_threads = <get_threads_t>get_threads
 
 
 def bound():
@@ -80,41 +76,49 @@ cdef void _block(bint f64, bint trans_a, bint trans_b, blasint r0, blasint r1, b
                lda, <const float*>b, ldb, <float>beta, <float*>c + r0 * ldc, ldc)
 
 
+ctypedef struct Product:
+    bint f64, trans_a, trans_b
+    blasint m, n, k, lda, ldb, blocks
+    double alpha, beta
+    const char* a
+    const char* b
+    char* c
+    const char* bias
+
+
+cdef void _product_block(void* ctx, intptr_t i) noexcept nogil:
+    cdef const Product* p = <const Product*>ctx
+    _block(p.f64, p.trans_a, p.trans_b, p.m * i // p.blocks, p.m * (i + 1) // p.blocks, p.n,
+           p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, p.c, p.n, p.bias)
+
+
 def gemm(cnp.ndarray a, bint trans_a, cnp.ndarray b, bint trans_b, cnp.ndarray c, double alpha,
          double beta, cnp.ndarray bias, Py_ssize_t blocks, int threads):
     """``c = alpha * op(a) @ op(b) + beta * c`` (+ ``bias`` on every row, with ``beta = 1``
-    applied after C is filled with it), in ``blocks`` row blocks on ``threads`` threads.
+    applied after C is filled with it), in ``blocks`` row blocks on at most ``threads``
+    threads of fastbp's pool.
 
     The caller (``_blas.py``) has checked everything: ``a``, ``b``, ``c`` and ``bias``
     C-contiguous, of one dtype (float32 or float64), ``op(x)`` is ``x`` or, with
     ``trans_x``, its transpose; shapes matching; ``c`` not overlapping the inputs.
     """
-    cdef bint f64 = cnp.PyArray_TYPE(c) == cnp.NPY_DOUBLE
-    cdef blasint m = cnp.PyArray_DIM(c, 0)
-    cdef blasint n = cnp.PyArray_DIM(c, 1)
-    cdef blasint k = cnp.PyArray_DIM(a, 0) if trans_a else cnp.PyArray_DIM(a, 1)
-    cdef blasint lda = cnp.PyArray_DIM(a, 1)
-    cdef blasint ldb = cnp.PyArray_DIM(b, 1)
-    cdef const char* pa = <const char*>cnp.PyArray_DATA(a)
-    cdef const char* pb = <const char*>cnp.PyArray_DATA(b)
-    cdef char* pc = <char*>cnp.PyArray_DATA(c)
-    cdef const char* pbias = NULL if bias is None else <const char*>cnp.PyArray_DATA(bias)
-    cdef Py_ssize_t i, nb = max(1, min(blocks, m))
-    cdef int previous
-    if pbias != NULL:
-        beta = 1.0
+    cdef Product p
+    p.f64 = cnp.PyArray_TYPE(c) == cnp.NPY_DOUBLE
+    p.trans_a, p.trans_b = trans_a, trans_b
+    p.m = cnp.PyArray_DIM(c, 0)
+    p.n = cnp.PyArray_DIM(c, 1)
+    p.k = cnp.PyArray_DIM(a, 0) if trans_a else cnp.PyArray_DIM(a, 1)
+    p.lda = cnp.PyArray_DIM(a, 1)
+    p.ldb = cnp.PyArray_DIM(b, 1)
+    p.a = <const char*>cnp.PyArray_DATA(a)
+    p.b = <const char*>cnp.PyArray_DATA(b)
+    p.c = <char*>cnp.PyArray_DATA(c)
+    p.bias = NULL
+    if bias is not None:
+        p.bias = <const char*>cnp.PyArray_DATA(bias)
+    p.blocks = max(1, min(blocks, p.m))
+    p.alpha = alpha
+    p.beta = 1.0 if p.bias != NULL else beta
     with nogil:
-        previous = _get_threads()
-        if previous != 1:
-            _set_threads(1)
-        if threads > 1 and nb > 1:
-            for i in prange(nb, num_threads=threads, schedule="dynamic"):
-                _block(f64, trans_a, trans_b, m * i // nb, m * (i + 1) // nb, n, k, alpha,
-                       pa, lda, pb, ldb, beta, pc, n, pbias)
-        else:
-            for i in range(nb):
-                _block(f64, trans_a, trans_b, m * i // nb, m * (i + 1) // nb, n, k, alpha,
-                       pa, lda, pb, ldb, beta, pc, n, pbias)
-        if previous != 1:
-            _set_threads(previous)
+        run_blocks(_product_block, &p, p.blocks, threads)
     return c
