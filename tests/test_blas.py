@@ -37,12 +37,17 @@ def test_gemm_does_not_depend_on_the_thread_count(m, k, n, trans_a, trans_b, dty
     from fastbp.kernels import _blas, _gemm
     rng = np.random.default_rng(m * k + n)
     a, b, opa, opb = _operands(rng, m, k, n, trans_a, trans_b, dtype)
-    blocks = _blas.blocks(m, k, n)
+    blocks, by_columns = _blas.split(m, k, n, trans_a)
     results = []
     for threads in (1, 2, 3):
         c = np.full((m, n), np.nan, dtype)
-        _gemm.gemm(a, trans_a, b, trans_b, c, 1.0, 0.0, None, blocks, threads)
+        _gemm.gemm(a, trans_a, b, trans_b, c, 1.0, 0.0, None, blocks, threads, by_columns)
         results.append(c)
+    for cut in (2, 3):  # either direction, any count: every element is in one block
+        for columns in (False, True):
+            c = np.full((m, n), np.nan, dtype)
+            _gemm.gemm(a, trans_a, b, trans_b, c, 1.0, 0.0, None, cut, 2, columns)
+            assert not np.isnan(c).any()
     for c in results[1:]:
         np.testing.assert_array_equal(c, results[0])
     ref = np.matmul(opa.astype(np.float64), opb.astype(np.float64))
@@ -53,10 +58,12 @@ def test_gemm_does_not_depend_on_the_thread_count(m, k, n, trans_a, trans_b, dty
 def test_blocks_depend_on_the_shape_alone():
     from fastbp.kernels import _blas
     for m, k, n in SHAPES + [(256, 784, 1000), (4096, 1000, 1000)]:
-        count = _blas.blocks(m, k, n)
+        count, by_columns = _blas.split(m, k, n)
+        assert count == _blas.blocks(m, k, n) and by_columns == (n > m)
+        assert not _blas.split(m, k, n, trans_a=True)[1]
         assert 1 <= count <= _blas.MAX_BLOCKS and count & (count - 1) == 0
         if count > 1:
-            assert m // count >= _blas.MIN_ROWS
+            assert (n if by_columns else m) // count >= _blas.MIN_ROWS
     assert _blas.blocks(100, 50, 10) == 1  # the book's second layer: one BLAS call
 
 
@@ -75,6 +82,13 @@ def test_gemm_alpha_beta_and_bias(dtype):
     c = c0.copy()
     _blas.gemm(a, b, c, bias=bias)  # beta ignored: C starts as the bias
     np.testing.assert_allclose(c, a @ b + bias, **tol)
+    from fastbp.kernels import _gemm
+    for columns in (False, True):  # the bias and beta of a block of rows or of columns
+        for kw in (dict(alpha=-0.5, beta=0.75, bias=None), dict(alpha=1.0, beta=0.0, bias=bias)):
+            c = c0.copy()
+            _gemm.gemm(a, False, b, False, c, kw["alpha"], kw["beta"], kw["bias"], 3, 2, columns)
+            want = (a @ b + bias) if kw["bias"] is not None else 0.75 * c0 - 0.5 * (a @ b)
+            np.testing.assert_allclose(c, want, **tol)
 
 
 @needs_cython

@@ -104,3 +104,34 @@ def test_the_books_evaluation_schedule_is_a_hook(sample):
     h = run_loop(s, local_step(net, SGD(0.1), x, t), 60, evaluate=accuracies(net, x, t, xt, tt),
                  epoch_end=lambda i: i % s.epoch_length == 0, evaluate_last=False)
     assert [e.iteration for e in h.epochs] == [1, 51]  # none at the end of the run
+
+
+def test_step_and_evaluation_convert_the_data_once():
+    """float32 images and a float64 network: the step and the evaluation read one
+    float64 copy made once (not a conversion per batch and per evaluation chunk), and
+    train exactly as converting each batch did."""
+    from fastbp import loop
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 20), dtype=np.float32)
+    t = rng.integers(0, 3, 300)
+    net, ref = TwoLayerNet(20, 8, 3, rng=0), TwoLayerNet(20, 8, 3, rng=0)
+    seen = []
+    accuracy = net.accuracy
+    net.accuracy = lambda xs, ts: seen.append(xs) or accuracy(xs, ts)
+    step = local_step(net, SGD(0.1), x, t)
+    evaluate = accuracies(net, x, t, x[:50], t[:50], chunk=100)
+    for i in range(5):
+        idx = np.arange(i * 20, i * 20 + 20)
+        loss = step(idx)
+        assert loss == ref.train_step(x[idx].astype(np.float64), t[idx], SGD(0.1))
+    evaluate()
+    evaluate()
+    assert all(xs.dtype == np.float64 for xs in seen)
+    copy = loop.in_dtype(x, np.float64)
+    assert copy is loop.in_dtype(x, np.float64) and np.array_equal(copy, x)
+    assert {id(xs.base) for xs in seen[:3] + seen[4:7]} == {id(copy)}  # the train chunks
+    for key in net.params:
+        assert net.params[key].tobytes() == ref.params[key].tobytes()
+    assert loop.in_dtype(copy, np.float64) is copy  # already the network's dtype
+    del x, copy, step, evaluate
+    assert not [k for k in loop._converted if k[1] == np.float64 and loop._converted[k][0]() is None]

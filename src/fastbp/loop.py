@@ -40,13 +40,14 @@ sampler, and ``evaluate_last=False`` with either, in place of the default schedu
 """
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
 
 __all__ = ["BookSampler", "ShuffleSampler", "SAMPLERS", "EpochRecord", "History",
-           "run_loop", "local_step", "accuracies", "batch_loss"]
+           "run_loop", "local_step", "accuracies", "batch_loss", "in_dtype"]
 
 
 # ---------------------------------------------------------------------- samplers
@@ -165,14 +166,43 @@ def batch_loss(network):
     return float(last.loss)
 
 
+def _network_dtype(network):
+    return getattr(network, "dtype", None) or next(iter(network.params.values())).dtype
+
+
+# Data converted to a network's dtype, once per array and dtype: {(id, dtype): (weak
+# reference to the array, converted copy)}. The step and the evaluation of one run share
+# the copy (one float64 copy of float32 images, not one per batch and per evaluation
+# chunk); an entry goes when its array does.
+_converted = {}
+
+
+def in_dtype(x, dtype):
+    """``x`` as an array of ``dtype``: ``x`` itself when it has that dtype, else a copy
+    made once per array (the next call with the same array returns the same copy, so
+    write to the data before making a step or an evaluation from it, not after)."""
+    if not isinstance(x, np.ndarray):
+        return np.asarray(x, dtype=dtype)
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    key = (id(x), dtype)
+    hit = _converted.get(key)
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    copy = x.astype(dtype)
+    _converted[key] = (weakref.ref(x, lambda _, key=key: _converted.pop(key, None)), copy)
+    return copy
+
+
 def local_step(network, optimizer, x, t):
-    """``step(indices) -> loss`` for one process: the batch ``x[indices]`` (converted to
-    the network's dtype) and ``t[indices]``, one update; the loss is that of this
-    step's own forward pass, before the update."""
-    dtype = getattr(network, "dtype", None) or next(iter(network.params.values())).dtype
+    """``step(indices) -> loss`` for one process: the batch ``x[indices]`` (of ``x``
+    converted to the network's dtype once, by :func:`in_dtype`) and ``t[indices]``,
+    one update; the loss is that of this step's own forward pass, before the update."""
+    x = in_dtype(x, _network_dtype(network))
 
     def step(indices):
-        x_batch = x[indices].astype(dtype, copy=False)
+        x_batch = x[indices]
         t_batch = t[indices]
         if hasattr(network, "train_step"):  # fastbp's networks: buffers reused
             return float(network.train_step(x_batch, t_batch, optimizer))
@@ -183,7 +213,12 @@ def local_step(network, optimizer, x, t):
 
 def accuracies(network, x_train, t_train, x_test, t_test, chunk=10000):
     """``evaluate()`` for one process: the accuracy on the whole training and test
-    sets, in chunks so that the full set needs no big buffers."""
+    sets (converted to the network's dtype once, by :func:`in_dtype`), in chunks so
+    that the full set needs no big buffers."""
+    dtype = _network_dtype(network)
+    x_train = in_dtype(x_train, dtype)
+    x_test = None if x_test is None else in_dtype(x_test, dtype)
+
     def accuracy(x, t):
         hits = 0.0
         for start in range(0, x.shape[0], chunk):

@@ -15,8 +15,11 @@ per call, and runs the calls on fastbp's pool (``_pool.h``):
   NumPy ships), so setting NumPy's instance to one thread around fastbp's calls would
   change how NumPy's own products, in other threads, are split and rounded. The copy
   has its own count, pool and buffers; NumPy's are never touched;
-- a product is cut into row blocks whose number depends only on its shape (1 below
-  ``SMALL_FLOPS``, else a power of two up to ``MAX_BLOCKS``), so the result does not
+- a product is cut into blocks whose number and direction depend only on its shape
+  (1 below ``SMALL_FLOPS``, else a power of two up to ``MAX_BLOCKS``; blocks of rows,
+  or of columns when C is wider than tall and A is not transposed: each block's BLAS
+  call packs the operand it does not cut again, and A (m x k) is then the smaller one
+  to pack twice; a transposed A is the slower one to pack), so the result does not
   depend on the thread count or on the machine's load;
 - a product of several blocks is timed now and then on one thread and on ``n``
   (``fastbp.set_num_threads``), and runs on whichever cost less lately (the mean of the
@@ -44,7 +47,8 @@ __all__ = ["gemm", "blas_info", "set_max_threads"]
 
 #: Below this many floating-point operations (2 M K N) a product is one block.
 SMALL_FLOPS = 1 << 22
-#: At most this many row blocks; a block has at least MIN_ROWS rows and BLOCK_FLOPS work.
+#: At most this many blocks; a block has at least MIN_ROWS rows (or columns) and
+#: BLOCK_FLOPS work.
 MAX_BLOCKS = 2  # each block's BLAS call packs the other operand again: with 8 blocks the
 # 784-1000-1000-10 float32 step ran 0.78x as fast as with NumPy's products, with 2, 0.97-1.05x
 MIN_ROWS = 16
@@ -130,16 +134,24 @@ def blas_info():
     return {"library": _source if BOUND else None, "bound": BOUND, "private": BOUND}
 
 
-def blocks(m, k, n):
-    """Row blocks of an (m, k) @ (k, n) product: a function of the shape alone."""
+def split(m, k, n, trans_a=False):
+    """``(blocks, by_columns)`` for an (m, k) @ (k, n) product: a function of the shape
+    alone. Columns when n > m and A is not transposed (A is then packed again per
+    block, not B)."""
+    by_columns = n > m and not trans_a
     flops = 2 * m * k * n
     if flops < SMALL_FLOPS:
-        return 1
-    most = min(MAX_BLOCKS, m // MIN_ROWS, flops // BLOCK_FLOPS)
+        return 1, by_columns
+    most = min(MAX_BLOCKS, (n if by_columns else m) // MIN_ROWS, flops // BLOCK_FLOPS)
     count = 1
     while count * 2 <= most:
         count *= 2
-    return count
+    return count, by_columns
+
+
+def blocks(m, k, n, trans_a=False):
+    """How many blocks an (m, k) @ (k, n) product is cut into (``split``)."""
+    return split(m, k, n, trans_a)[0]
 
 
 class _Choice:
@@ -210,16 +222,16 @@ def gemm(a, b, out, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=N
             out *= beta
             out += alpha * product
         return out
-    count = blocks(m, k, n)
+    count, by_columns = split(m, k, n, trans_a)
     most = min(_max_threads, count)
     if most == 1:
-        return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1)
+        return _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, 1, by_columns)
     key = (m, k, n, trans_a, trans_b, out.dtype.char)
     choice = _choices.get(key)
     if choice is None:
         choice = _choices[key] = _Choice()
     threads = choice.pick(most)
     start = time.perf_counter()
-    _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads)
+    _gemm.gemm(a, trans_a, b, trans_b, out, alpha, beta, bias, count, threads, by_columns)
     choice.record(threads, time.perf_counter() - start, most)
     return out

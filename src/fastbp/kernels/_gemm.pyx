@@ -52,32 +52,34 @@ def bound():
     return _dgemm != NULL
 
 
-cdef void _block(bint f64, bint trans_a, bint trans_b, blasint r0, blasint r1, blasint n, blasint k,
-                 double alpha, const char* a, blasint lda, const char* b, blasint ldb,
-                 double beta, char* c, blasint ldc, const char* bias) noexcept nogil:
-    # rows r0..r1 of C; op(A)'s rows are A's rows (no transpose) or A's columns
+cdef void _block(bint f64, bint trans_a, bint trans_b, blasint r0, blasint r1, blasint c0,
+                 blasint c1, blasint k, double alpha, const char* a, blasint lda, const char* b,
+                 blasint ldb, double beta, char* c, blasint ldc, const char* bias) noexcept nogil:
+    # rows r0..r1 and columns c0..c1 of C; op(A)'s rows are A's rows (no transpose) or
+    # A's columns, op(B)'s columns are B's columns or (transposed) B's rows
     cdef blasint off_a = r0 if trans_a else r0 * lda
-    cdef blasint i, j
+    cdef blasint off_b = c0 * ldb if trans_b else c0
+    cdef blasint i, j, off_c = r0 * ldc + c0
     cdef int ta = TRANS if trans_a else NO_TRANS
     cdef int tb = TRANS if trans_b else NO_TRANS
     if f64:
-        if bias != NULL:  # C's rows start as the bias: the GEMM adds onto it (beta = 1)
+        if bias != NULL:  # C starts as the bias: the GEMM adds onto it (beta = 1)
             for i in range(r0, r1):
-                for j in range(n):
+                for j in range(c0, c1):
                     (<double*>c)[i * ldc + j] = (<const double*>bias)[j]
-        _dgemm(ROW_MAJOR, ta, tb, r1 - r0, n, k, alpha, <const double*>a + off_a, lda,
-               <const double*>b, ldb, beta, <double*>c + r0 * ldc, ldc)
+        _dgemm(ROW_MAJOR, ta, tb, r1 - r0, c1 - c0, k, alpha, <const double*>a + off_a, lda,
+               <const double*>b + off_b, ldb, beta, <double*>c + off_c, ldc)
     else:
         if bias != NULL:
             for i in range(r0, r1):
-                for j in range(n):
+                for j in range(c0, c1):
                     (<float*>c)[i * ldc + j] = (<const float*>bias)[j]
-        _sgemm(ROW_MAJOR, ta, tb, r1 - r0, n, k, <float>alpha, <const float*>a + off_a,
-               lda, <const float*>b, ldb, <float>beta, <float*>c + r0 * ldc, ldc)
+        _sgemm(ROW_MAJOR, ta, tb, r1 - r0, c1 - c0, k, <float>alpha, <const float*>a + off_a,
+               lda, <const float*>b + off_b, ldb, <float>beta, <float*>c + off_c, ldc)
 
 
 ctypedef struct Product:
-    bint f64, trans_a, trans_b
+    bint f64, trans_a, trans_b, by_columns
     blasint m, n, k, lda, ldb, blocks
     double alpha, beta
     const char* a
@@ -88,15 +90,20 @@ ctypedef struct Product:
 
 cdef void _product_block(void* ctx, intptr_t i) noexcept nogil:
     cdef const Product* p = <const Product*>ctx
-    _block(p.f64, p.trans_a, p.trans_b, p.m * i // p.blocks, p.m * (i + 1) // p.blocks, p.n,
-           p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, p.c, p.n, p.bias)
+    if p.by_columns:
+        _block(p.f64, p.trans_a, p.trans_b, 0, p.m, p.n * i // p.blocks,
+               p.n * (i + 1) // p.blocks, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, p.c,
+               p.n, p.bias)
+    else:
+        _block(p.f64, p.trans_a, p.trans_b, p.m * i // p.blocks, p.m * (i + 1) // p.blocks, 0,
+               p.n, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, p.c, p.n, p.bias)
 
 
 def gemm(cnp.ndarray a, bint trans_a, cnp.ndarray b, bint trans_b, cnp.ndarray c, double alpha,
-         double beta, cnp.ndarray bias, Py_ssize_t blocks, int threads):
+         double beta, cnp.ndarray bias, Py_ssize_t blocks, int threads, bint by_columns=False):
     """``c = alpha * op(a) @ op(b) + beta * c`` (+ ``bias`` on every row, with ``beta = 1``
-    applied after C is filled with it), in ``blocks`` row blocks on at most ``threads``
-    threads of fastbp's pool.
+    applied after C is filled with it), in ``blocks`` row blocks (column blocks with
+    ``by_columns``) on at most ``threads`` threads of fastbp's pool.
 
     The caller (``_blas.py``) has checked everything: ``a``, ``b``, ``c`` and ``bias``
     C-contiguous, of one dtype (float32 or float64), ``op(x)`` is ``x`` or, with
@@ -116,7 +123,8 @@ def gemm(cnp.ndarray a, bint trans_a, cnp.ndarray b, bint trans_b, cnp.ndarray c
     p.bias = NULL
     if bias is not None:
         p.bias = <const char*>cnp.PyArray_DATA(bias)
-    p.blocks = max(1, min(blocks, p.m))
+    p.by_columns = by_columns
+    p.blocks = max(1, min(blocks, p.n if by_columns else p.m))
     p.alpha = alpha
     p.beta = 1.0 if p.bias != NULL else beta
     with nogil:
