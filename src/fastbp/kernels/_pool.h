@@ -9,8 +9,10 @@
  *   are claimed from one atomic ticket, so a thread that runs takes the blocks of one
  *   that does not; the caller waits only for blocks a helper has already started;
  * - helpers spin for a short time (FASTBP_POOL_SPIN_NS by default) after their last
- *   block, then sleep on a condition variable: a product a few microseconds after the
- *   last finds them awake, and an idle pool costs no CPU;
+ *   block, yielding the core to any other runnable thread every few iterations, then
+ *   sleep on a condition variable: a product a few microseconds after the last finds
+ *   them awake, a spinning helper does not hold a core another thread needs, and an
+ *   idle pool costs no CPU;
  * - one caller at a time owns the pool; a second thread that calls meanwhile runs its
  *   blocks itself (never waits for the pool);
  * - the child of a fork starts with no helpers and a free pool (pthread_atfork), and
@@ -51,6 +53,7 @@ static int fastbp_run_blocks(fastbp_block_fn fn, void *ctx, intptr_t count, int 
 #else
 #define FASTBP_HAVE_POOL 1
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -132,8 +135,12 @@ static void *fastbp_helper_main(void *arg)
             idle_since = fastbp_now_ns();
             continue;
         }
-        if (++spins % 64 != 0 || fastbp_now_ns() - idle_since < FASTBP_LD(fastbp_pool_spin_ns)) {
+        if (++spins % 64 != 0) {
             fastbp_cpu_relax();
+            continue;
+        }
+        if (fastbp_now_ns() - idle_since < FASTBP_LD(fastbp_pool_spin_ns)) {
+            sched_yield();  /* a thread that has work on this core runs first */
             continue;
         }
         pthread_mutex_lock(&fastbp_pool.lock);
@@ -221,6 +228,7 @@ static int fastbp_run_blocks(fastbp_block_fn fn, void *ctx, intptr_t count, int 
     start = fastbp_now_ns();
     while (FASTBP_LD(fastbp_pool.done) != (int64_t)count) {
         if (++spins % 64 == 0 && fastbp_now_ns() - start > FASTBP_LD(fastbp_pool_spin_ns)) {
+            /* the helper is not running (or its block is long): sleep until it ends */
             pthread_mutex_lock(&fastbp_pool.lock);
             FASTBP_ST(fastbp_pool.waiting, 1);
             while (FASTBP_LD(fastbp_pool.done) != (int64_t)count)
