@@ -239,3 +239,39 @@ def test_a_bad_thread_count_in_the_environment_warns_and_uses_the_default(value)
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "1" and "FASTBP_NUM_THREADS" not in r.stderr
+
+
+@needs_cython
+def test_the_pool_runs_every_block_once_from_many_callers():
+    """Jobs of every size from several Python threads at once (one owns the pool, the
+    others run their blocks themselves) while the thread setting changes: every block
+    runs exactly once, and one thread means the caller alone."""
+    from fastbp.kernels import _pool
+    before = _pool.get_num_threads()
+    errors = []
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(400):
+                count, threads = int(rng.integers(0, 300)), int(rng.integers(0, 5))
+                slots, used = _pool._self_test(count, threads)
+                assert np.array_equal(slots, np.arange(1, count + 1)), (count, threads)
+                if threads == 1 or count <= 1:
+                    assert used == 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(s,)) for s in range(4)]
+    try:
+        for th in workers:
+            th.start()
+        for n in (1, 3, 2, 4, 2) * 20:
+            _pool.set_num_threads(n)
+        for th in workers:
+            th.join()
+    finally:
+        _pool.set_num_threads(before)
+    assert not errors, errors
+    slots, used = _pool._self_test(0xFFFF + 1, 2)  # past the ticket's limit: the caller
+    assert used == 1 and np.array_equal(slots, np.arange(1, 0xFFFF + 2))
