@@ -4,8 +4,8 @@ Same names, signatures and semantics; read the contract in ``_numpy.py``.
 
 Design:
 - Entry points take plain ndarrays and read their data pointers through NumPy's C API.
-  A typed memoryview argument costs about 0.25 us to acquire, which is a sizeable share
-  of a whole kernel at the book's batch of 100.
+  Acquiring a typed memoryview argument costs a sizeable share of a whole kernel at the
+  book's batch of 100 (docs/benchmarks.md).
 - The fast path (a C-contiguous, aligned float32/float64 ndarray) is checked in C;
   anything else goes through ``_checks.py``, the code the NumPy twin uses, so both
   backends convert and refuse identically and give the same messages.
