@@ -178,3 +178,20 @@ def test_progress_bar_time_left_and_status(monkeypatch):
 def test_a_replaced_network_keeps_its_evaluation_default():
     conv = cli.NETWORKS["conv"]
     assert dataclasses.replace(conv, help="x").eval_samples == 1000
+
+
+def test_the_early_estimate_leaves_the_first_steps_set_up_out(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(_progress.time, "perf_counter", lambda: clock[0])
+    said = []
+    evaluation = types.SimpleNamespace(seconds=None, sampled=False)
+    est = DurationEstimate(said.append, iters=1000, start=0, n_epochs=2, evaluation=evaluation)
+    clock[0] = 5.0  # the first step: buffers, threads
+    est.on_step(1)
+    for i in range(2, 102):
+        clock[0] = 5.0 + 0.1 * (i - 1)
+        est.on_step(i)
+    # 15 s so far, 899 steps left at 0.1 s
+    assert said == ["about 0.1 s per iteration: the 1000 iterations should take about 1 min 45 s "
+                    "of training, plus an evaluation after each epoch (a closer estimate follows "
+                    "the first epoch)"]

@@ -145,20 +145,26 @@ class DurationEstimate:
         self.say, self.iters, self.start = say, iters, start
         self.n_epochs, self.evaluation = n_epochs, evaluation
         self.tic = time.perf_counter()
+        self.first = None  # (iteration, time) at the end of the first step
         self.early = False  # said during the first epoch
         self.done = False  # said after it, or not needed
 
     def on_step(self, i):
         if self.early or self.done or i >= self.iters:
             return
-        elapsed = time.perf_counter() - self.tic
-        if elapsed >= self.EARLY_SECONDS:
+        now = time.perf_counter()
+        if self.first is None:  # the pace is taken after the first step (its set-up)
+            self.first = (i, now)
+            return
+        elapsed = now - self.tic
+        if elapsed >= self.EARLY_SECONDS and i > self.first[0]:
             self.early = True
-            pace = elapsed / (i - self.start)
+            pace = (now - self.first[1]) / (i - self.first[0])
+            total = elapsed + pace * (self.iters - i)
+            later = " (a closer estimate follows the first epoch)" if self.n_epochs > 1 else ""
             self.say(f"about {pace:.3g} s per iteration: the {self.iters - self.start} iterations "
-                     f"should take about {format_duration(pace * (self.iters - self.start))} of "
-                     "training, plus an evaluation after each epoch (a closer estimate follows "
-                     "the first epoch)")
+                     f"should take about {format_duration(total)} of training, plus an "
+                     f"evaluation after each epoch{later}")
 
     def on_epoch(self, record):
         if self.done:

@@ -44,7 +44,7 @@ SAMPLE_EPOCHS = 20  # default length of a run on the bundled sample: about a sec
 DEFAULT_PLOT = "fastbp-train.png"
 # The book's ch07/train_convnet.py and ch08/train_deepnet.py pass the Trainer
 # evaluate_sample_num_per_epoch=1000: a convolutional network scoring all 70,000 images
-# after every epoch would spend most of an epoch's time on it.
+# after every epoch would spend a large part of each epoch on it.
 CONV_EVAL_SAMPLES = 1000
 
 
@@ -286,7 +286,7 @@ def _add_bench(sub):
 def _add_book(sub):
     # The rest of the line is a book script and its own arguments: forward=True.
     b = sub.add_parser("book", add_help=False,
-                       help="run one of the book's scripts on fastbp (fastbp book SCRIPT [ARGS])")
+                       help="run one of the book's scripts on fastbp (fastbp book [--seed N] SCRIPT [ARGS])")
     b.set_defaults(run=cmd_book, validate=None, forward=True)
 
 
@@ -732,7 +732,7 @@ def _parse(argv):
     if args.command is None:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        parser.error("no command given: train, gradcheck or bench")
+        parser.error(f"no command given: {', '.join(parser.commands)}")
     if getattr(args, "forward", False):
         # a subcommand that parses its own options (bench): every argument after its
         # name is passed on untouched, as args.argv
