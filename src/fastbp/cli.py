@@ -484,6 +484,26 @@ def _data_label(source, n_train, n_test):
     return f"MNIST from {source.path} ({n_train} training images)"
 
 
+def _scored(evaluation, n_train):
+    """What a sampled :class:`~fastbp.loop.Evaluation` scores, in the words of each line
+    that shows it: the note before the run, the marks of the last epoch line and of the
+    final line, the plot's subtitle (all empty when it scores every image)."""
+    some_train = evaluation.n_train < n_train
+    some_test = evaluation.n_test < evaluation.n_final
+    k, n_test = evaluation.n_train, evaluation.n_final
+    test = (f"the first {evaluation.n_test} test images, after the last epoch all {n_test}"
+            if some_test else f"all {n_test} test images")
+    train = f"the first {k} training images" if some_train else f"all {k} training images"
+    plot = (f"\non the first {k} images of each set\n(the last test point: all {n_test})"
+            if some_test else f"\ntrain: the first {k} images; test: all" if some_train else "")
+    return argparse.Namespace(
+        note=(f"accuracies after each epoch on {train} and {test}, as the book's Trainer "
+              "(--eval-samples all: every image, every epoch)") if evaluation.sampled else "",
+        last_line=" (whole test set)" if some_test else "",
+        train=f" (first {k} images)" if some_train else "",
+        test=f" (all {n_test})" if some_test else "", plot=plot)
+
+
 def _train(args, comm):
     timeout = None
     root = comm is None or comm.Get_rank() == 0
@@ -556,16 +576,9 @@ def _train(args, comm):
         before_evaluate = dp.sync_state
     evaluation = Evaluation(make, x_train, t_train, x_test, t_test,
                             None if samples == "all" else samples, after=lambda: bar.status(""))
-    # what a sampled evaluation scores, said on the lines that show it
-    some_train = evaluation.n_train < x_train.shape[0]
-    some_test = evaluation.n_test < evaluation.n_final
-    if evaluation.sampled:
-        test = (f"the first {evaluation.n_test} test images, after the last epoch all "
-                f"{evaluation.n_final}" if some_test else f"all {evaluation.n_final} test images")
-        train = (f"the first {evaluation.n_train} training images" if some_train
-                 else f"all {evaluation.n_train} training images")
-        out.note(f"accuracies after each epoch on {train} and {test}, as the book's Trainer "
-                 "(--eval-samples all: every image, every epoch)")
+    scored = _scored(evaluation, x_train.shape[0])
+    if scored.note:
+        out.note(scored.note)
 
     start, history = _resume(args, comm, network, optimizer, run, timeout)
     if start:
@@ -577,13 +590,11 @@ def _train(args, comm):
     hooks = []
     estimate = None
     if root and not args.quiet:
-        whole = " (whole test set)" if some_test else ""
-
         def show(r):
             partial = "" if r.complete else f" ({r.steps} it)"
             bar.write(f"epoch {r.epoch:>{width}}/{n_epochs}{partial}  loss {r.loss:.4f}  "
                       f"train acc {r.train_acc:.4f}  test acc {r.test_acc:.4f}"
-                      f"{whole if r.iteration == iters else ''}  {r.seconds:.2f} s")
+                      f"{scored.last_line if r.iteration == iters else ''}  {r.seconds:.2f} s")
         hooks.append(show)
         estimate = DurationEstimate(lambda text: bar.write(f"fastbp: {text}", file=sys.stderr),
                                     iters, start, n_epochs, evaluation)
@@ -610,12 +621,8 @@ def _train(args, comm):
     if not root:
         return 0
     last = history.epochs[-1] if history.epochs else None
-    if last is None:
-        result = "nothing left to train"
-    else:
-        result = (f"train acc {last.train_acc:.4f}"
-                  + (f" (first {evaluation.n_train} images)" if some_train else "")
-                  + f", test acc {last.test_acc:.4f}" + (f" (all {evaluation.n_final})" if some_test else ""))
+    result = (f"train acc {last.train_acc:.4f}{scored.train}, test acc {last.test_acc:.4f}"
+              f"{scored.test}" if last else "nothing left to train")
     out.final(f"done: {_plural(iters, 'iteration')} in {seconds:.1f} s on {data_label}; {result}")
 
     if args.save:
@@ -625,14 +632,9 @@ def _train(args, comm):
     if plot_path:
         final = f"final test accuracy {last.test_acc:.4f}" if last else "not evaluated"
         title = f"{description} on {data_label}, seed {seed}\n{final} after {_plural(iters, 'iteration')}"
-        accuracy_title = "accuracy after each epoch"
-        if some_train or some_test:
-            accuracy_title += (f"\non the first {evaluation.n_train} images of each set" if some_test
-                               else f"\ntrain: the first {evaluation.n_train} images; test: all")
-            if some_test:
-                accuracy_title += f"\n(the last test point: all {evaluation.n_final})"
         try:
-            written = _plot(history, plot_path, title=title, accuracy_title=accuracy_title)
+            written = _plot(history, plot_path, title=title,
+                            accuracy_title="accuracy after each epoch" + scored.plot)
         except OSError as exc:
             if args.plot:
                 raise
