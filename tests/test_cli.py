@@ -5,6 +5,7 @@ in a subprocess to check the real entry point and exit statuses. The data is the
 bundled sample: downloads are switched off and the cache is a temporary folder.
 """
 import os
+import re
 import subprocess
 import sys
 import types
@@ -498,3 +499,20 @@ def test_threads_option_sets_fastbps_threads(tmp_path, monkeypatch):
         assert fastbp.get_num_threads() == (1 if fastbp.HAVE_CYTHON else before)
     finally:
         fastbp.set_num_threads(before)
+
+
+def test_the_docs_name_every_option():
+    """docs/cli.md documents every option of train and gradcheck, the README every
+    option of train: the docs match the command."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        docs = open(os.path.join(root, "docs", "cli.md"), encoding="utf-8").read()
+        readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    except OSError:
+        pytest.skip("not a source tree: no docs/cli.md or README.md")
+    commands = cli.build_parser().commands
+    for name, text in (("train", docs), ("gradcheck", docs), ("train", readme)):
+        options = {o for o in commands[name]._option_string_actions
+                   if o.startswith("--") and o != "--help"}
+        missing = sorted(o for o in options if not re.search(rf"[`\s]{o}(?![\w-])", text))
+        assert not missing, (name, missing)
