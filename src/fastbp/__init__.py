@@ -1,10 +1,12 @@
-"""fastbp: the backpropagation layers of "Deep Learning from Scratch" (chapter 5), fast.
+"""fastbp: the networks of "Deep Learning from Scratch" (chapters 5 to 8), fast on CPU.
 
-The book's Python API, with the hot paths in typed Cython kernels and a pure-NumPy
-twin that gives the same results. ``get_backend``/``set_backend``/``use_backend``
-choose between them; ``FASTBP_BACKEND=numpy|cython`` chooses at import. Chapter 6's
-toolkit (``fastbp.optimizers``, the deeper networks, ``Dropout``,
-``BatchNormalization``, ``Trainer``) comes with it.
+The book's Python API (layers, networks, optimizers, ``Trainer``, ``load_mnist``),
+with the hot paths in typed Cython kernels and a pure-NumPy twin that gives the same
+results. ``get_backend``/``set_backend``/``use_backend`` choose between them;
+``FASTBP_BACKEND=numpy|cython`` chooses at import. Chapter 5's layers and
+``TwoLayerNet``, chapter 6's toolkit (``fastbp.optimizers``, ``MultiLayerNet(Extend)``,
+``Dropout``, ``BatchNormalization``, ``Trainer``), chapters 7 and 8's ``Convolution``,
+``Pooling``, ``SimpleConvNet`` and ``DeepConvNet``; ``fastbp train`` on the command line.
 """
 from . import optimizers
 from .datasets import load_mnist
