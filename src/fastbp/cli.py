@@ -12,7 +12,6 @@ unwritable path, a checkpoint of another run) with one line ``fastbp: error: ...
 status 1, never with a traceback.
 """
 import argparse
-import importlib
 import math
 import os
 import secrets
@@ -248,11 +247,45 @@ def _add_gradcheck(sub):
 
 
 def _add_bench(sub):
-    # Its options belong to fastbp.bench, which parses them itself: forward=True passes
-    # every argument after `bench` on untouched (see _parse).
-    b = sub.add_parser("bench", add_help=False,
-                       help="benchmark the kernels and a training step (options: fastbp bench --help)")
-    b.set_defaults(run=cmd_bench, validate=None, forward=True)
+    b = sub.add_parser(
+        "bench", help="time fastbp against the book's NumPy code on this machine",
+        description="Time fastbp's training steps (784-50-10, SimpleConvNet; without --quick "
+                    "also 784-1000-1000-10, DeepConvNet and the layers of the first two "
+                    "networks) against the book's plain-NumPy code, on both of fastbp's "
+                    "backends, and print how many times faster or slower fastbp is. "
+                    "--quick takes under a minute on 2 quiet cores, the full run a few minutes. "
+                    "PyTorch and JAX, a busy machine and one thread against the default are "
+                    "compared by benchmarks/compare.py in fastbp's source tree.")
+    b.add_argument("--quick", action="store_true",
+                   help="the training steps of the batch-100 networks only (784-50-10 and "
+                        "SimpleConvNet), fewer and shorter rounds")
+    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
+                   help="which dtype to run (default: both)")
+    b.add_argument("--only", action="append", metavar="TEXT",
+                   help="run only the cases whose name contains TEXT (repeatable), "
+                        "e.g. --only SimpleConvNet --only 'step 784'")
+    b.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="fastbp's threads (and the BLAS and OpenMP pools, with threadpoolctl) "
+                        "(default: as they are, see fastbp.set_num_threads)")
+    b.add_argument("--budget", type=_positive_float, metavar="SECONDS",
+                   help="seconds of timing per case (default: 0.4, --quick 0.2; steps twice that)")
+    b.add_argument("--repeats", type=_positive_int, metavar="N",
+                   help="interleaved rounds per case (default: 7, --quick 5)")
+    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    b.set_defaults(run=cmd_bench, validate=_check_bench_options)
+
+
+def _check_bench_options(args):
+    try:
+        from .bench import select
+    except ImportError as exc:   # an installation without the fastbp.bench package
+        raise CommandError(f"fastbp bench is not available: {exc}") from None
+    args.dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    if args.only and not select(args.quick, args.dtypes, args.only):
+        raise CommandError(f"--only {' '.join(args.only)}: no case matches"
+                           + (" with --quick" if args.quick else ""), status=2)
+    if args.json:
+        check_writable(args.json, "--json")
 
 
 def _add_book(sub):
@@ -633,14 +666,16 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------------- bench
 
 def cmd_bench(args):
-    try:
-        bench = importlib.import_module("fastbp.bench")
-    except ModuleNotFoundError as exc:
-        if exc.name == "fastbp.bench":
-            raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
-        raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
-                           'pip install "fastbp[bench]"') from None
-    return bench.main(args.argv)
+    import json
+
+    from . import bench
+    report = bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only,
+                       threads=args.threads, budget=args.budget, repeats=args.repeats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
 
 
 # ---------------------------------------------------------------------- book
@@ -661,7 +696,7 @@ def _parse(argv):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         parser.error("no command given: train, gradcheck or bench")
     if getattr(args, "forward", False):
-        # a subcommand that parses its own options (bench): every argument after its
+        # a subcommand that parses its own options (book): every argument after its
         # name is passed on untouched, as args.argv
         args.argv = argv[argv.index(args.command) + 1:]
         return args
