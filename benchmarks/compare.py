@@ -111,8 +111,11 @@ def run(args, out=None):
                 case = build()
                 for name in case.contenders:
                     case.check(name)
-                results.append(bench.record(case, measure(
-                    case, budget=args.budget / 2, repeats=args.repeats, pairs=PAIRS)))
+                r = bench.record(case, measure(case, budget=args.budget / 2,
+                                               repeats=args.repeats, pairs=PAIRS))
+                if "multiply_adds" in case.info:   # the layer's GEMM limit
+                    r["times"]["limit"] = 2 * case.info["multiply_adds"] / rates[case.info["dtype"]]
+                results.append(r)
             cases.forget()
         info = machine.machine_info(args.threads)
     rows = _targets.evaluate(results)
@@ -190,6 +193,13 @@ def report(results):
     layers = [r for r in results if r["kind"] == "layer"]
     if layers:
         lines += bench.report(layers)
+        rows = [[r["id"], bench.fmt_time(r["times"]["cython"]), bench.fmt_time(r["times"]["limit"]),
+                 _ratio(r["times"]["cython"] / r["times"]["limit"])]
+                for r in layers if "limit" in r["times"] and "cython" in r["times"]]
+        if rows:
+            lines += ["", "Affine and Convolution layers against their GEMM limit "
+                          "(multiply-adds at NumPy's 2048^3 rate):"]
+            lines += bench.table(["layer", "fastbp", "GEMM limit", "fastbp/limit"], rows)
     return lines
 
 

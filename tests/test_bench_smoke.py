@@ -314,6 +314,12 @@ def test_the_gemm_limit_counts_the_steps_multiply_adds(lab):
     assert round(flops["DeepConvNet"] / 1e9, 2) == 5.24
     assert lab["limits"].limit_seconds(cases.STEPS["784-50-10"], "float64", 1e9) == \
         flops["784-50-10"] / 1e9
+    # a layer's: one product forward, two backward (30 5x5 filters on 24x24 outputs)
+    layers = dict(cases.layer_cases("SimpleConvNet", "float64", only=["Convolution1"]))
+    conv = 100 * 24 * 24 * 30 * 5 * 5
+    assert layers["SimpleConvNet Convolution1.forward float64"]().info["multiply_adds"] == conv
+    assert layers["SimpleConvNet Convolution1.backward float64"]().info["multiply_adds"] == 2 * conv
+    cases.forget()
 
 
 @pytest.mark.skipif(not fastbp.HAVE_CYTHON, reason="the compiled kernels are not built")

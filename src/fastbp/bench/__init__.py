@@ -90,8 +90,8 @@ def run(quick=False, dtypes=_cases.DTYPES, only=None, threads=None, budget=None,
                         pairs=_pairs(case.contenders))
             results.append(record(case, m))
             r = m["ratios"].get("book/cython", m["ratios"].get("book/numpy"))
-            print(f" fastbp {vs(r)} the book ({time.perf_counter() - t0:.1f} s)", file=out,
-                  flush=True)
+            verdict = f"fastbp {vs(r)} the book" if r else "timed"
+            print(f" {verdict} ({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
             del case
         _cases.forget()
     report_ = {"machine": machine_info(threads), "load_before": load, "cpus": cpus,

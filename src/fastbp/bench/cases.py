@@ -265,8 +265,8 @@ def step_case(step, dtype, contenders=("book", "numpy", "cython", "cython-api"),
                                                 masks=masks),
                         getattr(make, "context", contextlib.nullcontext),
                         getattr(make, "own_threads", True))
-    out, skipped, checked = OrderedDict(), {}, {}
-    if "cython" in makers and not _kernels.HAVE_CYTHON:
+    out, skipped = OrderedDict(), {}
+    if not _kernels.HAVE_CYTHON:
         skipped.update({n: "fastbp's compiled kernels are not built"
                         for n in makers if n.startswith("cython")})
     for name, (make, ctx, own) in makers.items():
@@ -279,7 +279,6 @@ def step_case(step, dtype, contenders=("book", "numpy", "cython", "cython-api"),
             skipped[name] = str(exc)
             continue
         out[name] = Contender(name, fn, context=ctx, own_threads=own)
-        checked[name] = params_of
 
     def one_step(name):
         make, ctx, _ = makers[name]
@@ -431,4 +430,9 @@ def _layer_case(step, dtype, kind, direction, case_id, names):
 
     info = {"step": step.name, "layer": kind, "direction": direction, "dtype": dtype.name,
             "input": list(np.shape(h))}
+    W = getattr(book_layers[index], "W", None) if index is not None else None
+    if W is not None:   # an Affine or a Convolution: one product forward, two backward
+        macs = int(np.prod(np.shape(inputs[index + 1]))) * int(np.prod(W.shape[:-1] if W.ndim == 2
+                                                                       else W.shape[1:]))
+        info["multiply_adds"] = macs * (1 if direction == "forward" else 2)
     return Case(case_id, "layer", contenders, check, fresh=fresh, info=info)
