@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -125,7 +126,7 @@ def run(args, out=None):
                "warnings": bench.warnings_for(results, load, cpus)}
     print("\n" + "\n".join(report(results) + [""] + _targets.table(rows)), file=out)
     for w in report_["warnings"]:
-        print("warning: " + w, file=out)
+        print(textwrap.fill("warning: " + w, bench.WIDTH, subsequent_indent="  "), file=out)
     return report_
 
 

@@ -326,6 +326,15 @@ def _layer_names(layers):
     return names
 
 
+def _same_layer(book_net, net, index):
+    """The layer of ``net`` that is the book network's layer ``index``: by the book's
+    name where ``layers`` is a dict that has it, else by position."""
+    name = list(book_net.layers)[index]
+    if isinstance(net.layers, dict) and name in net.layers:
+        return net.layers[name]
+    return _layer_list(net)[index]
+
+
 def _run_layer(layer, x, train):
     return layer.forward(x, train) if type(layer).__name__ == "Dropout" else layer.forward(x)
 
@@ -396,7 +405,7 @@ def _layer_case(step, dtype, kind, direction, case_id, names):
     for name in names:
         net = nets[name]
         ctx = _backend(name) if name != "book" else (lambda: np.errstate(over="ignore"))
-        layer = _last_layer(net) if index is None else _layer_list(net)[index]
+        layer = _last_layer(net) if index is None else _same_layer(nets["book"], net, index)
         if index is None:
             def fn(x, t, layer=layer):
                 return layer.forward(x, t), layer.backward(1)
