@@ -133,13 +133,21 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OM
             "MKL_NUM_THREADS", "FASTBP_BACKEND", "FASTBP_NUM_THREADS")
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_info(threads=None):
     from .. import __version__, kernels
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     except Exception:   # NumPy < 1.25 has no mode="dicts"
         blas = {}
-    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
             "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
             "fastbp": __version__, "compiled": kernels.HAVE_CYTHON,

@@ -22,7 +22,7 @@ each called alone on the input it sees in the network, fastbp's layer against th
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 
