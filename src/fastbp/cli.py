@@ -12,6 +12,7 @@ unwritable path, a checkpoint of another run) with one line ``fastbp: error: ...
 status 1, never with a traceback.
 """
 import argparse
+import json
 import math
 import os
 import secrets
@@ -249,29 +250,22 @@ def _add_gradcheck(sub):
 def _add_bench(sub):
     b = sub.add_parser(
         "bench", help="time fastbp against the book's NumPy code on this machine",
-        description="Time fastbp's training steps (784-50-10, SimpleConvNet; without --quick "
-                    "also 784-1000-1000-10, DeepConvNet and the layers of the first two "
-                    "networks) against the book's plain-NumPy code, on both of fastbp's "
-                    "backends, and print how many times faster or slower fastbp is. "
-                    "--quick takes under a minute on 2 quiet cores, the full run a few minutes. "
-                    "PyTorch and JAX, a busy machine and one thread against the default are "
-                    "compared by benchmarks/compare.py in fastbp's source tree.")
+        description="Time fastbp's training steps, and without --quick each layer, against the "
+                    "book's plain-NumPy code on both backends; --quick takes under a minute on 2 "
+                    "quiet cores. PyTorch, JAX, a busy machine: benchmarks/compare.py (source tree).")
     b.add_argument("--quick", action="store_true",
-                   help="the training steps of the batch-100 networks only (784-50-10 and "
-                        "SimpleConvNet), fewer and shorter rounds")
-    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
-                   help="which dtype to run (default: both)")
+                   help="the steps of 784-50-10 and SimpleConvNet only (the full run adds "
+                        "784-1000-1000-10, DeepConvNet and the layers: a few minutes)")
+    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
     b.add_argument("--only", action="append", metavar="TEXT",
-                   help="run only the cases whose name contains TEXT (repeatable), "
-                        "e.g. --only SimpleConvNet --only 'step 784'")
+                   help="the cases whose name contains TEXT (repeatable)")
     b.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="fastbp's threads (and the BLAS and OpenMP pools, with threadpoolctl) "
-                        "(default: as they are, see fastbp.set_num_threads)")
+                   help="fastbp's threads, and BLAS's with threadpoolctl (default: as they are)")
     b.add_argument("--budget", type=_positive_float, metavar="SECONDS",
-                   help="seconds of timing per case (default: 0.4, --quick 0.2; steps twice that)")
+                   help="seconds of timing per case (default: 0.4, --quick 0.2)")
     b.add_argument("--repeats", type=_positive_int, metavar="N",
                    help="interleaved rounds per case (default: 7, --quick 5)")
-    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     b.set_defaults(run=cmd_bench, validate=_check_bench_options)
 
 
@@ -666,14 +660,12 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------------- bench
 
 def cmd_bench(args):
-    import json
-
     from . import bench
     report = bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only,
                        threads=args.threads, budget=args.budget, repeats=args.repeats)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+            f.write(json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     return 0
 
