@@ -12,7 +12,6 @@ unwritable path, a checkpoint of another run) with one line ``fastbp: error: ...
 status 1, never with a traceback.
 """
 import argparse
-import json
 import math
 import os
 import secrets
@@ -248,32 +247,22 @@ def _add_gradcheck(sub):
 
 
 def _add_bench(sub):
-    b = sub.add_parser(
-        "bench", help="time fastbp against the book's NumPy code on this machine",
-        description="Time fastbp's training steps, and without --quick each layer, against the "
-                    "book's plain-NumPy code on both backends; --quick takes under a minute on 2 "
-                    "quiet cores. PyTorch, JAX, a busy machine: benchmarks/compare.py (source tree).")
-    b.add_argument("--quick", action="store_true",
-                   help="the steps of 784-50-10 and SimpleConvNet only (the full run adds "
-                        "784-1000-1000-10, DeepConvNet and the layers: a few minutes)")
+    b = sub.add_parser("bench", help="time fastbp against the book's NumPy code on this machine",
+                       description="fastbp's training steps and layers against the book's plain "
+                       "NumPy code; PyTorch, JAX, a busy machine: benchmarks/compare.py (source tree)")
+    b.add_argument("--quick", action="store_true", help="the steps of 784-50-10 and SimpleConvNet "
+                   "only: under a minute on 2 quiet cores (the full run: a few minutes)")
     b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
-    b.add_argument("--only", action="append", metavar="TEXT",
-                   help="the cases whose name contains TEXT (repeatable)")
-    b.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="fastbp's threads, and BLAS's with threadpoolctl (default: as they are)")
-    b.add_argument("--budget", type=_positive_float, metavar="SECONDS",
-                   help="seconds of timing per case (default: 0.4, --quick 0.2)")
-    b.add_argument("--repeats", type=_positive_int, metavar="N",
-                   help="interleaved rounds per case (default: 7, --quick 5)")
+    b.add_argument("--only", action="append", metavar="TEXT", help="cases whose name has TEXT")
+    b.add_argument("--threads", type=_positive_int, metavar="N", help="fastbp's (and BLAS's)")
+    b.add_argument("--budget", type=_positive_float, metavar="S", help="seconds per case")
+    b.add_argument("--repeats", type=_positive_int, metavar="N", help="interleaved rounds")
     b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     b.set_defaults(run=cmd_bench, validate=_check_bench_options)
 
 
 def _check_bench_options(args):
-    try:
-        from .bench import select
-    except ImportError as exc:   # an installation without the fastbp.bench package
-        raise CommandError(f"fastbp bench is not available: {exc}") from None
+    from .bench import select
     args.dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     if args.only and not select(args.quick, args.dtypes, args.only):
         raise CommandError(f"--only {' '.join(args.only)}: no case matches"
@@ -661,12 +650,8 @@ def cmd_gradcheck(args):
 
 def cmd_bench(args):
     from . import bench
-    report = bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only,
-                       threads=args.threads, budget=args.budget, repeats=args.repeats)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(json.dumps(report, indent=1))
-        print(f"wrote {args.json}")
+    bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only, threads=args.threads,
+              budget=args.budget, repeats=args.repeats, json_path=args.json)
     return 0
 
 

@@ -12,6 +12,7 @@ installed package: they live in ``benchmarks/`` and ``tools/`` of the source tre
 (``benchmarks/README.md``), on top of the same cases and timing.
 """
 import contextlib
+import json
 import os
 import platform
 import sys
@@ -59,8 +60,9 @@ def _pairs(names):
 
 
 def run(quick=False, dtypes=_cases.DTYPES, only=None, threads=None, budget=None,
-        repeats=None, out=None):
-    """Measure, print the progress and the report, return everything as a JSON-able dict.
+        repeats=None, out=None, json_path=None):
+    """Measure, print the progress and the report, return everything as a JSON-able dict
+    (also written to ``json_path``, when given).
 
     ``threads``: fastbp's threads and the BLAS and OpenMP pools (threadpoolctl, where
     installed) at that count; None leaves them as they are.
@@ -101,6 +103,10 @@ def run(quick=False, dtypes=_cases.DTYPES, only=None, threads=None, budget=None,
     report_["warnings"] = warnings_for(results, load, cpus)
     print("", file=out)
     print("\n".join(report(results) + [""] + _closing(report_)), file=out)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report_, f, indent=1)
+        print(f"wrote {json_path}", file=out)
     return report_
 
 
