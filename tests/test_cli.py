@@ -378,20 +378,19 @@ def test_gradcheck_reports_failure(capsys, monkeypatch):
 
 # ---------------------------------------------------------------------- bench
 
-def test_bench_dispatches(monkeypatch):
+def test_bench_parses_its_options_and_runs(monkeypatch, capsys):
     seen = []
     fake = types.ModuleType("fastbp.bench")
-    fake.main = lambda argv=None: seen.append(argv) or 0
+    fake.select = lambda quick, dtypes, only: [("a case", None)]
+    fake.run = lambda **kw: seen.append(kw) or {"results": []}
     monkeypatch.setitem(sys.modules, "fastbp.bench", fake)
-    assert run("bench", "--quick", "-k", "relu") == 0
-    assert run("bench", "--help") == 0  # bench's own help, not fastbp's
-    assert seen == [["--quick", "-k", "relu"], ["--help"]]
-
-
-def test_bench_missing_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastbp.bench", None)  # as if absent
-    assert run("bench") == 1
-    assert "fastbp.bench" in one_error_line(capsys.readouterr().err)
+    monkeypatch.setattr(fastbp, "bench", fake, raising=False)
+    assert run("bench", "--quick", "--only", "relu", "--dtype", "float32") == 0
+    assert seen == [dict(quick=True, dtypes=("float32",), only=["relu"], threads=None,
+                         budget=None, repeats=None, json_path=None)]
+    with pytest.raises(SystemExit) as exc:
+        run("bench", "--help")
+    assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- the real entry point

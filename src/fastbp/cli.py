@@ -13,7 +13,6 @@ status 1, never with a traceback.
 """
 import argparse
 import difflib
-import importlib
 import math
 import os
 import secrets
@@ -276,11 +275,28 @@ def _add_gradcheck(sub):
 
 
 def _add_bench(sub):
-    # Its options belong to fastbp.bench, which parses them itself: forward=True passes
-    # every argument after `bench` on untouched (see _parse).
-    b = sub.add_parser("bench", add_help=False,
-                       help="benchmark the kernels and a training step (options: fastbp bench --help)")
-    b.set_defaults(run=cmd_bench, validate=None, forward=True)
+    b = sub.add_parser("bench", help="time fastbp against the book's NumPy code on this machine",
+                       description="fastbp's training steps and layers against the book's plain "
+                       "NumPy code; PyTorch, JAX, a busy machine: benchmarks/compare.py (source tree)")
+    b.add_argument("--quick", action="store_true", help="the steps of 784-50-10 and SimpleConvNet "
+                   "only: under a minute on 2 quiet cores (the full run: a few minutes)")
+    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
+    b.add_argument("--only", action="append", metavar="TEXT", help="cases whose name has TEXT")
+    b.add_argument("--threads", type=_positive_int, metavar="N", help="fastbp's (and BLAS's)")
+    b.add_argument("--budget", type=_positive_float, metavar="S", help="seconds per case")
+    b.add_argument("--repeats", type=_positive_int, metavar="N", help="interleaved rounds")
+    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    b.set_defaults(run=cmd_bench, validate=_check_bench_options)
+
+
+def _check_bench_options(args):
+    from .bench import select
+    args.dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    if args.only and not select(args.quick, args.dtypes, args.only):
+        raise CommandError(f"--only {' '.join(args.only)}: no case matches"
+                           + (" with --quick" if args.quick else ""), status=2)
+    if args.json:
+        check_writable(args.json, "--json")
 
 
 def _add_book(sub):
@@ -708,14 +724,10 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------------- bench
 
 def cmd_bench(args):
-    try:
-        bench = importlib.import_module("fastbp.bench")
-    except ModuleNotFoundError as exc:
-        if exc.name == "fastbp.bench":
-            raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
-        raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
-                           'pip install "fastbp[bench]"') from None
-    return bench.main(args.argv)
+    from . import bench
+    bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only, threads=args.threads,
+              budget=args.budget, repeats=args.repeats, json_path=args.json)
+    return 0
 
 
 # ---------------------------------------------------------------------- book
@@ -736,7 +748,7 @@ def _parse(argv):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         parser.error(f"no command given: {', '.join(parser.commands)}")
     if getattr(args, "forward", False):
-        # a subcommand that parses its own options (bench): every argument after its
+        # a subcommand that parses its own options (book): every argument after its
         # name is passed on untouched, as args.argv
         args.argv = argv[argv.index(args.command) + 1:]
         return args
