@@ -163,19 +163,23 @@ def test_measure_rotates_the_order_and_pairs_the_rounds():
 def test_after_another_thread_pool_a_contender_is_warmed_up_until_back_to_speed(monkeypatch):
     """A contender on a pool of its own, after one on NumPy's, runs untimed until a call
     is as fast as when calibrated (at most WARMUP_S): once when it is fast at once."""
+    # the calls' times are given, not measured, so that a loaded machine cannot change them
     calls = []
-    slow = [True]
+    times = [0.004, 0.004, 0.004, 0.001]
 
-    def fn():
+    def sample(c, number, fresh):
         calls.append(1)
-        time.sleep(0.004 if slow[0] and len(calls) < 4 else 0.001)
-    c = cases.Contender("own", fn, own_threads=True)
+        return times[len(calls) - 1] if len(calls) <= len(times) else 0.001
+    c = cases.Contender("own", lambda: None, own_threads=True)
+    monkeypatch.setattr(timing, "_sample", sample)
     timing._warm_up(c, False, 5.0, target=0.001)
     assert len(calls) == 4            # three slow calls, then one at speed
     calls.clear()
-    slow[0] = False
+    times[:] = [0.001]
     timing._warm_up(c, False, 5.0, target=0.001)
     assert len(calls) == 1
+    monkeypatch.undo()
+    c = cases.Contender("own", lambda: time.sleep(0.001), own_threads=True)
     t0 = time.perf_counter()
     timing._warm_up(c, False, 0.05, target=1e-5)   # never back to speed: the whole time
     assert time.perf_counter() - t0 >= 0.05
