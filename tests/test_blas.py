@@ -259,6 +259,29 @@ def test_without_a_bound_blas_products_are_numpys():
     assert out.stdout.strip() == "ok"
 
 
+@pytest.mark.parametrize("value, bound, warns", [
+    ("numpy", False, False), (" NumPy ", False, False), ("openblas", True, False),
+    ("", True, False), ("mkl", True, True), ("numpy,openblas", True, True), ("0", True, True),
+])
+def test_fastbp_blas_is_checked(value, bound, warns):
+    """An unknown FASTBP_BLAS warns, naming the variable, its value and the accepted
+    ones, as FASTBP_NUM_THREADS does (any value used to be taken silently as the
+    default)."""
+    if not HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    code = "from fastbp.kernels import _blas; print(_blas.BOUND)"
+    env = dict(os.environ, FASTBP_BLAS=value)
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(bound and bool(fastbp.kernels._blas._find_openblas()))
+    if warns:
+        assert f"FASTBP_BLAS: expected one of openblas, numpy, got {value!r}; using openblas" \
+            in r.stderr, r.stderr
+    else:
+        assert "FASTBP_BLAS" not in r.stderr
+
+
 def test_numpy_twin_keeps_numpys_matmul():
     rng = np.random.default_rng(6)
     x, W, b = rng.standard_normal((10, 8)), rng.standard_normal((8, 3)), rng.standard_normal(3)
