@@ -575,16 +575,16 @@ def affine_forward(x, W, b, out=None):
 
 def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
     """Backward through ``out = x @ W + b`` with the SGD step folded into the weight
-    gradient's product: returns ``dx`` (with the old ``W``), sets
-    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` (one GEMM, ``beta = 1 - lr * decay``)
-    and ``b -= lr * bias_grad(dout)``."""
+    gradient's product (one GEMM, ``beta = 1 - lr * decay``): returns ``dx`` (with the old
+    ``W``), sets ``W = (1 - lr * decay) * W - lr * x.T @ dout``, ``b -= lr * bias_grad(dout)``."""
     d, xa, Wa, ba, lr_, decay_ = affine_sgd_inputs(dout, x, W, b, lr, decay)
     dx = _blas.gemm(d, Wa, np.empty((xa.shape[0], xa.shape[1]), Wa.dtype), trans_b=True) if need_dx else None
     beta = 1.0 - lr_ * decay_
     if Wa.dtype.type(beta) and Wa.dtype.type(lr_):
         _blas.gemm(xa, d, Wa, trans_a=True, alpha=-lr_, beta=beta)
-    else:  # BLAS reads no W when beta is 0 (no product when alpha is 0): 0 * inf must be NaN
-        sgd_update(np.multiply(Wa, beta, out=Wa) if decay_ else Wa, _blas.gemm(xa, d, np.empty_like(Wa), trans_a=True), lr_)
+    else:  # BLAS reads no W when beta is 0 (nor the product when alpha is 0): 0 * inf is NaN
+        dW = _blas.gemm(xa, d, np.empty_like(Wa), trans_a=True)
+        sgd_update(np.multiply(Wa, beta, out=Wa), dW, lr_)  # as the NumPy twin does
     sgd_update(ba, bias_grad(d), lr_)
     return dx
 
