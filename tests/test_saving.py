@@ -154,6 +154,8 @@ def _special_file(tmp_path, kind):
     """A FIFO, a /dev/null-like character device (needs the right to create one) or a
     socket, in ``tmp_path``: never the system's own."""
     path = str(tmp_path / kind)
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs, device nodes or UNIX sockets here")
     if kind == "fifo":
         os.mkfifo(path)
     elif kind == "chardev":
