@@ -657,3 +657,30 @@ def test_a_pause_within_the_window_is_not_too_slow(tmp_path):
         size = mnist._fetch(url + name + ".gz", str(tmp_path / (name + ".gz")), name, timeout=5,
                             progress=False, min_rate=mnist.MinRate(100, 1.0, 0.2))
     assert size == os.path.getsize(os.path.join(FULL_DIR, name + ".gz"))
+
+
+class _SlowAnswer(_Quiet):
+    """Trickles its status line and headers, a byte every 0.3 s (each read completes
+    within the timeout, and http.client reads them before any rate can be measured)."""
+
+    def do_GET(self):
+        try:
+            for byte in b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:  # the client hung up: what the test wants
+            pass
+
+
+def test_a_server_trickling_its_answer_is_given_up(tmp_path):
+    """The answer must come within the rule's grace and window (2 s here, 30 s by
+    default); it took 12 s here, and could take days with long headers."""
+    dest = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with _serve(tmp_path, _SlowAnswer) as url:
+        tic = time.monotonic()
+        with pytest.raises(DownloadError, match="no answer within 2 s"):
+            mnist._fetch(url + "t10k-labels-idx1-ubyte.gz", str(dest), "t10k-labels-idx1-ubyte",
+                         timeout=5, progress=False, min_rate=SCALED)
+        assert time.monotonic() - tic < 4
+    assert os.listdir(tmp_path) == []

@@ -26,9 +26,12 @@ or failed download leaves nothing behind. Nothing is written inside the package.
 ``fastbp.datasets`` logger records the choice at INFO level.
 """
 import collections
+import http.client
 import logging
 import os
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -227,11 +230,80 @@ def _check_folder(folder, what):
 
 # ---------------------------------------------------------------------- download
 
+class _Answer:
+    """An opener whose connections are closed when the server has not answered (its
+    status line and headers) ``seconds`` after connecting: each of their reads waits up
+    to the timeout, so a server trickling them would hold a download forever, before
+    :class:`MinRate` can see it. (A TLS handshake, during which the socket is not the
+    connection's yet, is bounded by the timeout per read only.) ``expired`` says it
+    happened; ``done()`` disarms it once the answer is in."""
+
+    def __init__(self, seconds):
+        self.seconds, self.timers, self.expired = seconds, [], False
+        arm = self._arm
+
+        class HTTP(http.client.HTTPConnection):
+            def connect(self):
+                arm(self)
+                super().connect()
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(HTTP, req)
+
+        handlers = [HTTPHandler]
+        if hasattr(http.client, "HTTPSConnection"):
+            class HTTPS(http.client.HTTPSConnection):
+                def connect(self):
+                    arm(self)
+                    super().connect()
+
+            class HTTPSHandler(urllib.request.HTTPSHandler):
+                def https_open(self, req):
+                    return self.do_open(HTTPS, req)
+            handlers.append(HTTPSHandler)
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def _arm(self, connection):
+        timer = threading.Timer(self.seconds, self._hang_up, (connection,))
+        timer.daemon = True
+        timer.start()
+        self.timers.append(timer)
+
+    def _hang_up(self, connection):
+        self.expired = True
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the pending read returns at once
+            except OSError:
+                pass
+
+    def done(self):
+        for timer in self.timers:
+            timer.cancel()
+
+
+def _open(url, request, timeout, rule):
+    """``urlopen``, with :class:`_Answer`: the server must answer within the rate rule's
+    grace and window (30 s by default; a real one answers in well under a second)."""
+    answer = _Answer(rule.grace + rule.window)
+    try:
+        return answer.opener.open(request, timeout=timeout)
+    except (OSError, HTTPException) as exc:
+        if answer.expired and not isinstance(exc, urllib.error.HTTPError):
+            raise DownloadError(f"{url}: no answer within {answer.seconds:g} s") from None
+        raise
+    finally:
+        answer.done()
+
+
 def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE, min_rate=None):
     """Download ``url`` to ``dest`` atomically; the content must be the official
     ``name``. It stops with :class:`DownloadError` after :func:`_max_download` bytes,
     ``deadline`` seconds, or when slower than ``min_rate`` (default :data:`MIN_RATE`),
-    all checked after every read (a read waits at most ``timeout``). On any failure
+    all checked after every read (a read waits at most ``timeout``), and when the
+    server has not answered within the rule's grace and window (:func:`_open`). On any failure
     nothing is left at ``dest`` or beside it."""
     folder = os.path.dirname(dest)
     limit = _max_download(name)
@@ -240,7 +312,7 @@ def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE, min
     try:
         start = time.monotonic()
         request = urllib.request.Request(url, headers={"User-Agent": "fastbp"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
+        with os.fdopen(fd, "wb") as out, _open(url, request, timeout, rule) as r:
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > limit:
