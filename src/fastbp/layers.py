@@ -324,6 +324,7 @@ class Dropout:
     def backward(self, dout):
         if self.mask is None:
             raise _forward_first(self)
+        _check_dout(dout, self.mask.shape)
         return _kernels.active().dropout_backward(dout, self.mask, self._scale)
 
 

@@ -25,6 +25,7 @@ import glob
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -68,7 +69,23 @@ def _find_openblas():
     return None
 
 
-_found = None if os.environ.get("FASTBP_BLAS", "") == "numpy" else _find_openblas()
+#: The values of FASTBP_BLAS: NumPy's bundled OpenBLAS, called on fastbp's threads (the
+#: default), or NumPy's own ``matmul`` for every product.
+BLAS_CHOICES = ("openblas", "numpy")
+
+
+def _blas_choice():
+    """``FASTBP_BLAS`` (any case; unset or blank: ``openblas``). Another value warns,
+    naming the variable, the value and the accepted ones, and the default is used."""
+    value = os.environ.get("FASTBP_BLAS", "").strip()
+    if value.lower() in BLAS_CHOICES or not value:
+        return value.lower() or BLAS_CHOICES[0]
+    warnings.warn(f"FASTBP_BLAS: expected one of {', '.join(BLAS_CHOICES)}, got {value!r}; "
+                  f"using {BLAS_CHOICES[0]}", RuntimeWarning, stacklevel=2)
+    return BLAS_CHOICES[0]
+
+
+_found = None if _blas_choice() == "numpy" else _find_openblas()
 if _found:
     _gemm.bind(*_found[:4])
 BOUND = bool(_found)

@@ -528,6 +528,8 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0, out=None):
     x = float_array("x", x)
     n, c, _, _, oh, ow = image_shape("x", x.shape, fh, fw, s, p)
     col = out_or_empty("out", out, (n * oh * ow, c * fh * fw), x.dtype, [("x", x)])
+    if col.size == 0:  # an empty result costs nothing, whatever the other extents
+        return col
     v = _window_view(_padded(x, p), fh, fw, s, oh, ow)
     np.copyto(col.reshape(n, oh, ow, c, fh, fw), v.transpose(0, 2, 3, 1, 4, 5))
     return col
@@ -552,6 +554,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     check_same_shape("col", col, f"im2col's output for input_shape {shape}",
                      (n * oh * ow, c * fh * fw))
     dx = out_or_empty("out", out, shape, col.dtype, [("col", col)])
+    if dx.size == 0:
+        return dx
     src = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
     img = dx if p == 0 else np.empty((n, c, h + 2 * p, w + 2 * p), dx.dtype)
     img.fill(0)
@@ -574,6 +578,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0, out=None):
     x = float_array("x", x)
     n, c, _, _, oh, ow = image_shape("x", x.shape, ph, pw, s, p)
     o = out_or_empty("out", out, (n, c, oh, ow), x.dtype, [("x", x)])
+    if o.size == 0:  # (take_along_axis would build index arrays as long as N)
+        return o, np.empty(0, np.intp)
     v = _window_view(_padded(x, p, -np.inf), ph, pw, s, oh, ow).reshape(n, c, oh, ow, ph * pw)
     arg = np.argmax(v, axis=4) if v.size else np.zeros((n, c, oh, ow), np.intp)
     np.copyto(o, np.take_along_axis(v, arg[..., None], axis=4)[..., 0])
@@ -593,6 +599,8 @@ def maxpool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0
     if arg.size and (arg.min() < 0 or arg.max() >= ph * pw):
         raise arg_max_range_error(arg, ph * pw)
     dx = out_or_empty("out", out, shape, dout.dtype, [("dout", dout), ("arg_max", arg)])
+    if dx.size == 0:
+        return dx
     if out is not None and np.may_share_memory(dx, dout):
         dout = dout.copy()  # exactly dout (a 1x1 window): read before dx is cleared
     arg = arg.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
@@ -615,9 +623,12 @@ def conv_bias_grad(dout, out=None):
         raise ValueError(f"dout: expected a 4-D array (N, C, H, W), got shape {dout.shape}")
     out = out_or_empty("out", out, dout.shape[1:2], dout.dtype, [("dout", dout)])
     n, c, h, w = dout.shape
+    if dout.size == 0:  # zeros, without per-image sums of nothing
+        out[...] = 0
+        return out
     with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
         per_image = _row_sums(dout.reshape(n, c, h * w))  # (N, C)
-        out[...] = _column_sums(per_image) if n else 0
+        out[...] = _column_sums(per_image)
     return out
 
 
