@@ -371,7 +371,7 @@ def test_gradcheck_float32_one_backend(capsys):
 
 
 def test_gradcheck_reports_failure(capsys, monkeypatch):
-    monkeypatch.setitem(cli.GRADCHECK_TOL, "float64", 0.0)
+    monkeypatch.setitem(cli.TOLERANCE, "float64", 0.0)
     assert run("gradcheck", "--backend", "numpy", "--hidden", "3", "--seed", "0") == 1
     assert "FAILED" in capsys.readouterr().out
 

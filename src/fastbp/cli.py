@@ -701,7 +701,6 @@ def _plot(history, path, *, title, accuracy_title):
 
 # ---------------------------------------------------------------------- gradcheck
 
-GRADCHECK_TOL = TOLERANCE  # the same dict: fastbp.gradcheck's tolerances
 
 
 def cmd_gradcheck(args):
@@ -716,7 +715,7 @@ def cmd_gradcheck(args):
     network = TwoLayerNet(x.shape[1], hidden[0], 10, dtype=args.dtype, rng=seed)
     print(f"gradient check: TwoLayerNet {x.shape[1]}-{hidden[0]}-10, {args.dtype}, "
           f"{x.shape[0]} training images, seed {seed}")
-    report = gradient_check(network, x, t, backends=backends, tol=GRADCHECK_TOL[args.dtype])
+    report = gradient_check(network, x, t, backends=backends, tol=TOLERANCE[args.dtype])
     print(report)
     return 0 if report.ok else 1
 
