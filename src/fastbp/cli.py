@@ -701,8 +701,6 @@ def _plot(history, path, *, title, accuracy_title):
 
 # ---------------------------------------------------------------------- gradcheck
 
-
-
 def cmd_gradcheck(args):
     if args.backend == "both":
         backends = [b for b in kernels.BACKENDS if b != "cython" or kernels.HAVE_CYTHON]
