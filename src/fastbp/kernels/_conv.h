@@ -45,7 +45,7 @@ static inline void conv_cols(const fastbp_conv_geom *g, npy_intp kx, npy_intp *j
     *j1 = b;
 }
 
-#define FASTBP_DEFINE_CONV2_LOOPS(T, S)                                                  \
+#define FASTBP_DEFINE_CONV2_LOOPS(T, S, I)                                                  \
                                                                                          \
 /* colT (K, (i1 - i0)*OW) of output rows [i0, i1) of image xn (C, H, W); 0 in the      \
  * padding.                                                                           */ \
@@ -115,69 +115,135 @@ static void conv_fill_bias_##S(T *out, const T *b, npy_intp fn, npy_intp ld,    
     }                                                                                    \
 }                                                                                        \
                                                                                          \
+/* L output elements of 2x2 max pooling from two input rows (r0, r1), with GCC vector \
+ * extensions (32-byte vectors, as row_max): two loads of a row give its even and odd \
+ * elements by a shuffle, and the selects are masks, so nothing branches on the data. \
+ * The first maximum wins, a NaN over anything (np.argmax's rule).                   */ \
+FASTBP_INLINE void pool2_block_##S(const T *r0, const T *r1, T *o, unsigned char *k)     \
+{                                                                                        \
+    typedef T V __attribute__((vector_size(32)));                                        \
+    typedef I VI __attribute__((vector_size(32)));                                       \
+    enum { L = 32 / sizeof(T) };                                                         \
+    const VI even = FASTBP_EVEN_##S, odd = FASTBP_ODD_##S;                               \
+    V u0, u1, w0, w1;                                                                    \
+    memcpy(&u0, r0, sizeof u0);                                                          \
+    memcpy(&u1, r0 + L, sizeof u1);                                                      \
+    memcpy(&w0, r1, sizeof w0);                                                          \
+    memcpy(&w1, r1 + L, sizeof w1);                                                      \
+    V m = __builtin_shuffle(u0, u1, even);                                               \
+    const V cand[3] = {__builtin_shuffle(u0, u1, odd), __builtin_shuffle(w0, w1, even),  \
+                       __builtin_shuffle(w0, w1, odd)};                                  \
+    VI best = {0}, t;                                                                    \
+    for (int c = 0; c < 3; c++) {                                                        \
+        const V v = cand[c];                                                             \
+        t = (m == m) & ((v > m) | (v != v));                                             \
+        m = (V)(((VI)v & t) | ((VI)m & ~t));                                             \
+        best = (best & ~t) | ((I)(c + 1) & t);                                           \
+    }                                                                                    \
+    memcpy(o, &m, sizeof m);                                                             \
+    for (int l = 0; l < L; l++) k[l] = (unsigned char)best[l];                           \
+}                                                                                        \
+                                                                                         \
+/* Its gradient for L outputs: rows r0, r1 (2L elements each) get dout where the index \
+ * points, 0 elsewhere; an element is written as 0 + dout (-0.0 gives +0.0, as the     \
+ * NumPy twin's accumulation into zeros).                                            */ \
+FASTBP_INLINE void pool2_grad_block_##S(const T *d, const unsigned char *k, T *r0, T *r1) \
+{                                                                                        \
+    typedef T V __attribute__((vector_size(32)));                                        \
+    typedef I VI __attribute__((vector_size(32)));                                       \
+    enum { L = 32 / sizeof(T) };                                                         \
+    const VI lo = FASTBP_LO_##S, hi = FASTBP_HI_##S, zero_i = {0};                       \
+    const V vzero = {0};                                                                 \
+    V v;                                                                                 \
+    VI kv;                                                                               \
+    memcpy(&v, d, sizeof v);                                                             \
+    v = v + vzero;                                                                       \
+    for (int l = 0; l < L; l++) kv[l] = k[l];                                            \
+    const V e0 = (V)((VI)v & (kv == zero_i)), o0 = (V)((VI)v & (kv == 1)),               \
+            e1 = (V)((VI)v & (kv == 2)), o1 = (V)((VI)v & (kv == 3));                    \
+    const V s0 = __builtin_shuffle(e0, o0, lo), s1 = __builtin_shuffle(e0, o0, hi);      \
+    const V t0 = __builtin_shuffle(e1, o1, lo), t1 = __builtin_shuffle(e1, o1, hi);      \
+    memcpy(r0, &s0, sizeof s0);                                                          \
+    memcpy(r0 + L, &s1, sizeof s1);                                                      \
+    memcpy(r1, &t0, sizeof t0);                                                          \
+    memcpy(r1 + L, &t1, sizeof t1);                                                      \
+}                                                                                        \
+                                                                                         \
 /* Planes [a, b) of 2x2 max pooling with stride 2 (no padding) of planes H x W into    \
  * OH x OW (OH = H / 2, OW = W / 2): the max of each window and, in a byte, the window \
- * index ky*2 + kx of its first maximum (the first NaN if there is one, as np.argmax). \
- * Branch-free selects, so the loop vectorises.                                      */ \
+ * index ky*2 + kx of its first maximum. A row's last partial block goes through a     \
+ * padded copy, so every element takes the same vector code.                         */ \
 static FASTBP_SIMD void maxpool2_fwd_##S(const T *x, T *out, unsigned char *idx,         \
                                          npy_intp H, npy_intp W, npy_intp OH,            \
                                          npy_intp OW, npy_intp a, npy_intp b)            \
 {                                                                                        \
+    enum { L = 32 / sizeof(T) };                                                         \
     for (npy_intp pl = a; pl < b; pl++)                                                  \
         for (npy_intp i = 0; i < OH; i++) {                                              \
             const T *r0 = x + (pl * H + 2 * i) * W, *r1 = r0 + W;                        \
             T *o = out + (pl * OH + i) * OW;                                             \
             unsigned char *k = idx + (pl * OH + i) * OW;                                 \
-            for (npy_intp j = 0; j < OW; j++) {                                          \
-                T m = r0[2 * j], v;                                                      \
-                unsigned char best = 0;                                                  \
-                int take;                                                                \
-                v = r0[2 * j + 1];                                                       \
-                take = (m == m) & ((v > m) | (v != v));                                  \
-                m = take ? v : m; best = take ? 1 : best;                                \
-                v = r1[2 * j];                                                           \
-                take = (m == m) & ((v > m) | (v != v));                                  \
-                m = take ? v : m; best = take ? 2 : best;                                \
-                v = r1[2 * j + 1];                                                       \
-                take = (m == m) & ((v > m) | (v != v));                                  \
-                m = take ? v : m; best = take ? 3 : best;                                \
-                o[j] = m;                                                                \
-                k[j] = best;                                                             \
+            npy_intp j = 0;                                                              \
+            for (; j + L <= OW; j += L)                                                  \
+                pool2_block_##S(r0 + 2 * j, r1 + 2 * j, o + j, k + j);                   \
+            if (j < OW) {                                                                \
+                T p0[2 * L] = {0}, p1[2 * L] = {0}, po[L];                               \
+                unsigned char pk[L];                                                     \
+                const npy_intp rest = OW - j;                                            \
+                memcpy(p0, r0 + 2 * j, (size_t)(2 * rest) * sizeof(T));                  \
+                memcpy(p1, r1 + 2 * j, (size_t)(2 * rest) * sizeof(T));                  \
+                pool2_block_##S(p0, p1, po, pk);                                         \
+                memcpy(o + j, po, (size_t)rest * sizeof(T));                             \
+                memcpy(k + j, pk, (size_t)rest);                                         \
             }                                                                            \
         }                                                                                \
 }                                                                                        \
                                                                                          \
 /* Its gradient over planes [a, b): each dout element to the element its index points \
- * at, 0 elsewhere (a row or column left over by an odd H or W too). An element is     \
- * written as 0 + dout (so -0.0 gives +0.0, as the NumPy twin's accumulation into      \
- * zeros gives).                                                                     */ \
+ * at, 0 elsewhere (a row or column left over by an odd H or W too).                 */ \
 static FASTBP_SIMD void maxpool2_bwd_##S(const T *dout, const unsigned char *idx, T *dx, \
                                          npy_intp H, npy_intp W, npy_intp OH,            \
                                          npy_intp OW, npy_intp a, npy_intp b)            \
 {                                                                                        \
-    const T zero = 0;                                                                    \
+    enum { L = 32 / sizeof(T) };                                                         \
     for (npy_intp pl = a; pl < b; pl++) {                                                \
         T *xp = dx + pl * H * W;                                                         \
         for (npy_intp i = 0; i < OH; i++) {                                              \
             const T *d = dout + (pl * OH + i) * OW;                                      \
             const unsigned char *k = idx + (pl * OH + i) * OW;                           \
             T *r0 = xp + 2 * i * W, *r1 = r0 + W;                                        \
-            for (npy_intp j = 0; j < OW; j++) {                                          \
-                const T v = d[j] + zero;                                                 \
-                const unsigned char kk = k[j];                                           \
-                r0[2 * j] = kk == 0 ? v : zero;                                          \
-                r0[2 * j + 1] = kk == 1 ? v : zero;                                      \
-                r1[2 * j] = kk == 2 ? v : zero;                                          \
-                r1[2 * j + 1] = kk == 3 ? v : zero;                                      \
+            npy_intp j = 0;                                                              \
+            for (; j + L <= OW; j += L)                                                  \
+                pool2_grad_block_##S(d + j, k + j, r0 + 2 * j, r1 + 2 * j);              \
+            if (j < OW) {                                                                \
+                T pd[L] = {0}, p0[2 * L], p1[2 * L];                                     \
+                unsigned char pk[L] = {0};                                               \
+                const npy_intp rest = OW - j;                                            \
+                memcpy(pd, d + j, (size_t)rest * sizeof(T));                             \
+                memcpy(pk, k + j, (size_t)rest);                                         \
+                pool2_grad_block_##S(pd, pk, p0, p1);                                    \
+                memcpy(r0 + 2 * j, p0, (size_t)(2 * rest) * sizeof(T));                  \
+                memcpy(r1 + 2 * j, p1, (size_t)(2 * rest) * sizeof(T));                  \
             }                                                                            \
-            for (npy_intp j = 2 * OW; j < W; j++) r0[j] = r1[j] = zero;                  \
+            for (j = 2 * OW; j < W; j++) r0[j] = r1[j] = 0;                              \
         }                                                                                \
         for (npy_intp y = 2 * OH; y < H; y++)                                            \
-            for (npy_intp j = 0; j < W; j++) xp[y * W + j] = zero;                       \
+            memset(xp + y * W, 0, (size_t)W * sizeof(T));                                \
     }                                                                                    \
 }
 
-FASTBP_DEFINE_CONV2_LOOPS(float, f32)
-FASTBP_DEFINE_CONV2_LOOPS(double, f64)
+/* Shuffle masks of the pooling loops: the even and odd elements of two vectors, and
+ * the interleaving of two vectors' low and high halves. */
+#define FASTBP_EVEN_f64 {0, 2, 4, 6}
+#define FASTBP_ODD_f64 {1, 3, 5, 7}
+#define FASTBP_LO_f64 {0, 4, 1, 5}
+#define FASTBP_HI_f64 {2, 6, 3, 7}
+#define FASTBP_EVEN_f32 {0, 2, 4, 6, 8, 10, 12, 14}
+#define FASTBP_ODD_f32 {1, 3, 5, 7, 9, 11, 13, 15}
+#define FASTBP_LO_f32 {0, 8, 1, 9, 2, 10, 3, 11}
+#define FASTBP_HI_f32 {4, 12, 5, 13, 6, 14, 7, 15}
+
+FASTBP_DEFINE_CONV2_LOOPS(float, f32, int)
+FASTBP_DEFINE_CONV2_LOOPS(double, f64, long long)
 
 #endif

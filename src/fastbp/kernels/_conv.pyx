@@ -96,6 +96,12 @@ cdef intp_t BLOCK_ELEMENTS = 16384
 cdef intp_t DW_GROUPS = 8
 
 
+def _set_tuning(block_elements, dw_groups):
+    """Change the block size and the number of dW groups (for measuring them)."""
+    global BLOCK_ELEMENTS, DW_GROUPS
+    BLOCK_ELEMENTS, DW_GROUPS = block_elements, dw_groups
+
+
 cdef int _threads() except -1:
     """fastbp's kernel thread count (``_cython``'s setting)."""
     return sys.modules["fastbp.kernels._cython"].get_num_threads()
