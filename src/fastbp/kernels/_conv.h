@@ -104,6 +104,14 @@ static FASTBP_SIMD void conv_lift_##S(const T *colT, T *dxn, const fastbp_conv_g
             }                                                                            \
 }                                                                                        \
                                                                                          \
+/* dT (nq, fn) = the transpose of columns [0, nq) of d (fn rows, ld apart): the dW    \
+ * product then runs as colT @ dT, the operand layout OpenBLAS is fastest at here.   */ \
+static void conv_transpose_##S(const T *d, npy_intp ld, T *dT, npy_intp fn, npy_intp nq)  \
+{                                                                                        \
+    for (npy_intp f = 0; f < fn; f++)                                                    \
+        for (npy_intp q = 0; q < nq; q++) dT[q * fn + f] = d[f * ld + q];                \
+}                                                                                        \
+                                                                                         \
 /* out[f, q] = b[f] for the block's columns of one image's (FN, P) output (ld P). */    \
 static void conv_fill_bias_##S(T *out, const T *b, npy_intp fn, npy_intp ld,             \
                                npy_intp q0, npy_intp q1)                                 \

@@ -52,6 +52,8 @@ cdef extern from "_conv.h" nogil:
     void conv_lower_f64(const double*, double*, const Geom*, intp_t, intp_t)
     void conv_lift_f32(const float*, float*, const Geom*, intp_t, intp_t)
     void conv_lift_f64(const double*, double*, const Geom*, intp_t, intp_t)
+    void conv_transpose_f32(const float*, intp_t, float*, intp_t, intp_t)
+    void conv_transpose_f64(const double*, intp_t, double*, intp_t, intp_t)
     void conv_fill_bias_f32(float*, const float*, intp_t, intp_t, intp_t, intp_t)
     void conv_fill_bias_f64(double*, const double*, intp_t, intp_t, intp_t, intp_t)
     void maxpool2_fwd_f32(const float*, float*, unsigned char*, intp_t, intp_t, intp_t, intp_t,
@@ -94,6 +96,8 @@ cdef intp_t BLOCK_ELEMENTS = 16384
 #: Groups of images whose dW are summed separately (then in group order): at most this
 #: many, a function of the batch size alone, so that threads can share them.
 cdef intp_t DW_GROUPS = 8
+#: Window elements (K) below which dW is computed as dout @ colT.T (see _conv_job).
+cdef intp_t DW_NT_BELOW = 32
 
 
 def _set_tuning(block_elements, dw_groups):
@@ -133,7 +137,8 @@ ctypedef struct Conv:
     const char* b        # (FN,)
     const char* dout     # (N, FN, P)
     char* out            # forward: (N, FN, P); backward: dx (N, C, H, W) or NULL
-    char* dw_parts       # (groups, FN, K)
+    bint dw_nt           # dW's product: dout @ colT.T (few window elements), else colT @ dout.T
+    char* dw_parts       # (groups, FN, K) with dw_nt, else (groups, K, FN)
     double* db_parts     # (N, FN)
     char* scratch        # per thread: 2 blocks of K x (rows * OW)
     intp_t scratch_size  # bytes per thread
@@ -159,7 +164,8 @@ cdef void _forward_image(const Conv* j, intp_t n, char* col) noexcept nogil:
         i0 = i1
 
 
-cdef void _backward_image(const Conv* j, intp_t n, char* dw, char* col, char* dcol) noexcept nogil:
+cdef void _backward_image(const Conv* j, intp_t n, char* dw, char* col, char* dcol,
+                         char* dT) noexcept nogil:
     cdef const Geom* g = &j.g
     cdef intp_t i0, i1, q0, nq, f
     cdef const char* xn = j.x + n * g.c * g.h * g.w * j.size
@@ -176,9 +182,15 @@ cdef void _backward_image(const Conv* j, intp_t n, char* dw, char* col, char* dc
             conv_lower_f64(<const double*>xn, <double*>col, g, i0, i1)
         else:
             conv_lower_f32(<const float*>xn, <float*>col, g, i0, i1)
-        # dW (FN, K) += dout block (FN, nq) @ colT block.T
-        _gemm(j.f64, NO_TRANS, TRANS, j.fn, j.k, nq, dn + q0 * j.size, j.p, col, nq, 1.0,
-              dw, j.k)
+        if j.dw_nt:  # dW (FN, K) += dout block (FN, nq) @ colT block.T
+            _gemm(j.f64, NO_TRANS, TRANS, j.fn, j.k, nq, dn + q0 * j.size, j.p, col, nq, 1.0,
+                  dw, j.k)
+        elif j.f64:  # dW.T (K, FN) += colT block (K, nq) @ dout block.T (nq, FN)
+            conv_transpose_f64(<const double*>dn + q0, j.p, <double*>dT, j.fn, nq)
+        else:
+            conv_transpose_f32(<const float*>dn + q0, j.p, <float*>dT, j.fn, nq)
+        if not j.dw_nt:
+            _gemm(j.f64, NO_TRANS, NO_TRANS, j.k, j.fn, nq, col, nq, dT, j.fn, 1.0, dw, j.fn)
         if dxn != NULL:  # dcolT (K, nq) = W.T @ dout block, added back into the image
             _gemm(j.f64, TRANS, NO_TRANS, j.k, nq, j.fn, j.w, j.k, dn + q0 * j.size, j.p, 0.0,
                   dcol, nq)
@@ -206,10 +218,10 @@ cdef void _forward_all(const Conv* j, int nt) noexcept nogil:
 
 cdef void _backward_group(const Conv* j, intp_t grp, intp_t groups, char* scratch) noexcept nogil:
     cdef intp_t n
-    cdef intp_t half = j.scratch_size // 2
+    cdef intp_t block = j.k * j.rows * j.g.ow * j.size
     cdef char* dw = j.dw_parts + grp * j.fn * j.k * j.size
     for n in range(j.n * grp // groups, j.n * (grp + 1) // groups):
-        _backward_image(j, n, dw, scratch, scratch + half)
+        _backward_image(j, n, dw, scratch, scratch + block, scratch + 2 * block)
 
 
 cdef void _backward_all(const Conv* j, intp_t groups, int nt) noexcept nogil:
@@ -253,6 +265,10 @@ cdef Conv _conv_job(cnp.ndarray x, cnp.ndarray W, tuple geom):
         c, h, w, fh, fw, s, p, oh, ow)
     j.n, j.fn, j.k, j.p = n, fn, c * fh * fw, oh * ow
     j.rows = _block_rows(j.k, ow, oh)
+    # the faster product for dW, by the shape alone: with few window elements (one input
+    # channel) OpenBLAS does better on dout @ colT.T than on colT @ dout.T, with more the
+    # other way round (float32, K = 144: 1.8x)
+    j.dw_nt = j.k < DW_NT_BELOW
     j.x, j.w = <const char*>cnp.PyArray_DATA(x), <const char*>cnp.PyArray_DATA(W)
     j.b = j.dout = NULL
     j.out = j.dw_parts = NULL
@@ -260,8 +276,9 @@ cdef Conv _conv_job(cnp.ndarray x, cnp.ndarray W, tuple geom):
     return j
 
 
-cdef cnp.ndarray _scratch(Conv* j, int nt, int blocks):
-    j.scratch_size = (blocks * j.k * j.rows * j.g.ow * j.size + 63) // 64 * 64
+cdef cnp.ndarray _scratch(Conv* j, int nt, int blocks, intp_t extra):
+    # per thread: ``blocks`` lowered blocks and ``extra`` more elements, 64-byte aligned
+    j.scratch_size = ((blocks * j.k * j.rows * j.g.ow + extra) * j.size + 63) // 64 * 64
     cdef cnp.ndarray buf = np.empty(max(nt, 1) * j.scratch_size, np.uint8)
     j.scratch = <char*>cnp.PyArray_DATA(buf)
     return buf
@@ -292,7 +309,7 @@ def conv_forward(x, W, b, stride=1, pad=0, out=None):
     j.b = <const char*>cnp.PyArray_DATA(ba)
     j.out = <char*>cnp.PyArray_DATA(o)
     cdef int nt = min(_threads(), n)
-    keep = _scratch(&j, nt, 1)
+    keep = _scratch(&j, nt, 1, 0)
     with _blas_lock:
         with nogil:
             _run_blas_single(_fwd_entry, &j, 0, nt)
@@ -323,14 +340,14 @@ def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out
         return dx, dW, db
     cdef Conv j = _conv_job(xa, Wa, geom)
     cdef intp_t groups = min(n, DW_GROUPS)
-    parts = np.zeros((groups, fn, k), xa.dtype)
+    parts = np.zeros((groups, fn, k) if j.dw_nt else (groups, k, fn), xa.dtype)
     db_parts = np.empty((n, fn), np.float64)
     j.dout = <const char*>cnp.PyArray_DATA(da)
     j.out = NULL if dx is None else <char*>cnp.PyArray_DATA(dx)
     j.dw_parts = <char*>cnp.PyArray_DATA(parts)
     j.db_parts = <double*>cnp.PyArray_DATA(db_parts)
     cdef int nt = min(_threads(), groups)
-    keep = _scratch(&j, nt, 2)
+    keep = _scratch(&j, nt, 2, fn * j.rows * ow)
     with _blas_lock:
         with nogil:
             _run_blas_single(_bwd_entry, &j, groups, nt)
@@ -338,7 +355,7 @@ def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out
     total = parts[0]
     for g in range(1, groups):
         total += parts[g]
-    dW.reshape(fn, k)[...] = total
+    dW.reshape(fn, k)[...] = total if j.dw_nt else total.T
     acc = np.zeros(fn)
     for i in range(n):
         acc += db_parts[i]
