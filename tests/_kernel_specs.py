@@ -148,9 +148,13 @@ def specs(N, D):
             {"x": lambda r, dt: _floats(r, (1, 2, 2 * N, 2 * N), dt),
              "out": lambda r, dt: np.zeros((1, 2, N, N), dt)},
             ["out"], lambda k, a: k.maxpool2_forward(a["x"], out=a["out"])),
+        "relu_maxpool2_forward": (
+            {"x": lambda r, dt: _floats(r, (1, 2, 2 * N, 2 * N), dt),
+             "out": lambda r, dt: np.zeros((1, 2, N, N), dt)},
+            ["out"], lambda k, a: k.relu_maxpool2_forward(a["x"], out=a["out"])),
         "maxpool2_backward": (
             {"dout": lambda r, dt: _floats(r, (1, 2, N, N), dt),
-             "index": lambda r, dt: r.integers(0, 4, (1, 2, N, N)).astype(np.uint8),
+             "index": lambda r, dt: r.integers(0, 5, (1, 2, N, N)).astype(np.uint8),
              "out": lambda r, dt: np.zeros((1, 2, 2 * N, 2 * N), dt)},
             ["out"], lambda k, a: k.maxpool2_backward(a["dout"], a["index"], (1, 2, 2 * N, 2 * N),
                                                       out=a["out"])),

@@ -640,7 +640,7 @@ CONV_BAD_CALLS = [
     ("conv_backward", lambda k: k.conv_backward(np.zeros((1, 3, 3, 3)), np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3)), dW_out=np.zeros((3, 1, 3, 2))), ValueError, "dW_out: expected shape (3, 1, 3, 3)"),
     ("maxpool2_forward", lambda k: k.maxpool2_forward(np.zeros((1, 1, 1, 4))), ValueError, "does not fit"),
     ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), np.intp), (1, 1, 4, 4)), TypeError, "index: expected a uint8 array"),
-    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), 4, np.uint8), (1, 1, 4, 4)), ValueError, "index: window indices must lie in [0, 4)"),
+    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), 5, np.uint8), (1, 1, 4, 4)), ValueError, "index: window indices must lie in [0, 4]"),
     ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 1), np.uint8), (1, 1, 4, 4)), ValueError, "index: expected shape (1, 1, 2, 2)"),
     ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 3, 2)), np.zeros((1, 1, 2, 2), np.uint8), (1, 1, 4, 4)), ValueError, "dout: expected shape (1, 1, 2, 2)"),
 ]
@@ -746,3 +746,31 @@ def test_convolution_layer_does_not_call_matmul(monkeypatch, rng):
         monkeypatch.setattr(np, "matmul", refuse)
         out = layer.forward(x)
         layer.backward(np.ones_like(out))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 24), (3, 2, 9, 11), (1, 2, 16, 16), (1, 1, 2, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_maxpool2_is_relu_then_pooling(shape, dtype, rng):
+    """The fused kernel gives the Relu layer's output pooled, and maxpool2_backward with
+    its index gives the gradient of both layers (ReLU's mask included), bit for bit,
+    special values too (NaN passes, -0.0 and windows all <= 0 give +0.0)."""
+    from fastbp.layers import Relu
+    x = rng.standard_normal(shape)
+    flat = x.reshape(-1)
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, -2.0, 0.0]
+    flat[rng.choice(flat.size, min(flat.size, 8), replace=False)] = special[:min(flat.size, 8)]
+    x[0, 0, :2, :2] = [[-0.0, -1.0], [0.0, -3.0]]  # a window with no positive element
+    x = x.astype(dtype)
+    dout = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(dtype)
+    relu, pool = Relu(), Pooling(2, 2, 2)
+    with kernels.use_backend("numpy"):
+        ref_out = pool.forward(relu.forward(x))
+        ref_dx = relu.backward(pool.backward(dout))
+    for k in backends():
+        out, index = k.relu_maxpool2_forward(x)
+        np.testing.assert_array_equal(out, ref_out)
+        assert not np.signbit(out[out == 0]).any()
+        assert index[0, 0, 0, 0] == 4 and index.max() <= 4
+        dx = k.maxpool2_backward(dout, index, shape)
+        np.testing.assert_array_equal(dx, ref_dx)
+        assert np.array_equal(np.signbit(dx), np.signbit(ref_dx))

@@ -50,6 +50,7 @@ KERNELS = (
     "conv_backward",
     "maxpool2_forward",
     "maxpool2_backward",
+    "relu_maxpool2_forward",
 )
 
 
@@ -501,13 +502,15 @@ def conv_inputs(x, W, stride, pad, extra=(), x_name="x"):
 
 
 def pool_index_array(index, shape):
-    """The 2x2 pooling's window indices: a uint8 array of ``shape`` (C-contiguous)."""
+    """The 2x2 pooling's window indices: a uint8 array of ``shape`` (C-contiguous), 0 to
+    3, or 4 for a window that passes no gradient (``relu_maxpool2_forward``)."""
     index = as_array("index", index)
     if index.dtype != np.uint8:
         raise TypeError(f"index: expected a uint8 array, got dtype {index.dtype}")
     if index.shape != tuple(shape):
         raise ValueError(f"index: expected shape {tuple(shape)} (the shape of dout), "
                          f"got {index.shape}")
-    if index.size and index.max() > 3:
-        raise ValueError(f"index: window indices must lie in [0, 4), got up to {index.max()}")
+    if index.size and index.max() > 4:
+        raise ValueError(f"index: window indices must lie in [0, 4] (4: no gradient), got up "
+                         f"to {index.max()}")
     return np.ascontiguousarray(index)

@@ -127,7 +127,8 @@ static void conv_fill_bias_##S(T *out, const T *b, npy_intp fn, npy_intp ld,    
  * extensions (32-byte vectors, as row_max): two loads of a row give its even and odd \
  * elements by a shuffle, and the selects are masks, so nothing branches on the data. \
  * The first maximum wins, a NaN over anything (np.argmax's rule).                   */ \
-FASTBP_INLINE void pool2_block_##S(const T *r0, const T *r1, T *o, unsigned char *k)     \
+FASTBP_INLINE void pool2_block_##S(const T *r0, const T *r1, T *o, unsigned char *k,    \
+                                   int relu)                                             \
 {                                                                                        \
     typedef T V __attribute__((vector_size(32)));                                        \
     typedef I VI __attribute__((vector_size(32)));                                       \
@@ -147,6 +148,12 @@ FASTBP_INLINE void pool2_block_##S(const T *r0, const T *r1, T *o, unsigned char
         t = (m == m) & ((v > m) | (v != v));                                             \
         m = (V)(((VI)v & t) | ((VI)m & ~t));                                             \
         best = (best & ~t) | ((I)(c + 1) & t);                                           \
+    }                                                                                    \
+    if (relu) { /* a ReLU before the pooling: a maximum <= 0 gives +0.0 and index 4 */   \
+        const V vzero = {0};                                                             \
+        t = m <= vzero;                                                                  \
+        m = (V)((VI)m & ~t);                                                             \
+        best = (best & ~t) | ((I)4 & t);                                                 \
     }                                                                                    \
     memcpy(o, &m, sizeof m);                                                             \
     for (int l = 0; l < L; l++) k[l] = (unsigned char)best[l];                           \
@@ -179,11 +186,12 @@ FASTBP_INLINE void pool2_grad_block_##S(const T *d, const unsigned char *k, T *r
                                                                                          \
 /* Planes [a, b) of 2x2 max pooling with stride 2 (no padding) of planes H x W into    \
  * OH x OW (OH = H / 2, OW = W / 2): the max of each window and, in a byte, the window \
- * index ky*2 + kx of its first maximum. A row's last partial block goes through a     \
- * padded copy, so every element takes the same vector code.                         */ \
+ * index ky*2 + kx of its first maximum; with relu, of relu(x) (index 4: the maximum  \
+ * was <= 0, no gradient). A row's last partial block goes through a padded copy, so   \
+ * every element takes the same vector code.                                         */ \
 static FASTBP_SIMD void maxpool2_fwd_##S(const T *x, T *out, unsigned char *idx,         \
                                          npy_intp H, npy_intp W, npy_intp OH,            \
-                                         npy_intp OW, npy_intp a, npy_intp b)            \
+                                         npy_intp OW, npy_intp a, npy_intp b, int relu)  \
 {                                                                                        \
     enum { L = 32 / sizeof(T) };                                                         \
     for (npy_intp pl = a; pl < b; pl++)                                                  \
@@ -193,14 +201,14 @@ static FASTBP_SIMD void maxpool2_fwd_##S(const T *x, T *out, unsigned char *idx,
             unsigned char *k = idx + (pl * OH + i) * OW;                                 \
             npy_intp j = 0;                                                              \
             for (; j + L <= OW; j += L)                                                  \
-                pool2_block_##S(r0 + 2 * j, r1 + 2 * j, o + j, k + j);                   \
+                pool2_block_##S(r0 + 2 * j, r1 + 2 * j, o + j, k + j, relu);             \
             if (j < OW) {                                                                \
                 T p0[2 * L] = {0}, p1[2 * L] = {0}, po[L];                               \
                 unsigned char pk[L];                                                     \
                 const npy_intp rest = OW - j;                                            \
                 memcpy(p0, r0 + 2 * j, (size_t)(2 * rest) * sizeof(T));                  \
                 memcpy(p1, r1 + 2 * j, (size_t)(2 * rest) * sizeof(T));                  \
-                pool2_block_##S(p0, p1, po, pk);                                         \
+                pool2_block_##S(p0, p1, po, pk, relu);                                   \
                 memcpy(o + j, po, (size_t)rest * sizeof(T));                             \
                 memcpy(k + j, pk, (size_t)rest);                                         \
             }                                                                            \
@@ -208,7 +216,7 @@ static FASTBP_SIMD void maxpool2_fwd_##S(const T *x, T *out, unsigned char *idx,
 }                                                                                        \
                                                                                          \
 /* Its gradient over planes [a, b): each dout element to the element its index points \
- * at, 0 elsewhere (a row or column left over by an odd H or W too).                 */ \
+ * at (nowhere for index 4), 0 elsewhere (a row or column left over by an odd H or W). */ \
 static FASTBP_SIMD void maxpool2_bwd_##S(const T *dout, const unsigned char *idx, T *dx, \
                                          npy_intp H, npy_intp W, npy_intp OH,            \
                                          npy_intp OW, npy_intp a, npy_intp b)            \

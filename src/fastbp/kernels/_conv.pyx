@@ -57,9 +57,9 @@ cdef extern from "_conv.h" nogil:
     void conv_fill_bias_f32(float*, const float*, intp_t, intp_t, intp_t, intp_t)
     void conv_fill_bias_f64(double*, const double*, intp_t, intp_t, intp_t, intp_t)
     void maxpool2_fwd_f32(const float*, float*, unsigned char*, intp_t, intp_t, intp_t, intp_t,
-                          intp_t, intp_t)
+                          intp_t, intp_t, int)
     void maxpool2_fwd_f64(const double*, double*, unsigned char*, intp_t, intp_t, intp_t, intp_t,
-                          intp_t, intp_t)
+                          intp_t, intp_t, int)
     void maxpool2_bwd_f32(const float*, const unsigned char*, float*, intp_t, intp_t, intp_t,
                           intp_t, intp_t, intp_t)
     void maxpool2_bwd_f64(const double*, const unsigned char*, double*, intp_t, intp_t, intp_t,
@@ -363,9 +363,7 @@ def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out
     return dx, dW, db
 
 
-def maxpool2_forward(x, out=None):
-    """2x2 max pooling, stride 2, no padding: ``(out, index)`` with a uint8 window index
-    in NCHW order; see the NumPy twin."""
+cdef tuple _pool2(x, out, bint relu):
     cdef cnp.ndarray xa = float_array("x", x)
     n, c, h, w, oh, ow = image_shape("x", (<object>xa).shape, 2, 2, 2, 0)
     if out is None:
@@ -384,10 +382,22 @@ def maxpool2_forward(x, out=None):
     cdef bint f64 = cnp.PyArray_TYPE(xa) == cnp.NPY_DOUBLE
     with nogil:
         if f64:
-            maxpool2_fwd_f64(<const double*>px, <double*>po, pi, H, W_, OH, OW, 0, planes)
+            maxpool2_fwd_f64(<const double*>px, <double*>po, pi, H, W_, OH, OW, 0, planes, relu)
         else:
-            maxpool2_fwd_f32(<const float*>px, <float*>po, pi, H, W_, OH, OW, 0, planes)
+            maxpool2_fwd_f32(<const float*>px, <float*>po, pi, H, W_, OH, OW, 0, planes, relu)
     return o, index
+
+
+def maxpool2_forward(x, out=None):
+    """2x2 max pooling, stride 2, no padding: ``(out, index)`` with a uint8 window index
+    in NCHW order; see the NumPy twin."""
+    return _pool2(x, out, False)
+
+
+def relu_maxpool2_forward(x, out=None):
+    """ReLU then 2x2 max pooling in one pass: ``(out, index)``, index 4 where the
+    window's maximum was <= 0; see the NumPy twin."""
+    return _pool2(x, out, True)
 
 
 def maxpool2_backward(dout, index, input_shape, out=None):

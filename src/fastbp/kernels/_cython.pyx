@@ -1305,4 +1305,5 @@ def conv_bias_grad(dout, out=None):
 
 
 # The convolution and 2x2 pooling kernels live in their own module (_conv.pyx).
-from ._conv import conv_backward, conv_forward, maxpool2_backward, maxpool2_forward  # noqa: E402
+from ._conv import (conv_backward, conv_forward, maxpool2_backward, maxpool2_forward,  # noqa: E402
+                    relu_maxpool2_forward)

@@ -709,9 +709,22 @@ def maxpool2_forward(x, out=None):
     return o, index.astype(np.uint8)
 
 
+def relu_maxpool2_forward(x, out=None):
+    """ReLU then 2x2 max pooling, in one pass: ``out = relu(maxpool2(x))`` (a maximum
+    <= 0 gives +0.0, NaN passes), which equals the pooling of ``relu(x)``; ``index`` as
+    ``maxpool2_forward``'s, but 4 where the maximum was <= 0 (the ReLU passes no
+    gradient there), so ``maxpool2_backward`` gives the gradient of both layers."""
+    o, index = maxpool2_forward(x, out)
+    zeroed = o <= 0
+    o[zeroed] = 0.0
+    index[zeroed] = 4
+    return o, index
+
+
 def maxpool2_backward(dout, index, input_shape, out=None):
-    """Gradient of ``maxpool2_forward``: ``dout[n, c, i, j]`` to the element ``index``
-    points at in its window, 0 elsewhere; ``dx`` has ``input_shape``."""
+    """Gradient of ``maxpool2_forward`` (and of ``relu_maxpool2_forward``):
+    ``dout[n, c, i, j]`` to the element ``index`` points at in its window (nowhere for
+    index 4), 0 elsewhere; ``dx`` has ``input_shape``."""
     shape = input_shape_arg(input_shape)
     n, c, h, w, oh, ow = image_shape("input_shape", shape, 2, 2, 2, 0)
     dout = float_array("dout", dout)
