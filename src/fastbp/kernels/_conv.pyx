@@ -20,6 +20,7 @@ Design (issue 22):
   falls back.
 """
 import sys
+import time
 
 import numpy as np
 
@@ -109,6 +110,24 @@ def _set_tuning(block_elements, dw_groups):
 cdef int _threads() except -1:
     """fastbp's kernel thread count (``_cython``'s setting)."""
     return sys.modules["fastbp.kernels._cython"].get_num_threads()
+
+
+# The thread count of each convolution shape is chosen as the products' is (_blas._Choice):
+# timed now and then on one thread and on all, and the faster lately wins. On a machine
+# where another process holds a core, the second thread is often slower than none (a
+# SimpleConvNet forward pass took 38 ms on two threads against 7 ms on one, loaded); the
+# results are the same either way (the groups of images do not move).
+_choices = {}
+
+
+cdef tuple _pick(tuple key, int most):
+    """(threads, the shape's choice or None) for a kernel call of ``key``."""
+    if most <= 1:
+        return 1, None
+    choice = _choices.get(key)
+    if choice is None:
+        choice = _choices[key] = _blas._Choice()
+    return choice.pick(most), choice
 
 
 cdef inline intp_t _block_rows(intp_t k, intp_t ow, intp_t oh) noexcept nogil:
@@ -308,11 +327,16 @@ def conv_forward(x, W, b, stride=1, pad=0, out=None):
     cdef Conv j = _conv_job(xa, Wa, geom)
     j.b = <const char*>cnp.PyArray_DATA(ba)
     j.out = <char*>cnp.PyArray_DATA(o)
-    cdef int nt = min(_threads(), n)
+    cdef int most = min(_threads(), n)
+    cdef int nt
+    nt, choice = _pick(("f", xa.shape, Wa.shape, s, p, xa.dtype.char, most), most)
     keep = _scratch(&j, nt, 1, 0)
+    start = time.perf_counter()
     with _blas_lock:
         with nogil:
             _run_blas_single(_fwd_entry, &j, 0, nt)
+    if choice is not None:
+        choice.record(nt, time.perf_counter() - start, most)
     return o
 
 
@@ -346,11 +370,16 @@ def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out
     j.out = NULL if dx is None else <char*>cnp.PyArray_DATA(dx)
     j.dw_parts = <char*>cnp.PyArray_DATA(parts)
     j.db_parts = <double*>cnp.PyArray_DATA(db_parts)
-    cdef int nt = min(_threads(), groups)
+    cdef int most = min(_threads(), groups)
+    cdef int nt
+    nt, choice = _pick(("b", xa.shape, Wa.shape, s, p, xa.dtype.char, most, need_dx), most)
     keep = _scratch(&j, nt, 2, fn * j.rows * ow)
+    start = time.perf_counter()
     with _blas_lock:
         with nogil:
             _run_blas_single(_bwd_entry, &j, groups, nt)
+    if choice is not None:
+        choice.record(nt, time.perf_counter() - start, most)
     # the groups in order, and each filter's per-image sums in image order from 0
     total = parts[0]
     for g in range(1, groups):
