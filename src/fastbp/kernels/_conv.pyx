@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -114,9 +114,9 @@ cdef int _threads() except -1:
 
 # The thread count of each convolution shape is chosen as the products' is (_blas._Choice):
 # timed now and then on one thread and on all, and the faster lately wins. On a machine
-# where another process holds a core, the second thread is often slower than none (a
-# SimpleConvNet forward pass took 38 ms on two threads against 7 ms on one, loaded); the
-# results are the same either way (the groups of images do not move).
+# where another process holds a core, the second thread is often slower than none
+# (docs/chapter7.md); the results are the same either way (the groups of images do not
+# move).
 _choices = {}
 
 
@@ -286,7 +286,7 @@ cdef Conv _conv_job(cnp.ndarray x, cnp.ndarray W, tuple geom):
     j.rows = _block_rows(j.k, ow, oh)
     # the faster product for dW, by the shape alone: with few window elements (one input
     # channel) OpenBLAS does better on dout @ colT.T than on colT @ dout.T, with more the
-    # other way round (float32, K = 144: 1.8x)
+    # other way round (measured on the book's layers)
     j.dw_nt = j.k < DW_NT_BELOW
     j.x, j.w = <const char*>cnp.PyArray_DATA(x), <const char*>cnp.PyArray_DATA(W)
     j.b = j.dout = NULL
