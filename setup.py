@@ -165,7 +165,15 @@ def extensions():
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    return cythonize([ext, gemm], compiler_directives=directives)
+    # the convolution and 2x2 pooling kernels (re-exported by _cython)
+    conv = Extension(
+        "fastbp.kernels._conv",
+        ["src/fastbp/kernels/_conv.pyx"],
+        depends=["src/fastbp/kernels/_conv.h", "src/fastbp/kernels/_loops.h"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    return cythonize([ext, gemm, conv], compiler_directives=directives)
 
 
 if __name__ == "__main__":   # also how setuptools' build backend runs this file

@@ -1305,3 +1305,7 @@ def conv_bias_grad(dout, out=None):
         _run(_conv_bias_grad_job, &job, c, 1, size, PARALLEL_MIN)
     return o
 
+
+# The convolution and 2x2 pooling kernels live in their own module (_conv.pyx).
+from ._conv import (conv_backward, conv_forward, maxpool2_backward, maxpool2_forward,  # noqa: E402
+                    relu_maxpool2_forward)
