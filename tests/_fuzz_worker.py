@@ -241,6 +241,32 @@ def case(seed, i):
     if name == "conv_bias_grad":
         d = array(rng, tuple(int(v) for v in rng.integers(0, 5, 4)) if fit else None)
         return name, (d,), {"out": out_for(rng, np.zeros(np.shape(d)[1] if np.ndim(d) == 4 else 1))}
+    if name in ("conv_forward", "conv_backward"):
+        image = tuple(int(v) for v in rng.integers(0, 5, 4))
+        fn, fh, fw = (int(v) for v in rng.integers(1, 4, 3))
+        stride, pad = (int(rng.integers(1, 3)), int(rng.integers(0, 2))) if fit else \
+            (window(rng), window(rng))
+        x = array(rng, image if fit else None)
+        W = array(rng, (fn, image[1], fh, fw) if fit else None)
+        if name == "conv_forward":
+            b = array(rng, (fn,) if fit else None)
+            return name, (x, W, b, stride, pad), {}
+        oh = (image[2] + 2 * pad - fh) // stride + 1 if fit else 1
+        ow = (image[3] + 2 * pad - fw) // stride + 1 if fit else 1
+        d = array(rng, (image[0], fn, max(oh, 0), max(ow, 0)) if fit else None)
+        return name, (d, x, W, stride, pad), {"need_dx": bool(rng.integers(2))}
+    if name in ("maxpool2_forward", "relu_maxpool2_forward"):
+        x = array(rng, tuple(int(v) for v in rng.integers(0, 7, 4)) if fit else None)
+        shp = np.shape(x)
+        return name, (x,), {"out": out_for(rng, np.zeros((*shp[:2], shp[2] // 2, shp[3] // 2))
+                                           if len(shp) == 4 else None)}
+    if name == "maxpool2_backward":
+        image = tuple(int(v) for v in rng.integers(0, 7, 4))
+        pooled = (*image[:2], image[2] // 2, image[3] // 2)
+        d = array(rng, pooled if fit else None)
+        index = rng.integers(0, 6, size=pooled).astype(np.uint8) if fit else array(rng)
+        shape_arg = image if fit else tuple(window(rng) for _ in range(int(rng.integers(2, 6))))
+        return name, (d, layout(rng, index), shape_arg), {"out": out_for(rng, np.zeros(image))}
     raise AssertionError(f"{name}: no fuzz case (add one when adding a kernel)")
 
 
