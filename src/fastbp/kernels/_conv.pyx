@@ -356,11 +356,15 @@ def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out
     apart([("dW_out", dW_out), ("db_out", db_out)], read)
     dx = np.empty(xa.shape, xa.dtype) if need_dx else None
     cdef intp_t k = c * fh * fw
-    if n == 0 or fn == 0 or k == 0:  # nothing to sum: zero gradients
+    if n == 0 or fn == 0 or k == 0:  # no window elements: dW and dx are empty or zero
         dW.fill(0)
-        db.fill(0)
         if dx is not None:
             dx.fill(0)
+        if k == 0 and n * fn * oh * ow:  # no input channels: the bias still has dout's sums
+            from ._cython import conv_bias_grad
+            conv_bias_grad(da, out=db)
+        else:
+            db.fill(0)
         return dx, dW, db
     cdef Conv j = _conv_job(xa, Wa, geom)
     cdef intp_t groups = min(n, DW_GROUPS)

@@ -715,7 +715,9 @@ def maxpool2_forward(x, out=None):
     o = out_or_empty("out", out, (n, c, oh, ow), x.dtype, [("x", x)])
     v = x[:, :, :2 * oh, :2 * ow].reshape(n, c, oh, 2, ow, 2).transpose(0, 1, 2, 4, 3, 5)
     v = v.reshape(n, c, oh, ow, 4)
-    index = np.argmax(v, axis=4) if v.size else np.zeros((n, c, oh, ow), np.intp)
+    if o.size == 0:  # nothing to pool: no work, whatever the other extents
+        return o, np.zeros(o.shape, np.uint8)
+    index = np.argmax(v, axis=4)
     np.copyto(o, np.take_along_axis(v, index[..., None], axis=4)[..., 0])
     return o, index.astype(np.uint8)
 
