@@ -123,6 +123,10 @@ class Affine:
     ``dW`` and ``db``.
     """
 
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
+
     def __init__(self, W, b):
         self.W = W
         self.b = b
@@ -345,6 +349,10 @@ class BatchNormalization:
     training-mode forward it uses zeros for both statistics, as the book's.
     """
 
+    #: what a network trains (parameter, its gradient): see fastbp._protocol
+    trainable = (("gamma", "dgamma"), ("beta", "dbeta"))
+    decayed = ()
+
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
                  *, eps=1e-6):
         self.gamma = gamma
@@ -377,6 +385,14 @@ class BatchNormalization:
                 raise ValueError(f"{name}: expected shape ({d},), got {r.shape}")
             stats.append(r)
         return stats
+
+    def state_arrays(self):
+        """The running statistics by name, as a network saves them (not trained, but
+        test-mode predictions use them). Created here (zeros, ``gamma``'s dtype) if no
+        training-mode forward has run; the layer keeps and updates these arrays."""
+        gamma = np.asarray(self.gamma)
+        self.running_mean, self.running_var = self._stats(gamma.shape[0], gamma.dtype)
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
 
     def forward(self, x, train_flg=True):
         x = float_array("x", x)
@@ -445,6 +461,10 @@ class Convolution:
     when ``W`` is contiguous). ``forward`` keeps ``x``, ``col`` and ``col_W`` for
     ``backward``, which sets ``dW`` (W's shape) and ``db`` (FN,) and returns ``dx``.
     """
+
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W
