@@ -596,8 +596,8 @@ def _window_out(input_dim, what, hw, size, stride, pad):
         return image_shape("x", (1, 1) + hw, size, size, stride, pad)[4:]
     except ValueError:
         raise ValueError(
-            f"input_dim: {input_dim} is too small for this network: {what} ({size}x{size}, "
-            f"stride {stride}, pad {pad}) does not fit in the {hw[0]}x{hw[1]} image it gets"
+            f"input_dim: {input_dim} is too small for this network: {what} (a {size}x{size} "
+            f"window, stride {stride}, pad {pad}) has no room in the {hw[0]}x{hw[1]} image it gets"
         ) from None
 
 
