@@ -43,18 +43,20 @@ def decayed(layer):
     return getattr(layer, "decayed", ())
 
 
-@functools.lru_cache(maxsize=None)
-def _arguments(cls, method):
-    fn = getattr(cls, method, None)
+@functools.lru_cache(maxsize=256)
+def _arguments(fn):
     try:
-        return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
+        return frozenset(inspect.signature(fn).parameters)
     except (TypeError, ValueError):  # a builtin without a signature
         return frozenset()
 
 
 def takes(layer, method, argument):
-    """Whether ``layer.<method>`` has a parameter named ``argument``."""
-    return argument in _arguments(type(layer), method)
+    """Whether ``layer.<method>`` has a parameter named ``argument`` (read from its
+    function once; a method replaced later is read again)."""
+    fn = getattr(layer, method, None)
+    fn = getattr(fn, "__func__", fn)  # the function, not a bound method holding the layer
+    return fn is not None and argument in _arguments(fn)
 
 
 def backward(layer, dout, need_dx=True):
