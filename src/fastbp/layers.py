@@ -123,6 +123,10 @@ class Affine:
     ``dW`` and ``db``.
     """
 
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
+
     def __init__(self, W, b):
         self.W = W
         self.b = b
@@ -346,6 +350,10 @@ class BatchNormalization:
     training-mode forward it uses zeros for both statistics, as the book's.
     """
 
+    #: what a network trains (parameter, its gradient): see fastbp._protocol
+    trainable = (("gamma", "dgamma"), ("beta", "dbeta"))
+    decayed = ()
+
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
                  *, eps=1e-6):
         self.gamma = gamma
@@ -378,6 +386,14 @@ class BatchNormalization:
                 raise ValueError(f"{name}: expected shape ({d},), got {r.shape}")
             stats.append(r)
         return stats
+
+    def state_arrays(self):
+        """The running statistics by name, as a network saves them (not trained, but
+        test-mode predictions use them). Created here (zeros, ``gamma``'s dtype) if no
+        training-mode forward has run; the layer keeps and updates these arrays."""
+        gamma = np.asarray(self.gamma)
+        self.running_mean, self.running_var = self._stats(gamma.shape[0], gamma.dtype)
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
 
     def forward(self, x, train_flg=True):
         x = float_array("x", x)
@@ -448,6 +464,10 @@ class Convolution:
     view of ``W``) are still there for code that reads them, ``col`` computed when it
     is first read.
     """
+
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W

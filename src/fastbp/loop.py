@@ -47,6 +47,8 @@ from typing import List
 
 import numpy as np
 
+from .networks import output_layer
+
 __all__ = ["BookSampler", "ShuffleSampler", "SAMPLERS", "EpochRecord", "History",
            "run_loop", "local_step", "accuracies", "Evaluation", "batch_loss"]
 
@@ -159,25 +161,28 @@ SAMPLERS = {"book": BookSampler, "shuffle": ShuffleSampler}
 # ---------------------------------------------------------------------- steps and evaluation
 
 def batch_loss(network):
-    """The loss of the network's last forward pass: the data loss of its output layer
-    (``lastLayer`` or ``last_layer``) plus its weight decay term, if any."""
+    """The loss of the network's last forward pass: what fastbp's networks' ``loss``
+    returned (weight decay included), else the data loss of the output layer
+    (``fastbp.networks.output_layer``) of a network written as the book's."""
     if hasattr(network, "_last_loss"):
         return float(network._last_loss())
-    last = getattr(network, "lastLayer", None) or getattr(network, "last_layer")
-    return float(last.loss)
+    return float(output_layer(network).loss)
 
 
 def local_step(network, optimizer, x, t):
     """``step(indices) -> loss`` for one process: the batch ``x[indices]`` (converted to
     the network's dtype) and ``t[indices]``, one update; the loss is that of this
-    step's own forward pass, before the update."""
+    step's own forward pass, before the update. Every fastbp network has
+    ``train_step`` (the optimizer's fused form, or gradients in reused buffers); a
+    network written as the book's gets ``gradient`` and ``optimizer.update``."""
     dtype = getattr(network, "dtype", None) or next(iter(network.params.values())).dtype
+    train_step = getattr(network, "train_step", None)
 
     def step(indices):
         x_batch = x[indices].astype(dtype, copy=False)
         t_batch = t[indices]
-        if hasattr(network, "train_step"):  # fastbp's networks: buffers reused
-            return float(network.train_step(x_batch, t_batch, optimizer))
+        if train_step is not None:
+            return float(train_step(x_batch, t_batch, optimizer))
         optimizer.update(network.params, network.gradient(x_batch, t_batch))
         return batch_loss(network)
     return step
