@@ -165,6 +165,14 @@ def extensions():
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
+    # the convolution and 2x2 pooling kernels (re-exported by _cython)
+    conv = Extension(
+        "fastbp.kernels._conv",
+        ["src/fastbp/kernels/_conv.pyx"],
+        depends=["src/fastbp/kernels/_conv.h", "src/fastbp/kernels/_loops.h"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
     # the thread pool every compiled module runs its blocks on (one copy: _pool.pxd)
     pool = Extension(
         "fastbp.kernels._pool",
@@ -173,7 +181,7 @@ def extensions():
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    return cythonize([ext, gemm, pool], compiler_directives=directives)
+    return cythonize([ext, gemm, conv, pool], compiler_directives=directives)
 
 
 if __name__ == "__main__":   # also how setuptools' build backend runs this file

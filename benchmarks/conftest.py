@@ -4,15 +4,15 @@ Run with ``pytest benchmarks/ --benchmark-only`` (the default ``pytest`` collect
 ``tests/`` only). Options:
 
   --bench-threads N     BLAS/OpenMP/PyTorch threads (default 2, or FASTBP_BENCH_THREADS)
-  --bench-skip-large    leave out the 4096-row shapes (or FASTBP_BENCH_SKIP_LARGE=1)
+  --bench-skip-large    leave out 784-1000-1000-10 and DeepConvNet (or FASTBP_BENCH_SKIP_LARGE=1)
   --bench-budget S      seconds of timing per contender (default 0.2)
 
 Every contender of a case lands in one pytest-benchmark group (the case id), so the
 book's idiom, the two backends, the floor and the peers (PyTorch, JAX: ``peers.py``)
 print side by side; the busy runs of the steps (one CPU-bound process spinning on one
-core, ``fastbp.bench.busy``) form groups of their own (the case id plus ", busy"). At
-the end fastbp's report of ratios and the release targets (``targets.py``) are printed
-and stored in the JSON (``fastbp``).
+core, ``busy.py``) form groups of their own (the case id plus ", busy"). At the end the
+times and the release targets (``targets.py``) are printed and stored in the JSON
+(``fastbp``). ``compare.py`` runs the same cases interleaved, for ratios.
 """
 import contextlib
 import os
@@ -22,11 +22,13 @@ import warnings
 import numpy as np
 import pytest
 
+import machine as _machine
 import targets as _targets
-from fastbp.bench import BUSY, report
+from busy import busy
+from compare import report
 from fastbp.bench import cases as _cases
-from fastbp.bench import machine as _machine
-from fastbp.bench.busy import busy
+
+BUSY = _targets.BUSY
 
 # case id (", busy" added for busy runs) -> {"kind", "load", "info", "times": {contender: s}}
 RESULTS = {}
@@ -47,13 +49,13 @@ def pytest_addoption(parser):
                     help="BLAS/OpenMP/PyTorch threads for the fastbp benchmarks (default 2)")
     group.addoption("--bench-skip-large", action="store_true",
                     default=os.environ.get("FASTBP_BENCH_SKIP_LARGE", "") not in ("", "0"),
-                    help="leave out the 4096-row shapes")
+                    help="leave out 784-1000-1000-10 and DeepConvNet")
     group.addoption("--bench-budget", type=float, default=0.2,
                     help="seconds of timing per contender (default 0.2)")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "large: a 4096-row shape (skipped by --bench-skip-large)")
+    config.addinivalue_line("markers", "large: a large network (skipped by --bench-skip-large)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,6 +78,10 @@ def pinned_threads(request):
         pass
     else:
         torch.set_num_threads(n)
+    try:
+        import jax  # noqa: F401  (loaded before the pools are pinned)
+    except Exception:
+        pass
     with _cases.fastbp_threads(n):
         try:
             from threadpoolctl import threadpool_limits
@@ -163,13 +169,12 @@ def run_contender(benchmark, case, name, budget, load="idle"):
         benchmark.extra_info[f"{name}/cython"] = median / entry["times"]["cython"]
     if load == "busy" and name in RESULTS.get(case.id, {}).get("times", {}):
         benchmark.extra_info["busy/idle"] = median / RESULTS[case.id]["times"][name]
-    if case.kind == "threads" and name != "cython-1t" and "cython-1t" in entry["times"]:
-        benchmark.extra_info["1t/this"] = entry["times"]["cython-1t"] / median
 
 
 def _ratios(times):
-    return {f"{a}/{b}": times[a] / times[b] for a, b in _cases.ratio_pairs(list(times))
-            if times.get(a) and times.get(b)}
+    """Ratios of medians: every contender against fastbp's compiled step."""
+    return {f"{a}/cython": times[a] / times["cython"] for a in times
+            if a != "cython" and times.get("cython")}
 
 
 def _results():

@@ -1,19 +1,19 @@
 """fastbp's release targets, and their evaluation on a set of benchmark results.
 
-The results are those of ``fastbp bench --json`` (``"results"``, ``"allocation"``) or of
-the pytest-benchmark suite (its JSON's ``"fastbp"`` entry): ``[{"id", "kind", "times",
+The results are those of ``benchmarks/compare.py --json`` (``"results"``) or of the
+pytest-benchmark suite (its JSON's ``"fastbp"`` entry): ``[{"id", "kind", "times",
 "ratios"}]``, where busy runs of a step have the id of the idle one plus ``BUSY``.
-``benchmarks/conftest.py`` prints the table after a run; ``tools/plot_bench.py
---targets`` puts several runs side by side for docs/benchmarks.md.
+``compare.py`` and ``benchmarks/conftest.py`` print the table after a run;
+``tools/plot_bench.py --targets`` puts several runs side by side for docs/benchmarks.md.
 
 Every row is a ratio of times, "how many times faster"; ``at_most`` rows are bounds on
-a ratio that should stay small (a step over its matrix products, a busy step over the
-same step idle).
+a ratio that should stay small (a step over its matrix products or its GEMM limit, a
+busy step over the same step idle or on one thread).
 """
 from dataclasses import dataclass
 from typing import List, Optional
 
-from fastbp.bench import BUSY   # suffix of a busy run's case id
+BUSY = ", busy"   # suffix of a busy run's case id
 
 DTYPES = ("float64", "float32")
 
@@ -44,6 +44,9 @@ class Target:
             ratio = r.get("ratios", {}).get(f"{self.num}/{self.den}")
             if ratio is not None:        # a median of paired ratios, where measured
                 return ratio
+            inverse = r.get("ratios", {}).get(f"{self.den}/{self.num}")
+            if inverse:
+                return 1 / inverse
             a, b = r["times"].get(self.num), r["times"].get(self.den)
         return a / b if a and b else None
 
@@ -78,33 +81,40 @@ def _targets():
         for step in (s, g):
             rows.append(Target(f"{step[5:step.index(' b')]} book-API loop over train_step, {dt}",
                                step, "cython-api", "cython", at_most=1.15))
+    # Chapters 7 and 8: the CNN steps (batch 100)
+    for net in ("SimpleConvNet", "DeepConvNet"):
+        for dt in DTYPES:
+            c = f"step {net} b100 {dt}"
+            rows += [
+                Target(f"{net} step vs the book, {dt}", c, "book", "cython", at_least=5),
+                Target(f"{net} step vs PyTorch eager, {dt}", c, "torch", "cython",
+                       at_least=1.5 if dt == "float64" else 0.8),
+                Target(f"{net} step vs JAX jit, {dt}", c, "jax", "cython", at_least=1.0),
+                Target(f"{net} step over its GEMM limit, {dt}", c, "cython", "limit",
+                       at_most=2.5),
+            ]
+    # Threads that never cost: every step, busy, against its own single-thread time and
+    # its idle time; idle, the default faster than one thread where there is work.
+    for net, batch in (("784-50-10", 100), ("784-1000-1000-10", 256), ("SimpleConvNet", 100),
+                       ("DeepConvNet", 100)):
+        for dt in DTYPES:
+            c = f"step {net} b{batch} {dt}"
+            rows += [
+                Target(f"busy: {net} step over its single-thread time, {dt}", c, "cython",
+                       "cython-1t", at_most=1.15, num_busy=True),
+                Target(f"busy: {net} step over its idle time, {dt}", c, "cython", "cython",
+                       at_most=2.0, slowdown=True),
+            ]
+            if net != "784-50-10":
+                rows.append(Target(f"idle: {net} step, 1 thread vs default threads, {dt}", c,
+                                   "cython-1t", "cython", at_least=1.0))
     s = f"{small} float64"
     rows += [
-        Target("busy: 784-50-10 step slowdown, float64", s, "cython", "cython", at_most=2.0,
-               slowdown=True),
         Target("busy: 784-50-10 step vs PyTorch eager, float64", s, "torch", "cython",
                at_least=1.0, num_busy=True),
         Target("busy: 784-50-10 step vs JAX jit, float64", s, "jax", "cython", at_least=1.0,
                num_busy=True),
     ]
-    for dt in DTYPES:
-        rows += [
-            Target(f"relu_forward 100x784 vs the book, {dt}", f"relu_forward 100x784 {dt}",
-                   "book", "cython", at_least=10),
-            Target(f"relu_backward 100x784 vs the book, {dt}", f"relu_backward 100x784 {dt}",
-                   "book", "cython", at_least=15),
-        ]
-        for kind in ("labels", "onehot"):
-            rows.append(Target(f"softmax_ce_{kind} 100x10 vs the book, {dt}",
-                               f"softmax_ce_{kind} 100x10 {dt}", "book", "cython", at_least=3))
-        for shape in ("256x1000", "4096x1000"):
-            rows.append(Target(f"softmax_ce_labels {shape} vs the book, {dt}",
-                               f"softmax_ce_labels {shape} {dt}", "book", "cython", at_least=4))
-        for kernel, shape in (("relu_forward", "4096x4096"), ("relu_backward", "4096x4096"),
-                              ("softmax_ce_labels", "4096x1000")):
-            rows.append(Target(f"{kernel} {shape}, 2 threads vs 1, {dt}",
-                               f"threads {kernel} {shape} {dt}", "cython-1t", "cython-2t",
-                               at_least=1.6))
     return rows
 
 
@@ -113,7 +123,8 @@ TARGETS = _targets()
 
 def evaluate(results, allocation=()):
     """``[{"what", "ratio", "wanted", "met"}]`` for the targets these results measure
-    (a row whose case or contender did not run is left out)."""
+    (a row whose case or contender did not run is left out); ``allocation``: the rows of
+    ``tools/profile_step.py --json`` or of older runs."""
     by_id = {r["id"]: r for r in results}
     rows = []
     for tgt in TARGETS:

@@ -5,9 +5,9 @@ Run:  python -m pytest benchmarks/test_bench_ch6.py --benchmark-only
 
 Three contenders per group, side by side (the steps also with batch normalization,
 MultiLayerNetExtend, and Dropout alone):
-- ``book``: the book's idiom (``fastbp.bench.book``: its ``MultiLayerNet`` with Affine
-  through ``np.dot``, Relu with a boolean mask, softmax + cross-entropy with ``1e-7`` in
-  the log, its ``Adam`` allocating temporaries), float64 as in the book;
+- ``book``: the book's idiom (``tests/book_reference/common``: its ``MultiLayerNetExtend``
+  with Affine through ``np.dot``, Relu with a boolean mask, softmax + cross-entropy with
+  ``1e-7`` in the log, its ``Adam`` allocating temporaries), float64 as in the book;
 - ``fastbp-numpy`` and ``fastbp-cython``: ``fastbp.MultiLayerNet`` and
   ``fastbp.optimizers.Adam`` on each backend.
 
@@ -20,6 +20,7 @@ measure the code, not thread scheduling on a shared machine.
 """
 import contextlib
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -28,7 +29,14 @@ pytest.importorskip("pytest_benchmark", reason="the bench extra (pytest-benchmar
 
 import fastbp  # noqa: E402
 from fastbp import Dropout, MultiLayerNet, MultiLayerNetExtend, load_mnist  # noqa: E402
-from fastbp.bench import book  # noqa: E402
+
+# The book's chapter-6 network and optimizers: the tests' reference, laid out as the
+# book's common/ package (its layers are fastbp.bench.book's: one copy of the idiom).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "tests", "book_reference"))
+from common.layers import Dropout as BookDropout  # noqa: E402
+from common.multi_layer_net_extend import MultiLayerNetExtend as BookNet  # noqa: E402
+from common.optimizer import Adam as BookAdam  # noqa: E402
 from fastbp.optimizers import Adam  # noqa: E402
 
 try:
@@ -79,10 +87,10 @@ def _trainer(kind, dtype, batchnorm=False):
     """A step function ``step(x, t)`` and the network it trains."""
     params = _init_params(dtype, batchnorm)
     if kind == "book":
-        net = book.MultiLayerNet(SIZES[0], SIZES[1:-1], SIZES[-1], use_batchnorm=batchnorm)
+        net = BookNet(SIZES[0], SIZES[1:-1], SIZES[-1], use_batchnorm=batchnorm)
         for k in net.params:   # in place: the book's layers hold these arrays
             net.params[k][...] = params[k]
-        opt = book.Adam()
+        opt = BookAdam()
     else:
         net = _fastbp_net(dtype, batchnorm)
         for k in net.params:
@@ -164,7 +172,7 @@ def test_dropout_forward_backward(benchmark, kind):
     rng = np.random.default_rng(2)
     x, dout = rng.standard_normal((100, 100)), rng.standard_normal((100, 100))
     if kind == "book":
-        layer = book.Dropout(0.5)
+        layer = BookDropout(0.5)
     elif kind == "fastbp-cython-generator":
         layer = Dropout(0.5, inverted=False, rng=0)
     else:
@@ -198,8 +206,8 @@ def test_adam_update(benchmark, kind):
     params = _init_params()
     grads = {k: rng.standard_normal(p.shape) * 0.01 for k, p in params.items()}
     ref = {k: p.copy() for k, p in params.items()}
-    book.Adam().update(ref, grads)
-    opt = book.Adam() if kind == "book" else Adam()
+    BookAdam().update(ref, grads)
+    opt = BookAdam() if kind == "book" else Adam()
     with fastbp.use_backend("cython" if kind == "fastbp-cython" else "numpy"):
         opt.update(params, grads)
         for k in params:  # the first step agrees with the book's formulas

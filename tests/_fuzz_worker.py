@@ -22,24 +22,18 @@ faulthandler.enable()
 warnings.simplefilter("error", np.exceptions.ComplexWarning)
 
 from fastbp import kernels  # noqa: E402
+from fastbp.kernels._checks import KERNELS  # noqa: E402  every kernel has a case below
 
 MODULES = [("numpy", kernels._numpy)]
 if kernels.HAVE_CYTHON:
     MODULES.append(("cython", kernels._cython))
-
-KERNELS = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "bias_grad",
-           "affine_backward", "softmax_cross_entropy", "softmax_cross_entropy_backward",
-           # chapter 6: in-place updates, dropout, batch normalization
-           "sgd_update", "momentum_update", "nesterov_update", "adagrad_update",
-           "rmsprop_update", "adam_update", "dropout_forward", "dropout_backward",
-           "batchnorm_forward", "batchnorm_inference", "batchnorm_backward"]
 
 # Arguments a kernel updates in place by contract (by position): the parameter and the
 # optimizer state, batch normalization's running statistics. Every other input must
 # come back unchanged.
 IN_PLACE = {"sgd_update": {0}, "momentum_update": {0, 2}, "nesterov_update": {0, 2},
             "adagrad_update": {0, 2}, "rmsprop_update": {0, 2}, "adam_update": {0, 2, 3},
-            "batchnorm_forward": {3, 4}}
+            "batchnorm_forward": {3, 4}, "affine_backward_sgd": {2, 3}}
 
 DTYPES = [np.float64, np.float32, np.float32, np.float64, np.int64, np.int8, np.uint8, np.bool_,
           np.float16, np.complex128, object, np.intp, ">f8", "<U2"]
@@ -204,7 +198,82 @@ def case(seed, i):
         xn = array(rng, (n, c) if fit else None)
         std, gamma = array(rng, (c,) if fit else None), array(rng, (c,) if fit else None)
         return name, (d, xn, std, gamma), {"out": out_for(rng, d)}
-    raise AssertionError(name)
+    if name == "affine_forward":
+        dd = int(rng.integers(0, 6))
+        x = array(rng, (n, dd) if fit else None)
+        W = array(rng, (dd, c) if fit else None)
+        b = array(rng, (c,) if fit else None)
+        return name, (x, W, b), {"out": out_for(rng, np.zeros((n, c)))}
+    if name == "affine_backward_sgd":
+        dd = int(rng.integers(0, 6))
+        d = array(rng, (n, c) if fit else None)
+        x = array(rng, (n, dd) if fit else None)
+        if fit:  # what train_step passes: the parameters, writable, in one float dtype
+            dtype = rng.choice([np.float64, np.float32])
+            W = np.asarray(rng.standard_normal((dd, c)), dtype=dtype)
+            b = np.asarray(rng.standard_normal(c), dtype=dtype)
+        else:
+            W, b = array(rng), array(rng)
+        return name, (d, x, W, b, hyperparameter(rng)), {"decay": hyperparameter(rng),
+                                                         "need_dx": bool(rng.integers(2))}
+    if name in ("im2col", "col2im", "maxpool_forward", "maxpool_backward"):
+        image = tuple(int(v) for v in rng.integers(0, 6, 4))
+        fh, fw, stride, pad = (window(rng) for _ in range(4))
+        if fit:
+            fh, fw, stride, pad = (int(v) for v in (*rng.integers(1, 4, 3), rng.integers(0, 2)))
+        if name == "im2col":
+            x = array(rng, image if fit else None)
+            return name, (x, fh, fw, stride, pad), {}
+        if name == "maxpool_forward":
+            x = array(rng, image if fit else None)
+            return name, (x, fh, fw, stride, pad), {}
+        oh, ow = ((image[2] + 2 * pad - fh) // stride + 1, (image[3] + 2 * pad - fw) // stride + 1) \
+            if fit and stride > 0 else (1, 1)
+        rows = image[0] * max(oh, 0) * max(ow, 0)
+        shape_arg = image if fit else tuple(window(rng) for _ in range(int(rng.integers(2, 6))))
+        if name == "col2im":
+            col = array(rng, (rows, image[1] * fh * fw) if fit else None)
+            return name, (col, shape_arg, fh, fw, stride, pad), {}
+        d = array(rng, (image[0], image[1], max(oh, 0), max(ow, 0)) if fit else None)
+        span = fh * fw if fit else 4
+        arg = rng.integers(-1, span + 1, size=np.size(d)).astype(np.intp)
+        return name, (d, layout(rng, arg), shape_arg, fh, fw, stride, pad), {}
+    if name == "conv_bias_grad":
+        d = array(rng, tuple(int(v) for v in rng.integers(0, 5, 4)) if fit else None)
+        return name, (d,), {"out": out_for(rng, np.zeros(np.shape(d)[1] if np.ndim(d) == 4 else 1))}
+    if name in ("conv_forward", "conv_backward"):
+        image = tuple(int(v) for v in rng.integers(0, 5, 4))
+        fn, fh, fw = (int(v) for v in rng.integers(1, 4, 3))
+        stride, pad = (int(rng.integers(1, 3)), int(rng.integers(0, 2))) if fit else \
+            (window(rng), window(rng))
+        x = array(rng, image if fit else None)
+        W = array(rng, (fn, image[1], fh, fw) if fit else None)
+        if name == "conv_forward":
+            b = array(rng, (fn,) if fit else None)
+            return name, (x, W, b, stride, pad), {}
+        oh = (image[2] + 2 * pad - fh) // stride + 1 if fit else 1
+        ow = (image[3] + 2 * pad - fw) // stride + 1 if fit else 1
+        d = array(rng, (image[0], fn, max(oh, 0), max(ow, 0)) if fit else None)
+        return name, (d, x, W, stride, pad), {"need_dx": bool(rng.integers(2))}
+    if name in ("maxpool2_forward", "relu_maxpool2_forward"):
+        x = array(rng, tuple(int(v) for v in rng.integers(0, 7, 4)) if fit else None)
+        shp = np.shape(x)
+        return name, (x,), {"out": out_for(rng, np.zeros((*shp[:2], shp[2] // 2, shp[3] // 2))
+                                           if len(shp) == 4 else None)}
+    if name == "maxpool2_backward":
+        image = tuple(int(v) for v in rng.integers(0, 7, 4))
+        pooled = (*image[:2], image[2] // 2, image[3] // 2)
+        d = array(rng, pooled if fit else None)
+        index = rng.integers(0, 6, size=pooled).astype(np.uint8) if fit else array(rng)
+        shape_arg = image if fit else tuple(window(rng) for _ in range(int(rng.integers(2, 6))))
+        return name, (d, layout(rng, index), shape_arg), {"out": out_for(rng, np.zeros(image))}
+    raise AssertionError(f"{name}: no fuzz case (add one when adding a kernel)")
+
+
+def window(rng):
+    """A window size, stride or pad: mostly sensible, sometimes zero, negative, huge or not an int."""
+    return rng.choice(np.array([1, 2, 3, 0, -1, 2 ** 31, 2.5, "2", None], dtype=object),
+                      p=[.3, .2, .2, .06, .06, .06, .06, .03, .03])
 
 
 def hyperparameter(rng):

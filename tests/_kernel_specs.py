@@ -131,6 +131,33 @@ def specs(N, D):
              "out": lambda r, dt: np.zeros((1, 2, N, N), dt)},
             ["out"], lambda k, a: k.maxpool_backward(a["dout"], a["arg_max"], (1, 2, N, N), 2, 2,
                                                      out=a["out"])),
+        # the convolution kernels: (1, D, N, N) images, D 3x3 filters, pad 1 (so that out
+        # has x's shape and can be exactly x)
+        "conv_forward": (
+            {"x": lambda r, dt: _floats(r, (1, D, N, N), dt), "W": lambda r, dt: _floats(r, (D, D, 3, 3), dt),
+             "b": lambda r, dt: _floats(r, (D,), dt), "out": lambda r, dt: np.zeros((1, D, N, N), dt)},
+            ["out"], lambda k, a: k.conv_forward(a["x"], a["W"], a["b"], 1, 1, out=a["out"])),
+        "conv_backward": (
+            {"dout": lambda r, dt: _floats(r, (1, D, N, N), dt), "x": lambda r, dt: _floats(r, (1, D, N, N), dt),
+             "W": lambda r, dt: _floats(r, (D, D, 3, 3), dt),
+             "dW_out": lambda r, dt: np.zeros((D, D, 3, 3), dt), "db_out": lambda r, dt: np.zeros(D, dt)},
+            ["dW_out", "db_out"],
+            lambda k, a: k.conv_backward(a["dout"], a["x"], a["W"], 1, 1, dW_out=a["dW_out"],
+                                         db_out=a["db_out"])),
+        "maxpool2_forward": (
+            {"x": lambda r, dt: _floats(r, (1, 2, 2 * N, 2 * N), dt),
+             "out": lambda r, dt: np.zeros((1, 2, N, N), dt)},
+            ["out"], lambda k, a: k.maxpool2_forward(a["x"], out=a["out"])),
+        "relu_maxpool2_forward": (
+            {"x": lambda r, dt: _floats(r, (1, 2, 2 * N, 2 * N), dt),
+             "out": lambda r, dt: np.zeros((1, 2, N, N), dt)},
+            ["out"], lambda k, a: k.relu_maxpool2_forward(a["x"], out=a["out"])),
+        "maxpool2_backward": (
+            {"dout": lambda r, dt: _floats(r, (1, 2, N, N), dt),
+             "index": lambda r, dt: r.integers(0, 5, (1, 2, N, N)).astype(np.uint8),
+             "out": lambda r, dt: np.zeros((1, 2, 2 * N, 2 * N), dt)},
+            ["out"], lambda k, a: k.maxpool2_backward(a["dout"], a["index"], (1, 2, 2 * N, 2 * N),
+                                                      out=a["out"])),
         "conv_bias_grad": (
             {"dout": lambda r, dt: _floats(r, (2, D, N, N), dt), "out": lambda r, dt: np.zeros(D, dt)},
             ["out"], lambda k, a: k.conv_bias_grad(a["dout"], out=a["out"])),

@@ -30,6 +30,36 @@ def test_same_kernels_and_signatures():
     assert public == set(KERNELS)
 
 
+def _stub_signatures():
+    """name -> (parameter names, which have defaults) of every function in the compiled
+    module's type stub (kernels/_cython.pyi)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(_numpy.__file__).with_name("_cython.pyi").read_text())
+    table = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            args = node.args.args
+            first_default = len(args) - len(node.args.defaults)
+            table[node.name] = tuple((a.arg, i >= first_default) for i, a in enumerate(args))
+    return table
+
+
+def test_type_stub_lists_every_kernel_with_its_signature():
+    """The .pyi is checked against the reference: every kernel of ``_checks.KERNELS``
+    is in it with the NumPy twin's parameter names, in order, with defaults where the
+    twin has them (a kernel added without its stub fails here)."""
+    stubs = _stub_signatures()
+    for name in KERNELS:
+        assert name in stubs, f"kernels/_cython.pyi has no stub for {name}"
+        params = inspect.signature(getattr(_numpy, name)).parameters.values()
+        expected = tuple((p.name, p.default is not p.empty) for p in params)
+        assert stubs[name] == expected, name
+    extra = set(stubs) - set(KERNELS) - {"get_num_threads", "set_num_threads"}
+    assert not extra, f"stubs for functions the compiled module does not have: {extra}"
+
+
 @needs_cython
 def test_compiled_is_the_default():
     if os.environ.get("FASTBP_BACKEND"):

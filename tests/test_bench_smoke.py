@@ -1,243 +1,300 @@
-"""``fastbp bench`` runs and prints its tables; the benchmark cases check what they time.
+"""``fastbp bench`` runs and prints its report; the cases check what they time; the
+source tree's ``benchmarks/`` (peers, limits, busy machine, compare.py) work.
 
 Tiny options only: a few cases, a budget of milliseconds. The figures themselves are
 not asserted (a shared machine makes them noisy); their presence and shape are.
 """
+import ast
+import importlib.util
 import json
 import os
 import re
+import sys
 import time
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp.bench import book, busy, cases, load_peers, main
+from fastbp import bench
+from fastbp.bench import book, cases, timing
+from fastbp.cli import main
 
-BACKENDS = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
-TINY = ["--quick", "--budget", "0.005", "--repeats", "2", "--threads", "1"]
+TINY = ["bench", "--budget", "0.005", "--repeats", "2", "--threads", "1"]
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
+COMPILED = ["cython"] if fastbp.HAVE_CYTHON else []
 
 
 def _speaks_to_a_user(text):
-    """Lines that fit 100 columns, and nothing addressed to fastbp's developers."""
+    """Lines that fit 100 columns, no "0.05x faster", nothing for fastbp's developers."""
     wide = [line for line in text.splitlines() if len(line) > 100]
     assert not wide, wide
+    assert not re.search(r"\b0\.\d+x faster", text), text
     assert not re.search(r"issue \d|NOT pinned|target", text, re.IGNORECASE), text
 
 
-def test_bench_prints_tables_and_json(tmp_path, capsys):
+def test_bench_quick_shows_progress_tables_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(TINY + ["--dtype", "float64", "--only", "relu_forward 100x784",
-                      "--only", "step 784-50-10", "--json", str(out)])
+    rc = main(TINY + ["--quick", "--dtype", "float64", "--only", "784-50-10",
+                      "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "fastbp vs book" in text and "numpy vs book" in text and "fastbp is" in text
-    assert "relu_forward 100x784 float64" in text
-    assert "784-50-10 b100 float64" in text
-    assert "faster than the book's" in text    # the closing summary
     _speaks_to_a_user(text)
+    lines = text.splitlines()
+    progress = [line for line in lines if line.startswith("[1/1] step 784-50-10 b100 float64 ...")]
+    assert progress and re.search(r"fastbp \d+\.\d\dx (faster|slower) than the book \(", progress[0])
+    assert "fastbp vs the book" in text and "fastbp, book API" in text
+    assert re.search(r"fastbp's training steps: \d+\.\d\dx (faster|slower) than the book's", text)
     report = json.loads(out.read_text())
-    ids = [r["id"] for r in report["results"]]
-    assert ids == ["relu_forward 100x784 float64", "step 784-50-10 b100 float64"]
-    step = report["results"][1]
-    assert {"book", "numpy", "floor"} <= set(step["times"])
-    assert all(t > 0 for t in step["times"].values())
-    assert step["ratios"]["book/numpy"] > 0
+    step = report["results"][0]
+    assert step["id"] == "step 784-50-10 b100 float64"
+    assert {"book", "numpy", "cython-api"} <= set(step["times"]) and step["ratios"]["book/numpy"] > 0
     assert report["machine"]["numpy"] == np.__version__
     assert "OPENBLAS_CORETYPE" in report["machine"]["env"]
-    alloc = report["allocation"]
-    assert [a["contender"] for a in alloc] == ["book"] + (["cython"] if fastbp.HAVE_CYTHON else [])
-    assert all(a["step"]["peak_bytes"] >= 0 and a["gradient"]["in_params"] >= 0 for a in alloc)
-    assert alloc[0]["step"]["in_params"] >= 1.0   # the book allocates lr * grad: W1-sized
 
 
-def test_bench_profile(capsys):
-    assert main(TINY + ["--dtype", "float32", "--only", "step 784-50-10", "--profile",
-                        "--no-alloc"]) == 0
-    text = capsys.readouterr().out
-    assert "Profile of step 784-50-10 b100 float32" in text
-    assert "Affine1.backward" in text and "SGD update" in text
+def test_full_run_has_the_layers_and_quick_only_the_batch_100_steps():
+    quick = [i for i, _ in bench.select(True, ("float64",))]
+    full = [i for i, _ in bench.select(False, ("float64",))]
+    assert quick == ["step 784-50-10 b100 float64", "step SimpleConvNet b100 float64"]
+    assert set(quick) < set(full)
+    assert "step DeepConvNet b100 float64" in full and "step 784-1000-1000-10 b256 float64" in full
+    assert "SimpleConvNet Convolution1.backward float64" in full
+    assert "SimpleConvNet Pooling1.forward float64" in full
+    assert "784-50-10 SoftmaxWithLoss float64" in full
+
+
+@pytest.mark.parametrize("ratio, text", [(2.5, "2.50x faster than"), (0.05, "20.00x slower than"),
+                                         (1.0, "1.00x faster than"), (None, "-")])
+def test_a_contender_slower_than_the_book_is_n_times_slower(ratio, text):
+    assert bench.vs(ratio) == text
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--threads", "0"], "--threads: must be at least 1, got 0"),
-    (["--repeats", "0"], "--repeats: must be at least 1, got 0"),
-    (["--repeats", "two"], "--repeats: expected a whole number, got 'two'"),
-    (["--budget", "nan"], "--budget: must be a positive number of seconds, got nan"),
-    (["--budget", "inf"], "--budget: must be a positive number of seconds, got inf"),
-    (["--budget", "0"], "--budget: must be a positive number of seconds, got 0"),
-    (["--budget", "-1"], "--budget: must be a positive number of seconds, got -1"),
+    (["--threads", "0"], "--threads: expected a positive integer, got '0'"),
+    (["--repeats", "two"], "--repeats: expected a positive integer, got 'two'"),
+    (["--budget", "nan"], "--budget: expected a positive number, got 'nan'"),
+    (["--budget", "0"], "--budget: expected a positive number, got '0'"),
     (["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
     (["--only", "no such case"], "--only no such case: no case matches"),
-    (["--quick", "--only", "4096x1000"], "--only 4096x1000: no case matches with --quick"),
-    (["--peers", "/nonexistent"], "--peers: no /nonexistent/peers.py"),
+    (["--quick", "--only", "DeepConvNet"], "--only DeepConvNet: no case matches with --quick"),
+    (["--peers"], "unrecognized arguments: --peers"),
 ])
 def test_bench_refuses_bad_options_up_front(capsys, argv, message):
     """Each bad option is one line naming it, exit status 2, before any timing."""
     t0 = time.perf_counter()
-    assert main(argv) == 2
+    assert main(["bench"] + argv) == 2
     assert time.perf_counter() - t0 < 5
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastbp bench: error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith("fastbp: error: "), captured.err
     assert message in lines[0]
 
 
-@pytest.mark.parametrize("where", ["missing-folder/out.json", "."])
-def test_bench_refuses_a_json_file_it_could_not_write_before_timing(tmp_path, capsys, where):
-    path = tmp_path / where if where != "." else tmp_path
+def test_bench_refuses_a_json_file_it_could_not_write_before_timing(tmp_path, capsys):
     t0 = time.perf_counter()
-    assert main(["--json", str(path)]) == 2
+    assert main(["bench", "--json", str(tmp_path / "missing" / "out.json")]) != 0
     assert time.perf_counter() - t0 < 5
-    err = capsys.readouterr().err
-    assert err.startswith(f"fastbp bench: error: --json {path}: ")
-    assert ("does not exist" in err) if where != "." else ("is a folder" in err)
+    assert "--json: no such directory" in capsys.readouterr().err
 
 
-def test_the_report_fits_100_columns_at_the_longest_case_names():
-    """Every table with its widest ids and figures, the busy columns and a skipped peer."""
-    from fastbp.bench import BUSY, report
-    times = {"book": 36.26e-3, "numpy": 25.97e-3, "cython": 5.48e-3}
-    ratios = {"book/numpy": 1.4, "book/cython": 6.62}
-    step_times = {n: 47.64e-3 for n in ("book", "numpy", "cython", "floor", "floor+sgd",
-                                        "torch", "jax")}
-    step_ratios = {f"{n}/cython": 1.33 for n in step_times}
-    step = "step 784-1000-1000-10 b256 float64"
-    results = [
-        {"id": "softmax_ce_onehot 4096x1000 float64", "kind": "kernel", "times": times,
-         "ratios": ratios},
-        {"id": step, "kind": "step", "load": "idle", "times": step_times, "ratios": step_ratios,
-         "page_faults": {"book": 101.0, "jax": 120.0},
-         "skipped": {"torch": "PyTorch is not installed (ModuleNotFoundError: No module "
-                              "named 'torch')"}},
-        {"id": step + BUSY, "kind": "step", "load": "busy", "times": step_times,
-         "ratios": step_ratios},
-        {"id": "threads softmax_ce_labels 4096x1000 float64", "kind": "threads",
-         "times": {"cython-1t": 11.38e-3, "cython-2t": 5.34e-3},
-         "ratios": {"cython-1t/cython-2t": 2.13}},
-    ]
-    v = {"peak_bytes": 12345678, "in_params": 3.13}
-    allocation = [{"case": step, "contender": c, "step": v, "gradient": v,
-                   "step, optimizers.SGD": v} for c in ("book", "cython")]
-    phases = {"Affine1.forward": 1e-3, "python glue (gradient)": 2e-4, "SGD update": 3e-4,
-              "total": 47.64e-3}
-    profiles = {step: {n: phases for n in ("book", "numpy", "cython")}}
-    text = "\n".join(report(results, allocation, profiles))
+def _result(case_id, kind="step", times=None, spread=1.1, bounds=()):
+    times = times or {"book": 2e-3, "numpy": 1.5e-3, "cython": 1e-3, "cython-api": 1.1e-3}
+    return {"id": case_id, "kind": kind, "times": times, "spread": dict.fromkeys(times, spread),
+            "ratios": {f"book/{n}": times["book"] / times[n] for n in times if n != "book"},
+            "skipped": {}, "bounds": [list(b) for b in bounds]}
+
+
+def test_the_report_fits_100_columns_at_the_longest_names():
+    results = [_result("step 784-1000-1000-10 b256 float64"),
+               _result("SimpleConvNet SoftmaxWithLoss float32", "layer",
+                       {"book": 36.2e-3, "numpy": 26e-3, "cython": 5.5e-3}),
+               _result("DeepConvNet Convolution6.backward float64", "layer",
+                       {"book": 1e-3, "numpy": 2e-3, "cython": 3e-3})]
+    results[0]["skipped"] = {"cython": "fastbp's compiled kernels are not built"}
+    text = "\n".join(bench.report(results))
     _speaks_to_a_user(text)
-    assert "Not timed: PyTorch eager (PyTorch is not installed" in text
-    assert "busy/idle" in text and "1.00x" in text
+    assert "3.00x slower" in text and "6.58x faster" in text
+    assert "Not timed: fastbp (fastbp's compiled kernels are not built)" in text
 
 
-@pytest.mark.parametrize("pools", [None, [{"internal_api": "openblas", "version": "0.3.31",
-                                            "architecture": "SkylakeX", "num_threads": 2}]])
-def test_the_machine_header_says_once_how_threads_are_set(pools):
-    from fastbp.bench.machine import describe, machine_info
-    info = dict(machine_info(2), threadpools=pools)
-    text = describe(info, width=100)
-    _speaks_to_a_user(text)
-    threads = [line for line in text.splitlines() if line.startswith("threads:")]
-    assert len(threads) == 1
-    if pools is None:
-        assert "run at their defaults" in text and "threadpoolctl" in text
-    else:
-        assert threads[0].startswith("threads: 2 for fastbp, BLAS and OpenMP; pools: openblas")
+def test_warns_of_a_busy_machine_noisy_rounds_and_contradictory_figures():
+    quiet = [_result("step a")]
+    assert bench.warnings_for(quiet, 0.1, 2) == []
+    busy = bench.warnings_for(quiet, 1.5, 2)
+    assert len(busy) == 1 and "load average of 1.50" in busy[0] and "2 CPUs" in busy[0]
+    noisy = bench.warnings_for([_result("step a", spread=3.0)], None, 2)
+    assert len(noisy) == 1 and "differed by more than 2x" in noisy[0]
+    times = {"floor": 2e-3, "floor+sgd": 1.5e-3, "cython": 3e-3, "book": 4e-3}
+    bad = bench.warnings_for([_result("step b", times=times, bounds=[("floor", "floor+sgd")])],
+                             None, 2)
+    assert len(bad) == 1 and "contradictory figures in step b: floor+sgd" in bad[0]
+    times["floor+sgd"] = 2.1e-3
+    assert bench.warnings_for([_result("step b", times=times, bounds=[("floor", "floor+sgd")])],
+                              None, 2) == []
 
 
-def test_bench_help_returns_0(capsys):
-    assert main(["--help"]) == 0
-    assert "--peers" in capsys.readouterr().out
+def _fake_case(calls, own=(False, True), fresh=False):
+    def contender(name, own_threads):
+        def fn():
+            calls[name] += 1
+        return cases.Contender(name, fn, own_threads=own_threads)
+    names = list(calls)
+    return cases.Case("fake", "layer", OrderedDict((n, contender(n, o)) for n, o in zip(names, own)),
+                      check=lambda name: None, fresh=fresh)
 
 
-def test_quick_runs_what_its_help_says(capsys):
-    """--quick: the book's sizes only (batch 100), no thread scaling."""
-    from fastbp.bench import _parser, _selected_cases
-    help_text = " ".join(_parser().format_help().split())
-    assert "only the book's sizes (batch 100" in help_text and "no thread scaling" in help_text
-    quick = [case_id for case_id, _ in _selected_cases(True, ("float64",), None)]
-    full = [case_id for case_id, _ in _selected_cases(False, ("float64",), None)]
-    assert quick and set(quick) < set(full)
-    for case_id in quick:
-        assert not case_id.startswith("threads")
-        assert "b100" in case_id or re.search(r" 100x\d+", case_id), case_id
-    assert any("b256" in c for c in full) and any(c.startswith("threads") for c in full)
+def test_measure_rotates_the_order_and_pairs_the_rounds():
+    order = []
+    calls = {"a": 0, "b": 0, "c": 0}
+    case = _fake_case(calls, own=(False, False, False))
+    for name, c in case.contenders.items():
+        c.fn = (lambda name=name: order.append(name))
+    m = timing.measure(case, budget=1e-9, repeats=3, pairs=[("a", "b")])
+    assert set(m["times"]) == {"a", "b", "c"} and "a/b" in m["ratios"]
+    rounds = order[-18:]   # 3 rounds of 3 samples, each one untimed call and one timed
+    assert rounds[0::6] == ["a", "b", "c"]   # round r starts at the r-th contender
+    assert rounds[:6] == ["a", "a", "b", "b", "c", "c"]
 
 
-def test_bench_busy_shows_each_contenders_slowdown(tmp_path, capsys):
-    out = tmp_path / "busy.json"
-    assert main(TINY + ["--dtype", "float32", "--only", "step 784-50-10", "--busy",
-                        "--no-alloc", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    _speaks_to_a_user(text)
-    assert "busy/idle" in text
-    report = json.loads(out.read_text())
-    loads = [(r["id"], r["load"]) for r in report["results"]]
-    assert loads == [("step 784-50-10 b100 float32", "idle"),
-                     ("step 784-50-10 b100 float32, busy", "busy")]
-    assert set(report["results"][0]["times"]) == set(report["results"][1]["times"])
+def test_after_another_thread_pool_a_contender_is_warmed_up_until_back_to_speed(monkeypatch):
+    """A contender on a pool of its own, after one on NumPy's, runs untimed until a call
+    is as fast as when calibrated (at most WARMUP_S): once when it is fast at once."""
+    # the calls' times are given, not measured, so that a loaded machine cannot change them
+    calls = []
+    times = [0.004, 0.004, 0.004, 0.001]
+
+    def sample(c, number, fresh):
+        calls.append(1)
+        return times[len(calls) - 1] if len(calls) <= len(times) else 0.001
+    c = cases.Contender("own", lambda: None, own_threads=True)
+    monkeypatch.setattr(timing, "_sample", sample)
+    timing._warm_up(c, False, 5.0, target=0.001)
+    assert len(calls) == 4            # three slow calls, then one at speed
+    calls.clear()
+    times[:] = [0.001]
+    timing._warm_up(c, False, 5.0, target=0.001)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    c = cases.Contender("own", lambda: time.sleep(0.001), own_threads=True)
+    t0 = time.perf_counter()
+    timing._warm_up(c, False, 0.05, target=1e-5)   # never back to speed: the whole time
+    assert time.perf_counter() - t0 >= 0.05
+    # and measure() warms up a contender that follows one on another pool
+    seen = []
+    case = _fake_case({"numpy-like": 0, "own-pool": 0})
+    monkeypatch.setattr(timing, "_warm_up", lambda c, fresh, s, target=None: seen.append((c.name, s)))
+    timing.measure(case, budget=1e-9, repeats=2)
+    assert ("own-pool", timing.WARMUP_S) in seen[2:] and ("numpy-like", timing.WARMUP_S) in seen[2:]
 
 
-@pytest.mark.parametrize("kernel,shape", [
-    ("relu_backward", (7, 5)), ("sigmoid_forward", (7, 5)),
-    ("softmax_ce_labels", (7, 5)), ("softmax_ce_onehot", (7, 5)),
-    ("affine_backward", (7, 5, 3)),
-])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_kernel_cases_agree_with_the_book(kernel, shape, dtype):
-    case = cases.kernel_case(kernel, shape, dtype)
-    assert list(case.contenders)[:2] == ["book", "numpy"]
+# ------------------------------------------------------------------------- the cases
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("step", ["784-50-10", "SimpleConvNet"])
+def test_step_contenders_agree_with_the_book(step, dtype):
+    case = cases.step_case(step, dtype, contenders=("book", "numpy") + tuple(COMPILED) +
+                           (("cython-api", "cython-1t") if COMPILED else ()))
+    assert not case.skipped
     for name in case.contenders:
         case.check(name)
 
 
 def test_check_catches_a_wrong_contender():
-    case = cases.kernel_case("relu_forward", (7, 5), "float64")
-    c = case.contenders["numpy"]
-    good = c.fn
-    c.fn = lambda x: good(x) * 1.01 + 1.0
-    with pytest.raises(AssertionError, match="differs from the book"):
-        case.check("numpy")
+    bad = cases.step_case("784-50-10", "float64", contenders=("book",),
+                          extra={"bad": _wrong_step})
+    with pytest.raises(AssertionError, match="the update of b2 after one step differs"):
+        bad.check("bad")
 
 
-def test_book_relu_backward_writes_into_dout_so_cases_hand_out_copies():
-    case = cases.kernel_case("relu_backward", (7, 5), "float64")
-    assert case.fresh
+def _wrong_step(step, init, x, t, threads=None, lr=0.1, masks=None):
+    """The book's step, except that ``b2`` is never updated."""
+    net = cases._bind_book(step.book_net(), init)
+
+    def run():
+        grads = net.gradient(x, t)
+        for k in net.params:
+            if k != "b2":
+                net.params[k] -= lr * grads[k]
+        return net.params
+    return run, dict
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+def test_layer_cases_agree_with_the_book(dtype):
+    picks = cases.layer_cases("784-50-10", dtype) + cases.layer_cases(
+        "SimpleConvNet", dtype, only=["Convolution1", "Pooling1"])
+    ids = [i for i, _ in picks]
+    assert "SimpleConvNet Pooling1.backward " + dtype in ids
+    for case_id, build in picks:
+        case = build()
+        assert list(case.contenders)[:2] == ["book", "numpy"]
+        for name in case.contenders:
+            case.check(name)
+    cases.forget()
+
+
+def test_a_backward_case_hands_out_fresh_copies_of_dout():
+    """The book's Relu.backward writes into its dout: every call gets its own copy."""
+    (_, build), = cases.layer_cases("784-50-10", "float64", only=["Relu1.backward"])
+    case = build()
     c = case.contenders["book"]
+    assert case.fresh
     a, b = c.setup()[0], c.setup()[0]
     assert a is not b and np.array_equal(a, b)
     c.fn(a)
-    assert np.array_equal(c.setup()[0], b)   # the case's own dout was not touched
+    assert np.array_equal(c.setup()[0], b)
+    cases.forget()
 
 
-@pytest.mark.parametrize("backend", BACKENDS + (["cython-api"] if fastbp.HAVE_CYTHON else []))
-def test_step_case_matches_the_book_after_one_step(backend):
-    case = cases.step_case("784-50-10", "float64", contenders=("book", backend, "floor"))
-    case.check(backend)
-    case.check("floor")
-    step, params = case.build(backend)
-    before = {k: v.copy() for k, v in params(step()).items()}
-    after = params(step())
-    assert all(not np.array_equal(before[k], after[k]) for k in before)
+def test_the_book_idiom_imports_nothing_of_fastbp():
+    """tests/book_reference loads fastbp/bench/book.py by its path as the reference that
+    fastbp is judged against: it must run no fastbp code."""
+    tree = ast.parse(open(book.__file__).read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.level == 0}
+    relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert imported <= {"numpy", "collections", "math"} and not relative, imported
 
+
+def test_the_installed_command_carries_no_lab():
+    """PyTorch, JAX, a spinner process, profiles and a second option parser live in
+    benchmarks/ and tools/; the package stays well under the 1,800 lines it once had."""
+    folder = os.path.dirname(bench.__file__)
+    sources = {f: open(os.path.join(folder, f)).read() for f in os.listdir(folder)
+               if f.endswith(".py")}
+    assert sorted(sources) == ["__init__.py", "book.py", "cases.py", "timing.py"]
+    for name, text in sources.items():
+        for word in ("torch", "jax", "subprocess", "tracemalloc", "argparse", "threadpool_info"):
+            assert not re.search(rf"\bimport {word}|\b{word}\.", text), (name, word)
+    assert sum(t.count("\n") for t in sources.values()) < 1200
+
+
+# ------------------------------------------------------------------- benchmarks/ (lab)
 
 @pytest.fixture(scope="module")
-def peers():
+def lab():
     if not os.path.isdir(BENCHMARKS):
         pytest.skip("no benchmarks/ folder beside the tests")
-    return load_peers(BENCHMARKS)
-
-
-def test_load_peers_from_the_source_tree(peers):
-    assert set(peers) == {"torch", "jax"}
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        yield {m: __import__(m) for m in ("peers", "limits", "busy", "compare", "targets")}
+    finally:
+        sys.path.remove(BENCHMARKS)
 
 
 @pytest.mark.parametrize("peer", ["torch", "jax"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_peer_contenders_agree_with_the_book_or_skip_with_the_reason(peers, peer, dtype):
-    case = cases.step_case("784-50-10", dtype, contenders=("book",),
-                           peers={peer: peers[peer]}, threads=1)
+@pytest.mark.parametrize("step, dtype", [("784-50-10", "float32"), ("784-50-10", "float64"),
+                                         ("SimpleConvNet", "float32"), ("SimpleConvNet", "float64"),
+                                         ("DeepConvNet", "float64")])
+def test_peer_contenders_agree_with_the_book_or_skip_with_the_reason(lab, peer, step, dtype):
+    case = cases.step_case(step, dtype, contenders=("book",),
+                           extra={peer: lab["peers"].PEERS[peer]}, threads=1)
     if peer in case.skipped:
         assert "is not installed" in case.skipped[peer]
         pytest.skip(case.skipped[peer])
@@ -248,9 +305,40 @@ def test_peer_contenders_agree_with_the_book_or_skip_with_the_reason(peers, peer
 def test_a_missing_peer_is_skipped_with_its_reason():
     def absent(*args, **kwargs):
         raise cases.Unavailable("NoSuchLib is not installed")
-    case = cases.step_case("784-50-10", "float64", contenders=("book",), peers={"nosuch": absent})
+    case = cases.step_case("784-50-10", "float64", contenders=("book",), extra={"nosuch": absent})
     assert list(case.contenders) == ["book"]
     assert case.skipped == {"nosuch": "NoSuchLib is not installed"}
+
+
+def test_the_gemm_limit_counts_the_steps_multiply_adds(lab):
+    """0.43 GFLOP for SimpleConvNet, 5.24 for DeepConvNet (without the first layer's dx)."""
+    flops = {s: 2 * lab["limits"].multiply_adds(cases.STEPS[s]) for s in cases.STEPS}
+    assert flops["784-50-10"] == 2 * 100 * (784 * 50 * 2 + 50 * 10 * 3)
+    assert round(flops["SimpleConvNet"] / 1e9, 2) == 0.43
+    assert round(flops["DeepConvNet"] / 1e9, 2) == 5.24
+    assert lab["limits"].limit_seconds(cases.STEPS["784-50-10"], "float64", 1e9) == \
+        flops["784-50-10"] / 1e9
+    # a layer's: one product forward, two backward (30 5x5 filters on 24x24 outputs)
+    layers = dict(cases.layer_cases("SimpleConvNet", "float64", only=["Convolution1"]))
+    conv = 100 * 24 * 24 * 30 * 5 * 5
+    assert layers["SimpleConvNet Convolution1.forward float64"]().info["multiply_adds"] == conv
+    assert layers["SimpleConvNet Convolution1.backward float64"]().info["multiply_adds"] == 2 * conv
+    cases.forget()
+
+
+@pytest.mark.skipif(not fastbp.HAVE_CYTHON, reason="the compiled kernels are not built")
+def test_floor_with_update_writes_copies_of_the_weights(lab):
+    step = cases.STEPS["784-50-10"]
+    init, x, t, _ = cases.step_data(step, "float64")
+    kept = {k: v.copy() for k, v in init.items()}
+    with lab["limits"].FLOORS["floor+sgd"].context():
+        run, params_of = lab["limits"].FLOORS["floor+sgd"](step, init, x, t)
+        for _ in range(3):
+            hs = run()
+    assert params_of is None
+    for k in init:
+        np.testing.assert_array_equal(init[k], kept[k])
+    np.testing.assert_allclose(hs[1], x @ init["W1"], rtol=0, atol=1e-10)
 
 
 def _cpu_seconds(pid):
@@ -260,79 +348,37 @@ def _cpu_seconds(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
-def test_busy_spins_one_process_on_one_core_and_stops_it():
+def test_busy_spins_one_process_on_one_core_and_stops_it(lab):
+    busy = lab["busy"]
     with busy.busy() as pid:
         if hasattr(os, "sched_getaffinity"):
             assert os.sched_getaffinity(pid) == {busy.spinner_core()}
-        # it burns CPU time (how fast depends on what else runs: a shared machine)
         t0, deadline = _cpu_seconds(pid), time.monotonic() + 20
         while _cpu_seconds(pid) - t0 < 0.2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _cpu_seconds(pid) - t0 >= 0.2
-    assert not os.path.exists(f"/proc/{pid}")   # and it is gone
+    assert not os.path.exists(f"/proc/{pid}")
 
 
-def test_book_multilayer_net_is_the_two_layer_net_at_one_hidden_layer():
-    """The book reference's MultiLayerNet runs the same layers as its TwoLayerNet."""
-    rng = np.random.default_rng(3)
-    x, t = rng.random((6, 8)), rng.integers(0, 4, 6)
-    two, multi = book.TwoLayerNet(8, 5, 4), book.MultiLayerNet(8, [5], 4)
-    for k in two.params:
-        multi.params[k][...] = two.params[k]
-    g2, gm = two.gradient(x, t), multi.gradient(x, t)
-    assert set(g2) == set(gm)
-    for k in g2:
-        np.testing.assert_array_equal(g2[k], gm[k])
-
-
-@pytest.mark.skipif(not fastbp.HAVE_CYTHON, reason="the compiled kernels are not built")
-def test_floor_with_update_writes_copies_of_the_weights():
-    """floor+sgd computes the floor's products and updates its own copies of the
-    weights: the case's arrays are never written."""
-    case = cases.step_case("784-50-10", "float64", contenders=("book", "floor", "floor+sgd"))
-    case.check("floor+sgd")
-    sizes = (784, 50, 10)
-    init, x, _ = cases._step_data(sizes, 100, np.float64)
-    kept = {k: v.copy() for k, v in init.items()}
-    with fastbp.use_backend("cython"):
-        floor = cases._floor_fn(sizes, init, x, update=True)
-    for _ in range(3):
-        hs, dWs = floor()
-    for k in init:
-        np.testing.assert_array_equal(init[k], kept[k])
-    np.testing.assert_allclose(hs[1], x @ init["W1"], rtol=0, atol=1e-10)  # lr 1e-12
-
-
-def test_a_contender_on_another_thread_pool_is_warmed_up(monkeypatch):
-    """After a contender on another thread pool (PyTorch's after NumPy's, or back), the
-    next one runs untimed for WARMUP_S first, so the other pool's spinning threads are
-    asleep when the timing starts; between contenders on one pool, a single call."""
-    from collections import OrderedDict
-    from fastbp import bench
-    calls = {"numpy-like": 0, "own-pool": 0}
-
-    def contender(name, own):
-        def fn():
-            calls[name] += 1
-        return cases.Contender(name, fn, lambda: (), own_threads=own)
-    case = cases.Case("fake", "kernel", False,
-                      OrderedDict([("numpy-like", contender("numpy-like", False)),
-                                   ("own-pool", contender("own-pool", True))]),
-                      check=lambda name: None)
-    monkeypatch.setattr(bench, "WARMUP_S", 0.02)
-    t0 = time.perf_counter()
-    m = bench.measure(case, budget=0.01, repeats=3)
-    assert set(m["times"]) == {"numpy-like", "own-pool"}
-    # rounds run (numpy-like, own-pool), (own-pool, numpy-like), (numpy-like, own-pool):
-    # three samples follow the other pool, so at least three warm-ups of 0.02 s
-    assert time.perf_counter() - t0 >= 3 * 0.02
-    assert calls["own-pool"] > 3 * 2  # warm-up calls beyond one per sample
+def test_compare_runs_the_threads_comparison_idle_and_busy(lab, tmp_path, capsys):
+    out = tmp_path / "compare.json"
+    assert lab["compare"].main(["--quick", "--only", "784-50-10", "--dtype", "float64",
+                                "--no-peers", "--one-thread", "--busy", "--budget", "0.005",
+                                "--repeats", "2", "--threads", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "busy, 1 thread" in text and "GEMM limit" in text and "floor+sgd" in text
+    report = json.loads(out.read_text())
+    loads = [(r["id"], r["load"]) for r in report["results"]]
+    assert loads == [("step 784-50-10 b100 float64", "idle"),
+                     ("step 784-50-10 b100 float64, busy", "busy")]
+    whats = {t["what"] for t in report["targets"]}
+    assert "busy: 784-50-10 step over its single-thread time, float64" in whats
+    assert "busy: 784-50-10 step over its idle time, float64" in whats
+    assert report["results"][0]["bounds"] == [["floor", "floor+sgd"]]
 
 
 def _plot_bench_tool():
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "plot_bench.py")
+    path = os.path.join(ROOT, "tools", "plot_bench.py")
     spec = importlib.util.spec_from_file_location("plot_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -342,9 +388,8 @@ def _plot_bench_tool():
 def test_plot_bench_tables_from_the_committed_results(capsys):
     """tools/plot_bench.py turns the committed results into the tables of
     docs/benchmarks.md (Markdown, and the targets of two runs side by side)."""
-    import os
     tool = _plot_bench_tool()
-    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+    docs = os.path.join(ROOT, "docs")
     two, one = (os.path.join(docs, f) for f in ("bench-2threads.json", "bench-1thread.json"))
     assert tool.main([two, "--markdown"]) == 0
     md = capsys.readouterr().out

@@ -191,6 +191,42 @@ def test_affine_backward_sgd_refuses_what_it_cannot_update(backend):
         k.affine_backward_sgd(np.ones((4, 5)), x, np.ones((3, 2)), np.zeros(2), 0.1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lr, decay, bad", [
+    (0.5, 2.0, "W"),    # 1 - lr * decay == 0: BLAS with beta = 0 does not read W
+    (0.25, 4.0, "W"),
+    (1e-30, 1e30, "W"),  # 1 - 1e-30 * 1e30 rounds to 0
+    (0.0, 0.0, "x"),    # lr == 0: a BLAS may skip the product when alpha is 0
+    (0.0, 0.5, "x"),
+    (1e-50, 0.0, "x"),  # an lr that is 0 in float32
+])
+def test_affine_backward_sgd_keeps_nan_and_inf_when_a_factor_is_0(dtype, lr, decay, bad):
+    """``W = (1 - lr * decay) * W - lr * x.T @ dout`` as the formula gives it: 0 * inf
+    and 0 * NaN are NaN (the compiled backend gave -7.85 for an inf in W, the NumPy one
+    NaN), the same on both backends."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    dout = rng.standard_normal((6, 3)).astype(dtype)
+    W0 = rng.standard_normal((4, 3)).astype(dtype)
+    if bad == "W":
+        W0[0, 0], W0[1, 2], W0[3, 1] = np.inf, -np.inf, np.nan
+    else:
+        x[0, 0] = np.inf  # row 0 of x.T @ dout: +-inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = dtype(1 - lr * decay) * W0 - dtype(lr) * (x.T @ dout)
+    assert np.isnan(expected).any() or dtype(lr) != 0  # (1e-50 is not 0 in float64)
+    results = []
+    for k in [_numpy] + ([fastbp.kernels._cython] if HAVE_CYTHON else []):
+        W, b = W0.copy(), np.zeros(3, dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            k.affine_backward_sgd(dout, x, W, b, lr, decay)
+        np.testing.assert_array_equal(np.isnan(W), np.isnan(expected), err_msg=k.__name__)
+        np.testing.assert_allclose(W, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6 if dtype == np.float32 else 1e-12, err_msg=k.__name__)
+        results.append(W)
+    np.testing.assert_array_equal(np.isnan(results[0]), np.isnan(results[-1]))
+
+
 def _nets():
     yield "two-layer", lambda: TwoLayerNet(20, 15, 4, rng=0)
     yield "extend", lambda: MultiLayerNetExtend(20, [16, 12], 4, weight_decay_lambda=0.05,
@@ -242,6 +278,29 @@ def test_without_a_bound_blas_products_are_numpys():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("value, bound, warns", [
+    ("numpy", False, False), (" NumPy ", False, False), ("openblas", True, False),
+    ("", True, False), ("mkl", True, True), ("numpy,openblas", True, True), ("0", True, True),
+])
+def test_fastbp_blas_is_checked(value, bound, warns):
+    """An unknown FASTBP_BLAS warns, naming the variable, its value and the accepted
+    ones, as FASTBP_NUM_THREADS does (any value used to be taken silently as the
+    default)."""
+    if not HAVE_CYTHON:
+        pytest.skip("the compiled kernels are not built")
+    code = "from fastbp.kernels import _blas; print(_blas.BOUND)"
+    env = dict(os.environ, FASTBP_BLAS=value)
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(bound and fastbp.kernels._blas.BOUND)
+    if warns:
+        assert f"FASTBP_BLAS: expected one of openblas, numpy, got {value!r}; using openblas" \
+            in r.stderr, r.stderr
+    else:
+        assert "FASTBP_BLAS" not in r.stderr
 
 
 def test_numpy_twin_keeps_numpys_matmul():

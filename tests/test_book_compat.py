@@ -113,6 +113,49 @@ def test_fastbp_book_subcommand_runs_a_script(tmp_path):
     assert_same_output(run_reference("chapter/train_small.py", ["4"]), ours)
 
 
+def run_reference_seeded(script, seed):
+    """The script as the book runs it, with ``np.random.seed(seed)`` first (what a
+    reader would add at its top)."""
+    path = os.path.join(REFERENCE, script)
+    code = ("import runpy, sys, numpy; numpy.random.seed(int(sys.argv[1])); "
+            "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    return _check(subprocess.run(
+        [sys.executable, "-c", code, str(seed), os.path.basename(path)], cwd=os.path.dirname(path),
+        env=_env(BOOK_REFERENCE_MNIST_DIR=SAMPLE_DIR), capture_output=True, text=True,
+        timeout=300))
+
+
+@pytest.mark.parametrize("command", [("-m", "fastbp.book"), ("-m", "fastbp", "book")])
+def test_seed_seeds_numpys_global_state_as_the_script_sees_it(command, tmp_path):
+    """--seed N before the script is np.random.seed(N) at its top: the same weights,
+    batches and dropout masks as the book's code seeded so (that script does not seed
+    itself, as most of the book's do not)."""
+    book = run_reference_seeded("scripts/unseeded.py", 5)
+    ours = run_fastbp("scripts/unseeded.py", [], "numpy", tmp_path, command=(*command, "--seed", "5"))
+    assert_same_output(book, ours)
+    other = run_fastbp("scripts/unseeded.py", [], "numpy", tmp_path, command=(*command, "--seed=6"))
+    assert other[-2] != ours[-2]  # another seed, other weights: the seed reaches the script
+
+
+def test_seed_is_fastbps_only_before_the_script(tmp_path):
+    script = _book_tree(tmp_path, """
+        import sys
+        import numpy as np
+        print(sys.argv[1:], np.random.randint(1000))
+    """)
+    import numpy as np
+    np.random.seed(11)
+    want = np.random.randint(1000)
+    proc = _run_module("--seed", "11", script, "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == f"['--seed', '3'] {want}"
+    for bad in ("-1", "x", str(2**32)):
+        proc = _run_module("--seed", bad, script)
+        assert proc.returncode == 2 and "--seed: expected an integer from 0 to 2**32 - 1" in proc.stderr
+    proc = _run_module("--see", "3", script)  # no abbreviations
+    assert proc.returncode == 2 and "unrecognized arguments: --see" in proc.stderr
+
+
 def _book_tree(tmp_path, code):
     """A repository like the book's: its own common/ and dataset/, a chapter folder."""
     for pkg in ("common", "dataset"):
@@ -125,8 +168,11 @@ def _book_tree(tmp_path, code):
     return script
 
 
-def _run_module(script, *args):
-    return subprocess.run([sys.executable, "-m", "fastbp.book", str(script), *args],
+def _run_module(*args):
+    """``python -m fastbp.book ARGS`` from the folder above the book tree's root (the
+    first path among ``args`` is the script)."""
+    script = next(a for a in args if not isinstance(a, str))
+    return subprocess.run([sys.executable, "-m", "fastbp.book", *map(str, args)],
                           cwd=str(script.parent.parent.parent), env=_env(PYTHONPATH=SRC),
                           capture_output=True, text=True, timeout=120)
 

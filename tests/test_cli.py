@@ -5,6 +5,7 @@ in a subprocess to check the real entry point and exit statuses. The data is the
 bundled sample: downloads are switched off and the cache is a temporary folder.
 """
 import os
+import re
 import subprocess
 import sys
 import types
@@ -16,6 +17,7 @@ from _mnist import FULL_DIR
 
 import fastbp
 from fastbp import cli
+from fastbp._plot import plot_hint
 from fastbp.datasets import SAMPLE_DIR
 
 
@@ -56,8 +58,43 @@ def test_train_help_lists_options(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--iters", "--epochs", "--batch-size", "--lr", "--hidden", "--dtype", "--seed",
-                "--backend", "--data-dir", "--save", "--plot", "--quiet", 'fastbp[plot]'):
+                "--backend", "--data-dir", "--save", "--plot", "--quiet", "--eval-samples",
+                '".[plot]"', "~/.cache/fastbp/mnist"):
         assert opt in out
+
+
+def test_gradcheck_help_is_its_own(capsys):
+    """gradcheck has no --net multi and no batches: its help says what its options do."""
+    with pytest.raises(SystemExit):
+        run("gradcheck", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "hidden units of the TwoLayerNet checked (default: 50)" in out
+    assert "seed for the initial weights (default: a random one, printed)" in out
+    assert "--net multi" not in out and "batches" not in out
+    with pytest.raises(SystemExit):
+        run("train", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--net multi (default: 100,100,100)" in out and "weights and the batches" in out
+
+
+def test_options_are_never_abbreviated():
+    parser = cli.build_parser()
+    assert parser.allow_abbrev is False
+    assert all(p.allow_abbrev is False for p in parser.commands.values())
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["train", "--epoch", "1"], "--epochs"),
+    (["train", "--epoch=1"], "--epochs"),
+    (["train", "--iter", "5"], "--iters"),
+    (["train", "--eval-sample", "5"], "--eval-samples"),
+    (["gradcheck", "--bat", "2"], "--batch"),
+    (["train", "--lr-rate", "0.1"], "--lr"),
+])
+def test_a_prefix_is_refused_with_the_option_meant(capsys, argv, meant):
+    assert run(*argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"unrecognized arguments: {' '.join(argv[1:])} (did you mean {meant}?)" in line
 
 
 def test_no_command_is_a_usage_error(capsys):
@@ -88,6 +125,9 @@ def test_no_command_is_a_usage_error(capsys):
     ["train", "--save", "x.npz", "--plot", "x.npz"],
     ["train", "--save", "fastbp-train.png"],
     ["train", "--checkpoint", "c.npz", "--save", "c.npz", "--no-plot"],
+    ["train", "--epoch", "1"],
+    ["train", "--eval-samples", "0"],
+    ["train", "--eval-samples", "some"],
 ])
 def test_bad_command_line_is_one_line_and_status_2(capsys, argv):
     assert run(*argv) == 2
@@ -106,6 +146,7 @@ def test_train_on_sample(tmp_path, capsys):
     assert run("train", "--iters", "60", "--seed", "1", "--save", str(out_file), "--no-plot") == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
+    assert len(lines) == 4
     assert lines[0].startswith("TwoLayerNet 784-50-10, sgd lr 0.1, float64")
     assert "60 iterations of batch 100 (2 epochs of 50)" in lines[0] and "seed 1" in lines[0]
     assert lines[1].startswith("epoch 1/2  loss ")
@@ -151,7 +192,9 @@ def test_train_default_length_on_sample(capsys, monkeypatch):
 def test_train_quiet(capsys):
     assert run("train", "--iters", "10", "-q", "--no-plot", "--save", "q.npz") == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[0].startswith("done: 10 iterations")
+    assert out.startswith("done: 10 iterations in ")
+    # the one line says which data: the bundled sample here
+    assert " s on the bundled MNIST sample (5000 training images); train acc 0." in out
     assert len(out.splitlines()) == 1
     assert err == ""  # only the final line: no notes
     assert os.path.exists("q.npz")
@@ -169,15 +212,77 @@ def test_plot_without_matplotlib_says_how(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert run("train", "--iters", "5") == 0
     err = capsys.readouterr().err
-    assert 'pip install "fastbp[plot]"' in err
+    assert f"no plot: matplotlib is not installed; {plot_hint()} to get fastbp-train.png" in err
     assert not os.path.exists(cli.DEFAULT_PLOT)
 
 
-def test_plot_is_written(tmp_path, capsys):
+def test_plot_hint_names_the_source_tree(tmp_path, monkeypatch):
+    """From a source tree the extra is ".[plot]" (an index may not have fastbp)."""
+    import fastbp._plot as plot
+    tree = tmp_path / "fastbp-src"
+    tree.mkdir()
+    (tree / "pyproject.toml").write_text('[project]\nname = "fastbp"\n')
+    monkeypatch.setattr(plot, "__file__", str(tree / "src" / "fastbp" / "_plot.py"))
+    monkeypatch.chdir(tree)
+    assert plot.plot_hint() == 'pip install ".[plot]"'
+    monkeypatch.chdir(tmp_path)
+    assert plot.plot_hint() == f'pip install "{tree}[plot]"'
+    monkeypatch.setattr(plot, "__file__", str(tmp_path / "site-packages" / "fastbp" / "_plot.py"))
+    assert plot.plot_hint() == 'pip install "fastbp[plot]" (from a source tree: pip install ".[plot]")'
+    monkeypatch.chdir(tree)  # an installed fastbp, run in its source folder
+    assert plot.plot_hint() == 'pip install ".[plot]"'
+
+
+def _png_title(path):
+    """The Title text chunk of a PNG."""
+    import struct
+    import zlib
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos = 8
+    while pos < len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + size]
+        if kind == b"tEXt" and body.startswith(b"Title\0"):
+            return body[6:].decode("latin-1")
+        if kind == b"zTXt" and body.startswith(b"Title\0"):
+            return zlib.decompress(body[7:]).decode("latin-1")
+        if kind == b"iTXt" and body.startswith(b"Title\0"):
+            return body.split(b"\0", 5)[-1].decode("utf-8")
+        pos += 12 + size
+    return None
+
+
+def test_plot_is_written_with_a_title(tmp_path, capsys):
+    """Two pictures can be told apart: network, data, seed and final accuracy."""
     pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
-    assert run("train", "--iters", "60", "--plot", "curves.png") == 0
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "curves.png" in capsys.readouterr().err
+    assert run("train", "--iters", "60", "--seed", "4", "--plot", "curves.png") == 0
+    out, err = capsys.readouterr()
+    assert "curves.png" in err
+    test_acc = out.split("test acc ")[-1].strip()
+    assert _png_title(tmp_path / "curves.png") == (
+        "TwoLayerNet 784-50-10 on the bundled MNIST sample (5000 training images), seed 4 "
+        f"final test accuracy {test_acc} after 60 iterations")
+
+
+def test_plot_axes_fit_the_accuracies():
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (the plot extra)")
+    from fastbp._plot import accuracy_limits, curves_figure
+    from fastbp.loop import EpochRecord, History
+    history = History(loss=list(np.linspace(2.3, 0.3, 400)), epochs=[
+        EpochRecord(e, 100 * e, 100, 0.5, train, test, 1.0)
+        for e, (train, test) in enumerate([(0.90, 0.91), (0.93, 0.92), (0.94, 0.935)], 1)])
+    fig = curves_figure(history, title="a title")
+    ax_loss, ax_acc = fig.axes
+    low, high = ax_acc.get_ylim()
+    assert 0.88 < low < 0.90 and 0.94 < high < 0.96  # not 0 to 1: 0.90 and 0.94 apart
+    labels = ax_loss.get_legend_handles_labels()[1]
+    assert labels == ["each batch", "average of 20 consecutive batches"]
+    assert fig.get_suptitle() == "a title"
+    assert accuracy_limits([0.5, 0.5]) == pytest.approx((0.488, 0.512))  # at least 0.02 tall
+    assert accuracy_limits([0.995, 1.0])[1] == pytest.approx(1.001)  # room for a point at 1
+    assert accuracy_limits([0.0, 1.0]) == (0.0, pytest.approx(1.05))
+    assert accuracy_limits([None]) == (0.0, 1.0)
 
 
 def test_train_chapter6_network(capsys):
@@ -266,27 +371,26 @@ def test_gradcheck_float32_one_backend(capsys):
 
 
 def test_gradcheck_reports_failure(capsys, monkeypatch):
-    monkeypatch.setitem(cli.GRADCHECK_TOL, "float64", 0.0)
+    monkeypatch.setitem(cli.TOLERANCE, "float64", 0.0)
     assert run("gradcheck", "--backend", "numpy", "--hidden", "3", "--seed", "0") == 1
     assert "FAILED" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- bench
 
-def test_bench_dispatches(monkeypatch):
+def test_bench_parses_its_options_and_runs(monkeypatch, capsys):
     seen = []
     fake = types.ModuleType("fastbp.bench")
-    fake.main = lambda argv=None: seen.append(argv) or 0
+    fake.select = lambda quick, dtypes, only: [("a case", None)]
+    fake.run = lambda **kw: seen.append(kw) or {"results": []}
     monkeypatch.setitem(sys.modules, "fastbp.bench", fake)
-    assert run("bench", "--quick", "-k", "relu") == 0
-    assert run("bench", "--help") == 0  # bench's own help, not fastbp's
-    assert seen == [["--quick", "-k", "relu"], ["--help"]]
-
-
-def test_bench_missing_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastbp.bench", None)  # as if absent
-    assert run("bench") == 1
-    assert "fastbp.bench" in one_error_line(capsys.readouterr().err)
+    monkeypatch.setattr(fastbp, "bench", fake, raising=False)
+    assert run("bench", "--quick", "--only", "relu", "--dtype", "float32") == 0
+    assert seen == [dict(quick=True, dtypes=("float32",), only=["relu"], threads=None,
+                         budget=None, repeats=None, json_path=None)]
+    with pytest.raises(SystemExit) as exc:
+        run("bench", "--help")
+    assert exc.value.code == 0 and "--quick" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- the real entry point
@@ -321,7 +425,7 @@ def test_python_m_errors(tmp_path, argv, code):
 
 
 def test_default_plot_failure_is_a_note(capsys, monkeypatch):
-    def cannot_write(history, path):
+    def cannot_write(history, path, **titles):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(cli, "_plot", cannot_write)
     assert run("train", "--iters", "5") == 0  # the default plot is best effort
@@ -357,6 +461,7 @@ def test_full_set(capsys):
     assert run("train", "--data-dir", full, "--iters", "30", "--seed", "0", "--no-plot") == 0
     out, err = capsys.readouterr()
     assert "30 iterations of batch 100 (1 epoch of 600)" in out and "epoch 1/1 (30 it)" in out
+    assert " s on the full MNIST; train acc " in out
     assert "sample" not in err and "given data directory" in err
     assert run("gradcheck", "--data-dir", full, "--hidden", "4", "--backend", "numpy", "--seed", "0") == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("ok:")
@@ -393,3 +498,20 @@ def test_threads_option_sets_fastbps_threads(tmp_path, monkeypatch):
         assert fastbp.get_num_threads() == (1 if fastbp.HAVE_CYTHON else before)
     finally:
         fastbp.set_num_threads(before)
+
+
+def test_the_docs_name_every_option():
+    """docs/cli.md documents every option of train and gradcheck, the README every
+    option of train: the docs match the command."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        docs = open(os.path.join(root, "docs", "cli.md"), encoding="utf-8").read()
+        readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    except OSError:
+        pytest.skip("not a source tree: no docs/cli.md or README.md")
+    commands = cli.build_parser().commands
+    for name, text in (("train", docs), ("gradcheck", docs), ("train", readme)):
+        options = {o for o in commands[name]._option_string_actions
+                   if o.startswith("--") and o != "--help"}
+        missing = sorted(o for o in options if not re.search(rf"[`\s]{o}(?![\w-])", text))
+        assert not missing, (name, missing)

@@ -520,3 +520,257 @@ def test_layers_on_an_empty_batch(backend):
     pool = Pooling(2, 2)
     out = pool.forward(np.zeros((0, 2, 4, 4)))
     assert out.shape == (0, 2, 2, 2) and pool.backward(out).shape == (0, 2, 4, 4)
+
+
+# --------------------------------------------------------------------------- whole-layer kernels
+# conv_forward / conv_backward (lowered per image block on the compiled backend) and the
+# 2x2 stride-2 pooling with a byte index (maxpool2_forward / maxpool2_backward).
+
+CONV_GEOMETRIES = [  # (N, C, H, W, FN, FH, FW, stride, pad): the book's layers and odd ones
+    (4, 1, 28, 28, 30, 5, 5, 1, 0),
+    (3, 16, 14, 14, 16, 3, 3, 1, 1),
+    (3, 32, 7, 7, 32, 3, 3, 1, 2),
+    (2, 3, 9, 8, 4, 3, 2, 2, 1),
+    (2, 2, 7, 9, 3, 2, 3, 3, 2),
+    (1, 1, 4, 4, 2, 5, 5, 1, 2),
+    (9, 2, 6, 5, 3, 1, 1, 2, 0),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("geom", CONV_GEOMETRIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_kernels_against_torch(geom, dtype, rng):
+    n, c, h, w, fn, fh, fw, s, p = geom
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = (rng.standard_normal((fn, c, fh, fw)) * 0.3).astype(dtype)
+    b = rng.standard_normal(fn).astype(dtype)
+    ref = None
+    results = []
+    for k in backends():
+        out = k.conv_forward(x, W, b, s, p)
+        if ref is None:
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            ref = _torch_conv(x, W, b, dout, s, p)
+        assert out.dtype == dtype and out.flags.c_contiguous
+        dx, dW, db = k.conv_backward(dout, x, W, s, p)
+        for got, want in zip((out, dx, dW, db), ref):
+            assert got.dtype == dtype
+            _close_to_scale(got, want, dtype)
+        nodx = k.conv_backward(dout, x, W, s, p, need_dx=False)
+        assert nodx[0] is None
+        np.testing.assert_array_equal(nodx[1], dW)
+        np.testing.assert_array_equal(nodx[2], db)
+        results.append((out, dx, dW, db))
+    # the backends agree to the rounding of the products; db is conv_bias_grad's, exactly
+    for got, want in zip(results[-1], results[0]):
+        _close_to_scale(got, want, dtype)
+    np.testing.assert_array_equal(results[-1][3], kernels._numpy.conv_bias_grad(dout))
+
+
+def _close_to_scale(got, want, dtype):
+    """Sums of thousands of products (dW over a batch) cancel: the tolerance is relative
+    to the array's largest element as well as to each element."""
+    tol = TOL[dtype]["rtol"]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_conv_kernels_special_values_and_mixed_dtypes(rng):
+    """NaN and inf propagate as through the products; float32 images with float64
+    filters compute in float64."""
+    x = rng.standard_normal((2, 2, 6, 6))
+    x[0, 1, 2, 3], x[1, 0, 0, 0] = np.nan, np.inf
+    W = rng.standard_normal((3, 2, 3, 3))
+    b = np.array([0.0, -0.0, 1.0])
+    for k in backends():
+        out = k.conv_forward(x.astype(np.float32), W, b, 1, 1)
+        assert out.dtype == np.float64
+        ref = _numpy.conv_forward(x.astype(np.float32).astype(np.float64), W, b, 1, 1)
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+        assert np.array_equal(np.isnan(out), np.isnan(ref))
+        dx, dW, db = k.conv_backward(np.ones_like(out, dtype=np.float32), x.astype(np.float32), W, 1, 1)
+        assert dx.dtype == dW.dtype == db.dtype == np.float64
+
+
+@needs_cython
+def test_conv_kernels_do_not_depend_on_the_thread_count(rng):
+    k = kernels._cython
+    x = rng.standard_normal((37, 3, 13, 11))
+    W = rng.standard_normal((5, 3, 3, 3))
+    b = rng.standard_normal(5)
+    before = k.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3, 8):
+            k.set_num_threads(threads)
+            out = k.conv_forward(x, W, b, 1, 1)
+            results.append((out, *k.conv_backward(np.sin(out), x, W, 1, 1)))
+    finally:
+        k.set_num_threads(before)
+    for r in results[1:]:
+        for got, want in zip(r, results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_kernels_on_empty_input(dtype):
+    for k in backends():
+        W = np.ones((2, 3, 3, 3), dtype)
+        out = k.conv_forward(np.zeros((0, 3, 5, 5), dtype), W, np.ones(2, dtype))
+        assert out.shape == (0, 2, 3, 3) and out.dtype == dtype
+        dx, dW, db = k.conv_backward(out, np.zeros((0, 3, 5, 5), dtype), W)
+        assert dx.shape == (0, 3, 5, 5)
+        np.testing.assert_array_equal(dW, np.zeros_like(W))
+        np.testing.assert_array_equal(db, np.zeros(2, dtype))
+        o, index = k.maxpool2_forward(np.zeros((0, 2, 4, 4), dtype))
+        assert o.shape == index.shape == (0, 2, 2, 2) and index.dtype == np.uint8
+        assert k.maxpool2_backward(o, index, (0, 2, 4, 4)).shape == (0, 2, 4, 4)
+
+
+CONV_BAD_CALLS = [
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 2, 5, 5)), np.zeros((3, 1, 3, 3)), np.zeros(3)), ValueError, "x: expected shape (N, 1, H, W)"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3)), np.zeros(3)), ValueError, "W: expected a 4-D array"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3)), np.zeros(2)), ValueError, "b: expected shape (3,)"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 2, 2)), np.zeros((3, 1, 3, 3)), np.zeros(3)), ValueError, "does not fit"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3)), np.zeros(3), 0), ValueError, "stride: expected an integer >= 1"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 5, 5), np.float16), np.zeros((3, 1, 3, 3)), np.zeros(3)), TypeError, "float16"),
+    ("conv_forward", lambda k: k.conv_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3)), np.zeros(3), out=np.zeros((1, 3, 3, 3), np.float32)), TypeError, "out: expected dtype float64"),
+    ("conv_backward", lambda k: k.conv_backward(np.zeros((1, 3, 4, 4)), np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3))), ValueError, "dout: expected shape (1, 3, 3, 3)"),
+    ("conv_backward", lambda k: k.conv_backward(np.zeros((1, 3, 3, 3), complex), np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3))), TypeError, "dout"),
+    ("conv_backward", lambda k: k.conv_backward(np.zeros((1, 3, 3, 3)), np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 3, 3)), dW_out=np.zeros((3, 1, 3, 2))), ValueError, "dW_out: expected shape (3, 1, 3, 3)"),
+    ("maxpool2_forward", lambda k: k.maxpool2_forward(np.zeros((1, 1, 1, 4))), ValueError, "does not fit"),
+    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), np.intp), (1, 1, 4, 4)), TypeError, "index: expected a uint8 array"),
+    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), 5, np.uint8), (1, 1, 4, 4)), ValueError, "index: window indices must lie in [0, 4]"),
+    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 1), np.uint8), (1, 1, 4, 4)), ValueError, "index: expected shape (1, 1, 2, 2)"),
+    ("maxpool2_backward", lambda k: k.maxpool2_backward(np.zeros((1, 1, 3, 2)), np.zeros((1, 1, 2, 2), np.uint8), (1, 1, 4, 4)), ValueError, "dout: expected shape (1, 1, 2, 2)"),
+]
+
+
+@pytest.mark.parametrize("name, call, exc, message", CONV_BAD_CALLS, ids=[c[0] for c in CONV_BAD_CALLS])
+def test_conv_kernels_bad_input_same_error_on_both_backends(name, call, exc, message):
+    test_bad_input_same_error_on_both_backends(name, call, exc, message)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 24), (3, 2, 9, 11), (1, 2, 17, 33), (2, 3, 28, 28),
+                                   (1, 1, 2, 2), (2, 2, 16, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool2_is_maxpool_with_a_byte_index(shape, dtype, rng):
+    """maxpool2_forward == maxpool_forward(x, 2, 2, 2) with the index in NCHW as bytes,
+    special values included (the first NaN, the first of ties, -0.0 and -inf); its
+    backward == maxpool_backward, bit for bit, on both backends."""
+    x = rng.standard_normal(shape)
+    flat = x.reshape(-1)
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, np.nan, 1.0, 1.0, 1.0, -np.inf, -np.inf, 2.0]
+    flat[rng.choice(flat.size, min(flat.size, 12), replace=False)] = special[:min(flat.size, 12)]
+    x[0, 0, :2, :2] = -np.inf  # a window of ties
+    x = x.astype(dtype)
+    ref_out, ref_arg = _numpy.maxpool_forward(x, 2, 2, 2)
+    dout = rng.standard_normal(ref_out.shape).astype(dtype)
+    dout.reshape(-1)[:3] = [-0.0, np.nan, np.inf][:dout.size]
+    ref_dx = _numpy.maxpool_backward(dout, ref_arg, shape, 2, 2, 2)
+    for k in backends():
+        out, index = k.maxpool2_forward(x)
+        assert out.dtype == dtype and index.dtype == np.uint8 and index.shape == out.shape
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(index.transpose(0, 2, 3, 1).reshape(-1), ref_arg)
+        dx = k.maxpool2_backward(dout, index, shape)
+        np.testing.assert_array_equal(dx, ref_dx)
+        assert np.array_equal(np.signbit(dx), np.signbit(ref_dx))
+
+
+def test_maxpool2_layouts_and_inputs_not_written(rng):
+    x = rng.standard_normal((2, 3, 8, 6))
+    keep = x.copy()
+    ref = _numpy.maxpool2_forward(x)
+    for k in backends():
+        for kind in ("F", "strided"):
+            out, index = k.maxpool2_forward(non_c(x, kind))
+            np.testing.assert_array_equal(out, ref[0])
+            np.testing.assert_array_equal(index, ref[1])
+            d = non_c(out, kind)
+            np.testing.assert_array_equal(k.maxpool2_backward(d, non_c(index, kind), x.shape),
+                                          _numpy.maxpool2_backward(out, index, x.shape))
+    np.testing.assert_array_equal(x, keep)
+
+
+@needs_cython
+@pytest.mark.parametrize("name", ["conv_forward", "conv_backward"])
+def test_conv_kernels_release_the_gil(name, rng):
+    x = rng.standard_normal((64, 8, 28, 28))
+    W = rng.standard_normal((16, 8, 5, 5))
+    b = np.zeros(16)
+    k = kernels._cython
+    out = k.conv_forward(x, W, b)
+    call = {"conv_forward": lambda: k.conv_forward(x, W, b),
+            "conv_backward": lambda: k.conv_backward(out, x, W)}[name]
+    assert releases_gil(call)[0], f"{name} held the GIL"
+
+
+def test_pooling_layer_keeps_the_book_arg_max(backend, rng):
+    """The 2x2 layer keeps a byte index; ``arg_max`` reads as the book's (flat, (n, i, j,
+    c) order, intp), the same array on every read, and one assigned is used."""
+    x = rng.standard_normal((2, 3, 6, 6))
+    pool, general = Pooling(2, 2, 2), Pooling(2, 2, 2)
+    out = pool.forward(x)
+    _, ref_arg = _numpy.maxpool_forward(x, 2, 2, 2)
+    assert pool.arg_max.dtype == np.intp and pool.arg_max is pool.arg_max
+    np.testing.assert_array_equal(pool.arg_max, ref_arg)
+    d = rng.standard_normal(out.shape)
+    dx = pool.backward(d)
+    np.testing.assert_array_equal(dx, _numpy.maxpool_backward(d, ref_arg, x.shape, 2, 2, 2))
+    general.forward(x)
+    general.arg_max = np.zeros_like(ref_arg)  # the book's form, set by hand: it is what counts
+    np.testing.assert_array_equal(general.backward(d),
+                                  _numpy.maxpool_backward(d, np.zeros_like(ref_arg), x.shape, 2, 2, 2))
+
+
+def test_convolution_layer_col_is_the_book_im2col(backend, rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    W = rng.standard_normal((4, 3, 3, 2))
+    layer = Convolution(W, np.zeros(4), 2, 1)
+    assert layer.col is None
+    layer.forward(x)
+    np.testing.assert_array_equal(layer.col, ref_im2col(x, 3, 2, 2, 1))
+    assert layer.col is layer.col
+
+
+@needs_cython
+def test_convolution_layer_does_not_call_matmul(monkeypatch, rng):
+    """On the compiled backend the convolution's products go through the backend's
+    BLAS calls, not np.matmul (nor a batch-sized im2col)."""
+    def refuse(*a, **k):
+        raise AssertionError("np.matmul called")
+    layer = Convolution(rng.standard_normal((4, 2, 3, 3)), np.zeros(4), 1, 1)
+    x = rng.standard_normal((3, 2, 8, 8))
+    with kernels.use_backend("cython"):
+        monkeypatch.setattr(np, "matmul", refuse)
+        out = layer.forward(x)
+        layer.backward(np.ones_like(out))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 24), (3, 2, 9, 11), (1, 2, 16, 16), (1, 1, 2, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_maxpool2_is_relu_then_pooling(shape, dtype, rng):
+    """The fused kernel gives the Relu layer's output pooled, and maxpool2_backward with
+    its index gives the gradient of both layers (ReLU's mask included), bit for bit,
+    special values too (NaN passes, -0.0 and windows all <= 0 give +0.0)."""
+    from fastbp.layers import Relu
+    x = rng.standard_normal(shape)
+    flat = x.reshape(-1)
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, -2.0, 0.0]
+    flat[rng.choice(flat.size, min(flat.size, 8), replace=False)] = special[:min(flat.size, 8)]
+    x[0, 0, :2, :2] = [[-0.0, -1.0], [0.0, -3.0]]  # a window with no positive element
+    x = x.astype(dtype)
+    dout = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(dtype)
+    relu, pool = Relu(), Pooling(2, 2, 2)
+    with kernels.use_backend("numpy"):
+        ref_out = pool.forward(relu.forward(x))
+        ref_dx = relu.backward(pool.backward(dout))
+    for k in backends():
+        out, index = k.relu_maxpool2_forward(x)
+        np.testing.assert_array_equal(out, ref_out)
+        assert not np.signbit(out[out == 0]).any()
+        assert index[0, 0, 0, 0] == 4 and index.max() <= 4
+        dx = k.maxpool2_backward(dout, index, shape)
+        np.testing.assert_array_equal(dx, ref_dx)
+        assert np.array_equal(np.signbit(dx), np.signbit(ref_dx))

@@ -586,3 +586,101 @@ def test_a_slow_mirror_falls_back_to_the_sample(tmp_path, monkeypatch):
         with pytest.warns(SampleDataWarning, match="not complete after 1 s"):
             source = locate_mnist(timeout=5, progress=False, deadline=1)
     assert source.is_sample and _leftovers(cache_dir()) == []
+
+
+# ---------------------------------------------------------------------- minimum rate
+# The rule of mnist.MIN_RATE (1 KiB/s over 20 s, after 10 s), scaled down so that a test
+# takes a second or two: 100 bytes/s over 1 s, after 1 s.
+
+SCALED = mnist.MinRate(bytes_per_s=100, window=1.0, grace=1.0)
+
+
+def test_a_trickling_mirror_is_given_up_by_the_minimum_rate(tmp_path):
+    """A byte every 0.5 s (every 3 s in the issue, which took the 300 s deadline)."""
+    dest = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with _serve(tmp_path, _Trickle) as url:
+        tic = time.monotonic()
+        with pytest.raises(DownloadError, match=r"too slow, \d bytes in the last 1\.\d s "
+                                                r"\(a download must keep 100 bytes/s"):
+            mnist._fetch(url + "t10k-labels-idx1-ubyte.gz", str(dest), "t10k-labels-idx1-ubyte",
+                         timeout=5, progress=False, min_rate=SCALED)
+        assert time.monotonic() - tic < 4  # the grace, then the next read
+    assert os.listdir(tmp_path) == []  # nothing kept, not even the part file
+
+
+class _CountedTrickle(_Trickle):
+    requests = []
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.mark.mnist
+@needs_full
+def test_a_trickling_mirror_gives_way_to_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist, "MIN_RATE", SCALED)
+    c = cache_dir()
+    os.makedirs(c)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):  # keep it fast
+        shutil.copy(os.path.join(FULL_DIR, name + ".gz"), c)
+    _CountedTrickle.requests = []
+    tic = time.monotonic()
+    with _serve(tmp_path, _CountedTrickle) as slow, _serve(FULL_DIR) as good:
+        source = locate_mnist(timeout=5, progress=False, mirror_list=[slow, good])
+    assert source.kind == "download"
+    assert time.monotonic() - tic < 10
+    assert len(_CountedTrickle.requests) == 1  # given up for the other file too
+    assert sorted(os.listdir(c)) == sorted(n + ".gz" for n in mnist.NAMES)  # nothing else
+
+
+class _Pausing(_Quiet):
+    """Sends half of the file, pauses 0.6 s, then the rest."""
+
+    def do_GET(self):
+        data = open(self.translate_path(self.path), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        time.sleep(0.6)
+        self.wfile.write(data[len(data) // 2:])
+
+
+@pytest.mark.mnist
+@needs_full
+def test_a_pause_within_the_window_is_not_too_slow(tmp_path):
+    """The rate is taken over a window, not read by read."""
+    name = "t10k-labels-idx1-ubyte"
+    with _serve(FULL_DIR, _Pausing) as url:
+        size = mnist._fetch(url + name + ".gz", str(tmp_path / (name + ".gz")), name, timeout=5,
+                            progress=False, min_rate=mnist.MinRate(100, 1.0, 0.2))
+    assert size == os.path.getsize(os.path.join(FULL_DIR, name + ".gz"))
+
+
+class _SlowAnswer(_Quiet):
+    """Trickles its status line and headers, a byte every 0.3 s (each read completes
+    within the timeout, and http.client reads them before any rate can be measured)."""
+
+    def do_GET(self):
+        try:
+            for byte in b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:  # the client hung up: what the test wants
+            pass
+
+
+def test_a_server_trickling_its_answer_is_given_up(tmp_path):
+    """The answer must come within the rule's grace and window (2 s here, 30 s by
+    default); it took 12 s here, and could take days with long headers."""
+    dest = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with _serve(tmp_path, _SlowAnswer) as url:
+        tic = time.monotonic()
+        with pytest.raises(DownloadError, match="no answer within 2 s"):
+            mnist._fetch(url + "t10k-labels-idx1-ubyte.gz", str(dest), "t10k-labels-idx1-ubyte",
+                         timeout=5, progress=False, min_rate=SCALED)
+        assert time.monotonic() - tic < 4
+    assert os.listdir(tmp_path) == []

@@ -1,5 +1,7 @@
 """Dropout and BatchNormalization: the book's formulas, gradient checks, kernel twins."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,26 @@ def test_dropout_ratio_one_drops_everything_but_cannot_be_inverted():
 def test_dropout_backward_before_forward():
     with pytest.raises(RuntimeError, match="before forward"):
         Dropout().backward(np.ones(3))
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: Dropout(0.3), np.ones((3, 6))),
+    (lambda: Dropout(0.3, inverted=True), np.ones((2, 3, 4))),
+    (lambda: BatchNormalization(np.ones(6), np.zeros(6)), np.arange(18.0).reshape(3, 6)),
+    (lambda: BatchNormalization(np.ones(8), np.zeros(8)), np.arange(24.0).reshape(3, 2, 4)),
+])
+@pytest.mark.parametrize("wrong", ["transposed", "fewer rows", "flat", "same size"])
+def test_backward_names_dout_and_the_last_forwards_output(backend, make, x, wrong):
+    """As Relu and Sigmoid say it (Dropout said "mask: expected shape (6, 3) (the shape
+    of dout)", blaming the layer's own state)."""
+    layer = make()
+    out = layer.forward(x)
+    dout = {"transposed": np.ones(out.shape[::-1]), "fewer rows": np.ones((1,) + out.shape[1:]),
+            "flat": np.ones(out.size), "same size": np.ones((out.size // 2, 2))}[wrong]
+    expected = rf"dout: expected shape {re.escape(str(out.shape))} \(the output of the last forward\), got {re.escape(str(dout.shape))}"
+    with pytest.raises(ValueError, match=expected):
+        layer.backward(dout)
+    assert layer.backward(np.ones(out.shape)).shape == x.shape  # and the state is intact
 
 
 # --------------------------------------------------------------------------- BatchNorm

@@ -3,7 +3,8 @@
 ``_fuzz_worker.py`` rebuilds each case from (seed, index) and prints it before the call;
 when the child dies from a signal (a segfault in compiled code, say) this test fails with
 the seed and the input that killed it, and the command that replays just that case.
-``FASTBP_FUZZ_CASES`` sets the cases per seed (default 400: eight kernels x 50 each).
+``FASTBP_FUZZ_CASES`` sets the cases per seed (default 400, spread over every kernel of
+``_checks.KERNELS``: the worker has a case builder for each and fails on a kernel without one).
 """
 import os
 import subprocess

@@ -517,7 +517,23 @@ def _hyper_calls():
         "softmax_cross_entropy_backward": (
             lambda k, h: k.softmax_cross_entropy_backward(np.full((3, 2), 0.5), [0, 1, 0], **h),
             {"dout": 1.0}),
+        "affine_backward_sgd": (lambda k, h: k.affine_backward_sgd(x, x, np.ones((2, 2)), d.copy(), **h),
+                                {"lr": 0.1, "decay": 0.01}),
     }
+
+
+def test_every_float_hyperparameter_is_in_the_table():
+    """The table above covers every parameter the type stub declares ``float``, so a new
+    kernel's hyperparameters are checked alike on both backends or this fails."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(_numpy.__file__).with_name("_cython.pyi").read_text())
+    declared = {(node.name, a.arg) for node in tree.body if isinstance(node, ast.FunctionDef)
+                for a in node.args.args
+                if a.annotation is not None and ast.unparse(a.annotation) == "float"}
+    covered = {(name, param) for name, (_, good) in _hyper_calls().items() for param in good}
+    assert declared == covered
 
 
 BAD_HYPER = [None, "0.1", b"0.1", [0.1], (0.1,), np.array([0.1]), True, 1j, np.complex128(1)]

@@ -5,7 +5,8 @@ import pytest
 import fastbp
 from fastbp import TwoLayerNet
 from fastbp.datasets import SAMPLE_DIR, load_mnist
-from fastbp.loop import BookSampler, ShuffleSampler, accuracies, local_step, run_loop
+from fastbp.loop import (BookSampler, Evaluation, ShuffleSampler, accuracies, local_step,
+                         run_loop)
 from fastbp.optimizers import SGD
 
 BACKENDS = ["numpy"] + (["cython"] if fastbp.HAVE_CYTHON else [])
@@ -104,6 +105,38 @@ def test_the_books_evaluation_schedule_is_a_hook(sample):
     h = run_loop(s, local_step(net, SGD(0.1), x, t), 60, evaluate=accuracies(net, x, t, xt, tt),
                  epoch_end=lambda i: i % s.epoch_length == 0, evaluate_last=False)
     assert [e.iteration for e in h.epochs] == [1, 51]  # none at the end of the run
+
+
+def test_a_sample_after_each_epoch_the_whole_test_set_at_the_end(sample):
+    """Evaluation: the book's Trainer with evaluate_sample_num_per_epoch=k scores the
+    first k images of each set after each epoch; the end of the run the whole test set."""
+    (x, t), (xt, tt) = sample
+    net = TwoLayerNet(784, 10, 10, rng=0)
+    scored, progress, after = [], [], []
+    real = net.accuracy
+
+    def accuracy(xs, ts):
+        scored.append(xs.shape[0])
+        return real(xs, ts)
+
+    net.accuracy = accuracy
+    make = lambda *data: accuracies(net, *data, chunk=200, progress=lambda *p: progress.append(p))  # noqa: E731
+    ev = Evaluation(make, x, t, xt, tt, 300, after=lambda: after.append(ev.seconds))
+    assert ev.sampled and (ev.n_train, ev.n_test, ev.n_final) == (300, 300, 1000)
+    h = run_loop(BookSampler(len(x), 100, 0), local_step(net, SGD(0.1), x, t), 120,
+                 evaluate=ev.epoch, evaluate_final=ev.final)
+    assert [e.iteration for e in h.epochs] == [50, 100, 120]
+    per_epoch = [200, 100, 200, 100]  # the first 300 of each set, in chunks of 200
+    assert scored == per_epoch * 2 + [200, 100] + [200] * 5  # the last: all 1000 test images
+    assert progress[:5] == [(0, 600), (200, 600), (300, 600), (500, 600), (600, 600)]
+    assert progress[-1] == (1300, 1300)
+    assert len(after) == 3 and all(s >= 0 for s in after)
+    assert h.test_acc[-1] == pytest.approx(real(xt, tt))
+    assert h.train_acc[-1] == pytest.approx(real(x[:300], t[:300]))
+    whole = Evaluation(make, x, t, xt, tt, 5000)  # not smaller than either set: no sample
+    assert not whole.sampled and (whole.n_train, whole.n_test) == (5000, 1000)
+    with pytest.raises(ValueError, match="samples: expected a positive integer, got 0"):
+        Evaluation(make, x, t, xt, tt, 0)
 
 
 def test_step_and_evaluation_convert_the_data_once():

@@ -8,7 +8,7 @@ import pytest
 import fastbp
 from fastbp import kernels
 from fastbp.kernels import _numpy as knp
-from fastbp.bench import book as book_idiom
+from _book_reference import optimizer as book_idiom
 from fastbp.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 
 BACKENDS = ["numpy"] + (["cython"] if kernels.HAVE_CYTHON else [])
@@ -24,8 +24,8 @@ def backend(request):
 
 
 # --------------------------------------------------------------------------- the book
-# The book's optimizers: fastbp.bench.book, the one reference of the book's idiom (its
-# coefficients are Python floats, so a float32 parameter is updated in float32).
+# The book's optimizers: tests/book_reference/common/optimizer.py, the one reference of
+# the book's update formulas.
 
 
 CASES = [

@@ -1,9 +1,12 @@
 """Files fastbp writes and reads: save_params/load_params, `fastbp train --save`,
 checkpoints and `--resume`. The files come from real short `fastbp train` runs on the
 bundled sample, and are reloaded."""
+import contextlib
 import os
 import stat
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -147,6 +150,124 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["net.npz"]  # and no temporary is left
 
 
+def _special_file(tmp_path, kind):
+    """A FIFO, a /dev/null-like character device (needs the right to create one) or a
+    socket, in ``tmp_path``: never the system's own."""
+    path = str(tmp_path / kind)
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs, device nodes or UNIX sockets here")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "chardev":
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null is
+        except (PermissionError, AttributeError):
+            pytest.skip("cannot create a device node here")
+    else:
+        import socket
+        if len(path) > 100:
+            pytest.skip("path too long for a UNIX socket")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()
+    return path
+
+
+@contextlib.contextmanager
+def _reader_waiting(fifo):
+    """A reader waiting on ``fifo`` (the case of the issue: a writer replacing the FIFO
+    left it waiting forever), draining what is written; yields the list of byte counts
+    it read. Code that wrongly writes into the FIFO then fails the test instead of
+    hanging it. On exit the reader is released if nobody wrote."""
+    drained = []
+
+    def drain():
+        with open(fifo, "rb") as f:
+            while chunk := f.read(1 << 16):
+                drained.append(len(chunk))
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield drained
+    finally:
+        deadline = time.monotonic() + 5
+        # (if the FIFO was replaced, its reader is lost: a daemon thread)
+        while thread.is_alive() and stat.S_ISFIFO(os.lstat(fifo).st_mode):
+            try:  # an end of file for the reader, once it is there
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: not opened for reading yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            thread.join(0.1)
+
+
+SPECIAL = {"fifo": (stat.S_ISFIFO, r"is a FIFO \(named pipe\)"),
+           "chardev": (stat.S_ISCHR, "is a character device"),
+           "socket": (stat.S_ISSOCK, "is a socket")}
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_save_params_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    """A FIFO with its reader, a device node, a socket: refused before anything is
+    written (they used to be replaced by a regular file: the reader of the FIFO waited
+    forever, and as root ``--save /dev/null`` would replace the system's /dev/null)."""
+    path = _special_file(tmp_path, kind)
+    is_kind, message = SPECIAL[kind]
+    with pytest.raises(FileExistsError, match=f"{path} {message}, not a regular file"), \
+            (_reader_waiting(path) if kind == "fifo" else contextlib.nullcontext()):
+        TwoLayerNet(12, 5, 3).save_params(path)
+    assert is_kind(os.lstat(path).st_mode)  # still what it was
+    assert sorted(os.listdir(tmp_path)) == [kind]  # no temporary file left
+    with pytest.raises(OSError, match=message):
+        serialization.check_writable("/dev/null" if kind == "chardev" else path, "--save")
+
+
+@pytest.mark.parametrize("option", ["--save", "--checkpoint", "--plot"])
+def test_train_refuses_a_fifo_target_in_one_line(tmp_path, capsys, option):
+    path = _special_file(tmp_path, "fifo")
+    with _reader_waiting(path) as drained:
+        assert cli.main(["train", "--iters", "5", option, path]
+                        + (["--no-plot"] if option != "--plot" else [])) == 1
+    assert drained == []
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before training
+    assert f"{option}: {path} is a FIFO (named pipe), not a regular file" in one_error_line(err)
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def _damage(path, how):
+    data = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "no end record":
+        data = data[:-10]
+    elif how == "flipped byte":  # in the first member's data: the CRC-32 no longer matches
+        data[200] ^= 0xFF
+    elif how == "empty":
+        data = b""
+    open(path, "wb").write(bytes(data))
+
+
+DAMAGES = ["truncated", "no end record", "flipped byte", "empty"]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pkl"])
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_file_is_a_value_error_naming_it(tmp_path, how, suffix):
+    net = TwoLayerNet(12, 5, 3, rng=0)
+    path = tmp_path / ("net" + suffix)
+    net.save_params(path)  # (a .pkl name gets fastbp's format, as the book's scripts call it)
+    _damage(path, how)
+    other = TwoLayerNet(12, 5, 3, rng=1)
+    before = {k: v.copy() for k, v in other.params.items()}
+    with pytest.raises(ValueError, match="not a fastbp file|damaged|pickle data") as exc:
+        other.load_params(path)
+    assert str(path) in str(exc.value) or how == "empty"
+    for k, v in other.params.items():
+        np.testing.assert_array_equal(v, before[k])
+
+
 # ---------------------------------------------------------------------- fastbp train --save
 
 def test_batchnorm_run_reloads_with_the_reported_accuracy(sample, capsys):
@@ -249,3 +370,17 @@ def test_a_checkpoint_of_another_optimizer_is_refused(capsys):
     other = [a if a != "adam" else "momentum" for a in RUN]
     assert cli.main(other + ["--iters", "40", "--checkpoint", "ck.npz", "--resume"]) == 1
     assert "optimizer_name=adam, this run has optimizer_name=momentum" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", DAMAGES[:3])
+def test_resume_from_a_damaged_checkpoint_is_one_line(capsys, how):
+    """A bare zipfile.BadZipFile ("Bad CRC-32") used to end the run with a traceback."""
+    assert cli.main(RUN + ["--iters", "20", "--checkpoint", "ck.npz"]) == 0
+    _damage("ck.npz", how)
+    capsys.readouterr()
+    assert cli.main(RUN + ["--iters", "40", "--checkpoint", "ck.npz", "--resume"]) == 1
+    out, err = capsys.readouterr()
+    errors = [ln for ln in err.splitlines() if ln.startswith("fastbp: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "ck.npz: not a fastbp file, or a damaged or truncated one" in errors[0]
+    assert "epoch 1/" not in out

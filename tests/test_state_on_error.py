@@ -1,5 +1,6 @@
-"""State on error: a layer's or network's call that raises leaves it exactly as it was,
-and an inference pass (``train_flg=False``) leaves the last training pass's state alone.
+"""State on error: a layer's or network's call that raises leaves it exactly as it was
+(every network, the CNNs included), and an inference pass (``train_flg=False``) leaves
+the last training pass's state alone.
 
 Each case snapshots the whole object (every attribute, arrays by identity *and* content,
 layers inside networks, random generators by state), makes a call that must raise, and
@@ -12,8 +13,9 @@ import pytest
 
 from fastbp.layers import (Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu,
                            Sigmoid, SoftmaxWithLoss)
-from fastbp.networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
-from fastbp.optimizers import SGD
+from fastbp.networks import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet,
+                             TwoLayerNet)
+from fastbp.optimizers import SGD, Adam
 
 RNG = np.random.default_rng(11)
 
@@ -289,3 +291,95 @@ def test_network_inference_leaves_batchnorm_and_dropout_training_state(backend):
     net.predict(rand(2, 6))
     net.loss(rand(5, 6), RNG.integers(0, 3, 5))
     assert {k: snapshot(net.layers[k]) for k in kept} == kept
+
+
+# --------------------------------------------------------------------------- CNNs
+
+CNNS = {
+    "SimpleConvNet": lambda rng: SimpleConvNet(
+        input_dim=(1, 6, 6), conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=5, output_size=3, weight_init_std=0.3, rng=rng),
+    "DeepConvNet": lambda rng: DeepConvNet(input_dim=(1, 8, 8), hidden_size=5, output_size=3,
+                                           rng=rng),
+}
+
+
+def _images(name, n):
+    return rand(n, 1, 6, 6) if name == "SimpleConvNet" else rand(n, 1, 8, 8)
+
+
+def _bad_cnn_batches(name):
+    x = _images(name, 4)
+    side = x.shape[-1]
+    return {
+        "label too large": (x, [0, 1, 2, 3]),
+        "negative label": (x, [0, -1, 2, 1]),
+        "fractional label": (x, [0, 0.5, 2, 1]),
+        "NaN label": (x, [0, np.nan, 2, 1]),
+        "one label for the batch": (x, [1]),
+        "too many labels": (x, [0, 1, 2, 1, 0]),
+        "one-hot of the wrong width": (x, np.eye(4)),
+        "column with a bad label": (x, np.array([[0], [1], [2], [3]])),
+        "string labels": (x, ["a", "b", "c", "d"]),
+        "3-D targets": (x, np.zeros((4, 3, 1))),
+        "empty batch": (x[:0], np.empty(0, int)),
+        "flattened images": (x.reshape(4, -1), [0, 1, 2, 1]),
+        "smaller images": (x[:, :, 1:, 1:], [0, 1, 2, 1]),
+        "larger images": (np.pad(x, ((0, 0), (0, 0), (0, 2), (0, 2))), [0, 1, 2, 1]),
+        "two channels": (np.concatenate([x, x], axis=1), [0, 1, 2, 1]),
+        "complex images": (np.ones((4, 1, side, side), complex), [0, 1, 2, 1]),
+    }
+
+
+def _used_cnn(name, rng=0):
+    """A CNN after a training step and an evaluation, so every layer has state."""
+    net = CNNS[name](rng)
+    x, t = _images(name, 5), RNG.integers(0, 3, 5)
+    SGD(lr=0.1).update(net.params, net.gradient(x, t))
+    net.accuracy(x, t)
+    return net
+
+
+def _cnn_calls(net):
+    calls = {"loss": net.loss, "accuracy": net.accuracy, "gradient": net.gradient}
+    if hasattr(net, "train_step"):
+        calls["train_step SGD"] = lambda x, t: net.train_step(x, t, SGD(lr=0.1))
+        calls["train_step Adam"] = lambda x, t: net.train_step(x, t, Adam())
+    if isinstance(net, SimpleConvNet):
+        calls["numerical_gradient"] = net.numerical_gradient
+    return calls
+
+
+@pytest.mark.parametrize("case", sorted(_bad_cnn_batches("SimpleConvNet")))
+@pytest.mark.parametrize("name", sorted(CNNS))
+def test_cnn_call_that_raises_leaves_it_unchanged(backend, name, case):
+    """The CNNs check the images and the targets before their first layer runs (they
+    used to run every layer, and draw DeepConvNet's dropout masks, first)."""
+    net = _used_cnn(name)
+    x, t = _bad_cnn_batches(name)[case]
+    for call in _cnn_calls(net).values():
+        assert_refused_unchanged(net, lambda: call(x, t))
+    if case in ("flattened images", "smaller images", "larger images", "two channels",
+                "complex images"):
+        assert_refused_unchanged(net, lambda: net.predict(x))
+
+
+def test_deep_convnet_refused_call_leaves_the_global_random_state(backend):
+    """Without ``rng`` the dropout masks come from NumPy's global state (as the book):
+    a refused call must not draw from it, so the next gradient is the one a network
+    that never saw the call computes."""
+    np.random.seed(3)
+    seen, fresh = CNNS["DeepConvNet"](None), CNNS["DeepConvNet"](None)
+    for k in fresh.params:
+        fresh.params[k][...] = seen.params[k]
+    x, t = _images("DeepConvNet", 4), np.array([0, 1, 2, 1])
+    np.random.seed(4)
+    state = np.random.get_state()[1].copy()
+    with pytest.raises(ValueError):
+        seen.gradient(x, [0, 1, 2, 3])
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+    got = seen.gradient(x, t)
+    np.random.seed(4)
+    want = fresh.gradient(x, t)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

@@ -31,8 +31,8 @@ import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Tests run from the sdist: the layers and both backends, and the benchmark driver (it
-# reads docs/, tools/ and benchmarks/, so their presence is tested too). Kept small: the
+# Tests run from the sdist: the layers and both backends, and the benchmark command and
+# lab (it reads docs/, tools/ and benchmarks/, so their presence is tested too). Kept small: the
 # two builds before it take most of this script's minute or two.
 SUBSET = ["tests/test_backends.py", "tests/test_layers.py", "tests/test_bench_smoke.py"]
 
@@ -42,8 +42,10 @@ SDIST_MUST_HAVE = [
     "src/fastbp/kernels/_cython.c", "src/fastbp/kernels/_cython.pyi",
     "src/fastbp/kernels/_gemm.pyx", "src/fastbp/kernels/_gemm.c",
     "tests/conftest.py", "tests/_mnist.py", "tests/_fuzz_worker.py",
-    "tests/mpi_scripts/problem.py", "docs/benchmarks.md", "benchmarks/conftest.py",
-    "benchmarks/README.md", "tools/plot_bench.py",
+    "tests/mpi_scripts/problem.py", "tests/_book_reference.py",
+    "tests/book_reference/common/_idiom.py", "docs/benchmarks.md", "benchmarks/conftest.py",
+    "benchmarks/README.md", "benchmarks/compare.py", "benchmarks/peers.py",
+    "benchmarks/limits.py", "benchmarks/busy.py", "tools/plot_bench.py", "tools/profile_step.py",
 ]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plot fastbp's benchmark results: speed-up over the book's NumPy idiom, per case.
 
-Reads either the JSON of ``fastbp bench --json FILE`` or the JSON of
+Reads the JSON of ``fastbp bench --json FILE``, ``benchmarks/compare.py --json FILE`` or
 ``pytest benchmarks/ --benchmark-only --benchmark-json FILE`` and writes a PNG
 (default ``docs/bench.png``) with one bar per contender and case: how many times faster
 than the book (log scale; 1 = as fast as the book). Needs matplotlib
@@ -84,13 +84,14 @@ def plot(results, machine, out, dtype=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results if r["kind"] in ("kernel", "step") and "book" in r["times"]]
+    rows = [r for r in results if r["kind"] in ("kernel", "layer", "step") and "book" in r["times"]]
     if dtype:
         rows = [r for r in rows if r["id"].endswith(dtype)]
     if not rows:
         raise SystemExit("no case with a book time to plot")
-    panels = [(sorted((r for r in rows if r["kind"] == k), key=lambda r: r["id"]), title)
-              for k, title in (("step", "training steps"), ("kernel", "layers (forward/backward)"))]
+    panels = [(sorted((r for r in rows if r["kind"] in k), key=lambda r: r["id"]), title)
+              for k, title in ((("step",), "training steps"),
+                               (("kernel", "layer"), "layers (forward/backward)"))]
     panels = [(rs, t) for rs, t in panels if rs]
     sizes = [len(rs) * (2.0 if t.startswith("training") else 1.0) + 1 for rs, t in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.3 * sum(sizes) + 1.2), sharex=True,
@@ -140,7 +141,19 @@ def markdown(results, machine, targets=None):
                        + (f"{_r(tm, 'jax', 'cython')} | " if jax else "")
                        + f"{_r(tm, 'cython', 'floor')} | {_r(tm, 'cython', 'floor+sgd')} |")
         out.append("")
-    kernels = [r for r in results if r["kind"] == "kernel"]
+    extra = [(k, label) for k, label in (("cython-1t", "fastbp 1 thread"), ("limit", "GEMM limit"))
+             if any(k in r["times"] for r in steps)]
+    if extra:   # compare.py runs: one thread and the GEMM limit, against fastbp's step
+        out += ["| step | fastbp cython | " + " | ".join(label for _, label in extra) + " | "
+                + " | ".join(f"cython/{k}" for k, _ in extra) + " |",
+                "| --- |" + " ---: |" * (1 + 2 * len(extra))]
+        for r in steps:
+            tm = r["times"]
+            out.append(f"| {r['id']} | {_t(tm.get('cython'))} | "
+                       + " | ".join(_t(tm.get(k)) for k, _ in extra) + " | "
+                       + " | ".join(_r(tm, "cython", k) for k, _ in extra) + " |")
+        out.append("")
+    kernels = [r for r in results if r["kind"] in ("kernel", "layer")]
     if kernels:
         out += ["| layer call | book | fastbp numpy | fastbp cython | book/numpy | book/cython |",
                 "| --- | ---: | ---: | ---: | ---: | ---: |"]

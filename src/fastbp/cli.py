@@ -12,7 +12,7 @@ unwritable path, a checkpoint of another run) with one line ``fastbp: error: ...
 status 1, never with a traceback.
 """
 import argparse
-import importlib
+import difflib
 import math
 import os
 import secrets
@@ -20,16 +20,18 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
 
 from . import __version__
 from . import kernels
-from ._progress import ProgressBar
+from ._plot import plot_hint
+from ._progress import DurationEstimate, ProgressBar
 from .datasets import SampleDataWarning, load_mnist, locate_mnist
 from .gradcheck import TOLERANCE, gradient_check
-from .loop import SAMPLERS, History, accuracies, local_step, run_loop
+from .loop import SAMPLERS, Evaluation, History, accuracies, local_step, run_loop
 from .networks import CONV_RECIPE, MultiLayerNetExtend, TwoLayerNet, build_conv_network
 from .optimizers import OPTIMIZERS, get_optimizer
 from .serialization import check_writable
@@ -39,7 +41,10 @@ __all__ = ["main", "build_parser", "NETWORKS", "SUBCOMMANDS"]
 BOOK_ITERS = 10000
 SAMPLE_EPOCHS = 20  # default length of a run on the bundled sample: about a second
 DEFAULT_PLOT = "fastbp-train.png"
-PLOT_HINT = 'pip install "fastbp[plot]"'
+# The book's ch07/train_convnet.py and ch08/train_deepnet.py pass the Trainer
+# evaluate_sample_num_per_epoch=1000: a convolutional network scoring all 70,000 images
+# after every epoch would spend a large part of each epoch on it.
+CONV_EVAL_SAMPLES = 1000
 
 
 class CommandError(Exception):
@@ -51,7 +56,15 @@ class CommandError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line and a hint at ``--help`` (status 2)."""
+    """argparse, with its errors as one line and a hint at ``--help`` (status 2).
+
+    Options are never abbreviated (``allow_abbrev=False``): a prefix such as ``--epoch``
+    is an unknown option (with a suggestion), not silently ``--epochs``, so that a
+    command line keeps its meaning when an option is added."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise CommandError(f"{message} (see {self.prog} --help)", status=2)
@@ -79,6 +92,8 @@ _positive_float = _checked(float, lambda v: v > 0 and np.isfinite(v), "a positiv
 _non_negative_float = _checked(float, lambda v: v >= 0 and np.isfinite(v),
                                "a non-negative number")
 _ratio = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_eval_samples = _checked(lambda text: "all" if text == "all" else int(text),
+                         lambda v: v == "all" or v >= 1, "a positive integer or 'all'")
 _hidden_sizes = _checked(lambda text: tuple(int(part) for part in text.split(",")),
                          lambda sizes: min(sizes) >= 1,
                          "positive integers separated by commas (e.g. 50 or 100,100,100)")
@@ -96,7 +111,8 @@ class Network:
     ``images``: takes (N, 1, 28, 28) images instead of (N, 784) rows; ``optimizer``,
     ``lr``: the defaults of --optimizer and --lr (``lr`` None: the optimizer's own
     default, 0.1 for sgd); ``epochs``: the default length on the full set (None: the
-    book's 10,000 iterations)."""
+    book's 10,000 iterations); ``eval_samples``: the default of --eval-samples, how many
+    images of each set are scored after an epoch (None: all)."""
 
     label: str
     help: str
@@ -107,6 +123,7 @@ class Network:
     optimizer: str = "sgd"
     lr: Optional[float] = None
     epochs: Optional[int] = None
+    eval_samples: Optional[int] = None
 
 
 def _two_layer(args, n_in, n_out, rng):
@@ -144,27 +161,27 @@ NETWORKS = {
     "conv": Network("SimpleConvNet", "SimpleConvNet (chapter 7), trained as the book: adam "
                     "0.001, 20 epochs", _conv("conv"), hidden_layers=1, images=True,
                     optimizer=CONV_RECIPE["optimizer"], lr=CONV_RECIPE["lr"],
-                    epochs=CONV_RECIPE["epochs"]),
+                    epochs=CONV_RECIPE["epochs"], eval_samples=CONV_EVAL_SAMPLES),
     "deep": Network("DeepConvNet", "DeepConvNet (chapter 8), trained as the book: adam "
                     "0.001, 20 epochs", _conv("deep"), hidden_layers=1, images=True,
                     optimizer=CONV_RECIPE["optimizer"], lr=CONV_RECIPE["lr"],
-                    epochs=CONV_RECIPE["epochs"]),
+                    epochs=CONV_RECIPE["epochs"], eval_samples=CONV_EVAL_SAMPLES),
 }
 
 
 # ---------------------------------------------------------------------- the parser
 
-def _add_common(p):
+def _add_common(p, *, hidden, seed):
+    """The options train and gradcheck share, with each command's own ``hidden`` and
+    ``seed`` help texts."""
     p.add_argument("--data-dir", metavar="DIR",
                    help="folder with the four MNIST IDX files (.gz or raw); default: "
-                        "$FASTBP_DATA, the cache, a download, else the bundled sample")
+                        "$FASTBP_DATA, the cache (~/.cache/fastbp/mnist), a download, else "
+                        "the bundled sample")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="floating-point type of the network (default: float64, as the book)")
-    p.add_argument("--hidden", type=_hidden_sizes, default=None, metavar="N[,N...]",
-                   help="hidden units: one size for TwoLayerNet (default: 50), a comma list "
-                        "for --net multi (default: 100,100,100)")
-    p.add_argument("--seed", type=_seed, default=None, metavar="N",
-                   help="seed for the weights and the batches (default: a random one, printed)")
+    p.add_argument("--hidden", type=_hidden_sizes, default=None, metavar="N[,N...]", help=hidden)
+    p.add_argument("--seed", type=_seed, default=None, metavar="N", help=seed)
 
 
 def _add_train(sub):
@@ -201,7 +218,15 @@ def _add_train(sub):
                    help="dropout ratio of every hidden layer (--net multi; default: 0, none)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="L",
                    help="L2 weight decay lambda (--net multi; default: 0)")
-    _add_common(t)
+    t.add_argument("--eval-samples", type=_eval_samples, default=None, metavar="N|all",
+                   help="images of each set scored after every epoch: the first N, or all "
+                        f"(default: all; --net conv and deep: {CONV_EVAL_SAMPLES}, as the "
+                        "book's Trainer, and the whole test set after the last epoch)")
+    _add_common(t, hidden="hidden units: one size for TwoLayerNet (default: 50) and the CNNs "
+                          "(default: 100, DeepConvNet 50), a comma list for --net multi "
+                          "(default: 100,100,100)",
+                seed="seed for the initial weights and the batches (default: a random one, "
+                     "printed)")
     t.add_argument("--backend", choices=kernels.BACKENDS, default=None,
                    help=f"kernel backend (default: {kernels.get_backend()})")
     t.add_argument("--threads", type=_positive_int, default=None, metavar="N",
@@ -213,7 +238,8 @@ def _add_train(sub):
     plot = t.add_mutually_exclusive_group()
     plot.add_argument("--plot", metavar="FILE.png",
                       help=f"where to write the loss and accuracy curves (default: {DEFAULT_PLOT}; "
-                           f"needs matplotlib: {PLOT_HINT})")
+                           "needs matplotlib, the plot extra: pip install \".[plot]\" from a "
+                           "source tree)")
     plot.add_argument("--no-plot", action="store_true", help="do not write the plot")
     t.add_argument("--checkpoint", metavar="FILE.npz",
                    help="write the network, the optimizer's state and the progress after "
@@ -243,22 +269,40 @@ def _add_gradcheck(sub):
                    help="backend(s) to check (default: both, when compiled)")
     g.add_argument("--batch", type=_positive_int, default=3, metavar="N",
                    help="number of training images (default: 3, as the book)")
-    _add_common(g)
+    _add_common(g, hidden="hidden units of the TwoLayerNet checked (default: 50)",
+                seed="seed for the initial weights (default: a random one, printed)")
     g.set_defaults(run=cmd_gradcheck, validate=_check_gradcheck_options)
 
 
 def _add_bench(sub):
-    # Its options belong to fastbp.bench, which parses them itself: forward=True passes
-    # every argument after `bench` on untouched (see _parse).
-    b = sub.add_parser("bench", add_help=False,
-                       help="benchmark the kernels and a training step (options: fastbp bench --help)")
-    b.set_defaults(run=cmd_bench, validate=None, forward=True)
+    b = sub.add_parser("bench", help="time fastbp against the book's NumPy code on this machine",
+                       description="fastbp's training steps and layers against the book's plain "
+                       "NumPy code; PyTorch, JAX, a busy machine: benchmarks/compare.py (source tree)")
+    b.add_argument("--quick", action="store_true", help="the steps of 784-50-10 and SimpleConvNet "
+                   "only: under a minute on 2 quiet cores (the full run: a few minutes)")
+    b.add_argument("--dtype", choices=("float64", "float32", "both"), default="both")
+    b.add_argument("--only", action="append", metavar="TEXT", help="cases whose name has TEXT")
+    b.add_argument("--threads", type=_positive_int, metavar="N", help="fastbp's (and BLAS's)")
+    b.add_argument("--budget", type=_positive_float, metavar="S", help="seconds per case")
+    b.add_argument("--repeats", type=_positive_int, metavar="N", help="interleaved rounds")
+    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    b.set_defaults(run=cmd_bench, validate=_check_bench_options)
+
+
+def _check_bench_options(args):
+    from .bench import select
+    args.dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    if args.only and not select(args.quick, args.dtypes, args.only):
+        raise CommandError(f"--only {' '.join(args.only)}: no case matches"
+                           + (" with --quick" if args.quick else ""), status=2)
+    if args.json:
+        check_writable(args.json, "--json")
 
 
 def _add_book(sub):
     # The rest of the line is a book script and its own arguments: forward=True.
     b = sub.add_parser("book", add_help=False,
-                       help="run one of the book's scripts on fastbp (fastbp book SCRIPT [ARGS])")
+                       help="run one of the book's scripts on fastbp (fastbp book [--seed N] SCRIPT [ARGS])")
     b.set_defaults(run=cmd_book, validate=None, forward=True)
 
 
@@ -278,7 +322,22 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in SUBCOMMANDS:
         add(sub)
+    parser.commands = sub.choices  # name -> the subcommand's parser
     return parser
+
+
+def _unrecognized(rest, parser):
+    """``unrecognized arguments: ...``, with the option meant when one is close (a
+    prefix, say, now that options are never abbreviated)."""
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    for word in rest:
+        name = word.split("=", 1)[0]
+        if name.startswith("--"):
+            close = ([o for o in known if o.startswith(name)]
+                     or difflib.get_close_matches(name, known, n=1))
+            if close:
+                return f"unrecognized arguments: {' '.join(rest)} (did you mean {close[0]}?)"
+    return f"unrecognized arguments: {' '.join(rest)}"
 
 
 def _check_train_options(args):
@@ -432,6 +491,35 @@ def cmd_train(args):
         return _train(args, comm)
 
 
+def _data_label(source, n_train, n_test):
+    """Which data a run trained on, for its last line and its plot's title."""
+    if source.is_sample:
+        return f"the bundled MNIST sample ({n_train} training images)"
+    if (n_train, n_test) == (60000, 10000):
+        return "the full MNIST"
+    return f"MNIST from {source.path} ({n_train} training images)"
+
+
+def _scored(evaluation, n_train):
+    """What a sampled :class:`~fastbp.loop.Evaluation` scores, in the words of each line
+    that shows it: the note before the run, the marks of the last epoch line and of the
+    final line, the plot's subtitle (all empty when it scores every image)."""
+    some_train = evaluation.n_train < n_train
+    some_test = evaluation.n_test < evaluation.n_final
+    k, n_test = evaluation.n_train, evaluation.n_final
+    test = (f"the first {evaluation.n_test} test images, after the last epoch all {n_test}"
+            if some_test else f"all {n_test} test images")
+    train = f"the first {k} training images" if some_train else f"all {k} training images"
+    plot = (f"\non the first {k} images of each set\n(the last test point: all {n_test})"
+            if some_test else f"\ntrain: the first {k} images; test: all" if some_train else "")
+    return argparse.Namespace(
+        note=(f"accuracies after each epoch on {train} and {test}, as the book's Trainer "
+              "(--eval-samples all: every image, every epoch)") if evaluation.sampled else "",
+        last_line=" (whole test set)" if some_test else "",
+        train=f" (first {k} images)" if some_train else "",
+        test=f" (all {n_test})" if some_test else "", plot=plot)
+
+
 def _train(args, comm):
     timeout = None
     root = comm is None or comm.Get_rank() == 0
@@ -443,15 +531,15 @@ def _train(args, comm):
             if getattr(args, option):
                 _check_writable(getattr(args, option), f"--{option}")
         _check_backend(args.backend)
-        _, data = _load(args, out, progress=bar_enabled)
+        source, data = _load(args, out, progress=bar_enabled)
         seed = args.seed if args.seed is not None else secrets.randbits(32)
-        return data, seed
+        return data, seed, _data_label(source, data[0][0].shape[0], data[1][0].shape[0])
 
     backend = args.backend or kernels.get_backend()
     if args.threads is not None:
         kernels.set_num_threads(args.threads)
     if comm is None:
-        ((x_train, t_train), (x_test, t_test)), seed = prepare()
+        ((x_train, t_train), (x_test, t_test)), seed, data_label = prepare()
     else:
         from .distributed.collectives import DEFAULT_TIMEOUT, bcast, root_first
         from .distributed.data_parallel import broadcast_data, share_cores
@@ -459,7 +547,8 @@ def _train(args, comm):
         # Rank 0 checks and loads (a failure there is one line, and every rank stops),
         # then sends the data and the seed to the others.
         prepared = root_first(comm, _one_line(prepare), timeout=timeout)
-        ((x_train, t_train), (x_test, t_test)), seed = prepared or (((None,) * 2,) * 2, 0)
+        ((x_train, t_train), (x_test, t_test)), seed, data_label = (
+            prepared or (((None,) * 2,) * 2, 0, None))
         header = np.array([seed], dtype=np.uint64)
         bcast(comm, header, 0, timeout, "the seed broadcast")
         seed = int(header[0])
@@ -486,31 +575,46 @@ def _train(args, comm):
     run = {"seed": seed, "batch_size": args.batch_size, "train_size": int(x_train.shape[0]),
            "sampler": sampler.name, "net": args.net,
            "optimizer_name": optimizer_name}  # a resumed run must have the same
+    bar = ProgressBar(None, label="train", enabled=bar_enabled)  # its total: below
+    samples = net.eval_samples if args.eval_samples is None else args.eval_samples
     if comm is None:
         step = local_step(network, optimizer, x_train, t_train)
-        evaluate = accuracies(network, x_train, t_train, x_test, t_test)
+        # a CNN in chunks of 1,000 images, so that the evaluation's progress moves
+        progress = ((lambda done, total: bar.status(f"evaluating {done}/{total} images"))
+                    if bar.enabled else None)
+        make = partial(accuracies, network, chunk=1000 if net.images else 10000, progress=progress)
         before_evaluate = None
     else:
         from .distributed.data_parallel import DataParallel
         dp = DataParallel(network, optimizer, comm, timeout=timeout)
         step = dp.make_step(x_train, t_train)
-        evaluate = dp.make_evaluate(x_train, t_train, x_test, t_test)
+        make = dp.make_evaluate
         before_evaluate = dp.sync_state
+    evaluation = Evaluation(make, x_train, t_train, x_test, t_test,
+                            None if samples == "all" else samples, after=lambda: bar.status(""))
+    scored = _scored(evaluation, x_train.shape[0])
+    if scored.note:
+        out.note(scored.note)
 
     start, history = _resume(args, comm, network, optimizer, run, timeout)
     if start:
         out.note(f"resumed from {args.checkpoint} after {_plural(start, 'iteration')}")
     history = History() if history is None else history
 
-    bar = ProgressBar(iters - start, label="train", enabled=bar_enabled)
+    bar.total = iters - start
     width = len(str(n_epochs))
     hooks = []
+    estimate = None
     if root and not args.quiet:
         def show(r):
             partial = "" if r.complete else f" ({r.steps} it)"
             bar.write(f"epoch {r.epoch:>{width}}/{n_epochs}{partial}  loss {r.loss:.4f}  "
-                      f"train acc {r.train_acc:.4f}  test acc {r.test_acc:.4f}  {r.seconds:.2f} s")
+                      f"train acc {r.train_acc:.4f}  test acc {r.test_acc:.4f}"
+                      f"{scored.last_line if r.iteration == iters else ''}  {r.seconds:.2f} s")
         hooks.append(show)
+        estimate = DurationEstimate(lambda text: bar.write(f"fastbp: {text}", file=sys.stderr),
+                                    iters, start, n_epochs, evaluation)
+        hooks.append(estimate.on_epoch)
     if args.checkpoint and root:
         from .distributed.checkpoints import epoch_saver
         hooks.append(epoch_saver(args.checkpoint, network, optimizer, run, history))
@@ -519,26 +623,34 @@ def _train(args, comm):
         for hook in hooks:
             hook(record)
 
+    def on_step(i, loss):
+        bar.update()
+        if estimate is not None:
+            estimate.on_step(i)
+
     tic = time.perf_counter()
     with kernels.use_backend(backend), bar:
-        run_loop(sampler, step, iters, evaluate=evaluate, start=start, history=history,
-                 on_step=lambda i, loss: bar.update(), on_epoch=on_epoch,
-                 before_evaluate=before_evaluate)
+        run_loop(sampler, step, iters, evaluate=evaluation.epoch, start=start, history=history,
+                 on_step=on_step, on_epoch=on_epoch, before_evaluate=before_evaluate,
+                 evaluate_final=evaluation.final)
     seconds = time.perf_counter() - tic
     if not root:
         return 0
     last = history.epochs[-1] if history.epochs else None
-    result = (f"train acc {last.train_acc:.4f}, test acc {last.test_acc:.4f}" if last
-              else "nothing left to train")
-    out.final(f"done: {_plural(iters, 'iteration')} in {seconds:.1f} s; {result}")
+    result = (f"train acc {last.train_acc:.4f}{scored.train}, test acc {last.test_acc:.4f}"
+              f"{scored.test}" if last else "nothing left to train")
+    out.final(f"done: {_plural(iters, 'iteration')} in {seconds:.1f} s on {data_label}; {result}")
 
     if args.save:
         network.save_params(args.save)
         out.note(f"saved the network to {args.save} (load it with load_params)")
     plot_path = None if args.no_plot else (args.plot or DEFAULT_PLOT)
     if plot_path:
+        final = f"final test accuracy {last.test_acc:.4f}" if last else "not evaluated"
+        title = f"{description} on {data_label}, seed {seed}\n{final} after {_plural(iters, 'iteration')}"
         try:
-            written = _plot(history, plot_path)
+            written = _plot(history, plot_path, title=title,
+                            accuracy_title="accuracy after each epoch" + scored.plot)
         except OSError as exc:
             if args.plot:
                 raise
@@ -547,7 +659,7 @@ def _train(args, comm):
             if written:
                 out.note(f"wrote the loss and accuracy curves to {plot_path}")
             else:
-                out.note(f"no plot: matplotlib is not installed; {PLOT_HINT} to get {plot_path}")
+                out.note(f"no plot: matplotlib is not installed; {plot_hint()} to get {plot_path}")
     return 0
 
 
@@ -581,37 +693,13 @@ def _resume(args, comm, network, optimizer, run, timeout):
 
 # ---------------------------------------------------------------------- the plot
 
-def _plot(history, path):
+def _plot(history, path, *, title, accuracy_title):
     """Write the loss and accuracy curves to ``path``; False when matplotlib is absent."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    loss = np.asarray(history.loss)
-    ax_loss.plot(np.arange(1, loss.size + 1), loss, lw=0.5, alpha=0.5, label="batch")
-    window = min(100, loss.size // 20)
-    if window > 1:  # a centred moving average shows the trend through the noise
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        centre = np.arange(smooth.size) + (window + 1) / 2
-        ax_loss.plot(centre, smooth, label=f"mean of {window}")
-    ax_loss.set(xlabel="iteration", ylabel="loss", title="training loss")
-    ax_loss.legend()
-    epochs = [e.iteration for e in history.epochs]
-    ax_acc.plot(epochs, history.train_acc, marker="o", ms=3, label="train")
-    ax_acc.plot(epochs, history.test_acc, marker="s", ms=3, ls="--", label="test")
-    ax_acc.set(xlabel="iteration", ylabel="accuracy", title="accuracy at the end of each epoch",
-               ylim=(0, 1))
-    ax_acc.legend(loc="lower right")
-    fig.savefig(path, dpi=100)
-    return True
+    from ._plot import save_curves
+    return save_curves(history, path, title=title, accuracy_title=accuracy_title)
 
 
 # ---------------------------------------------------------------------- gradcheck
-
-GRADCHECK_TOL = TOLERANCE  # the same dict: fastbp.gradcheck's tolerances
-
 
 def cmd_gradcheck(args):
     if args.backend == "both":
@@ -625,7 +713,7 @@ def cmd_gradcheck(args):
     network = TwoLayerNet(x.shape[1], hidden[0], 10, dtype=args.dtype, rng=seed)
     print(f"gradient check: TwoLayerNet {x.shape[1]}-{hidden[0]}-10, {args.dtype}, "
           f"{x.shape[0]} training images, seed {seed}")
-    report = gradient_check(network, x, t, backends=backends, tol=GRADCHECK_TOL[args.dtype])
+    report = gradient_check(network, x, t, backends=backends, tol=TOLERANCE[args.dtype])
     print(report)
     return 0 if report.ok else 1
 
@@ -633,14 +721,10 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------------- bench
 
 def cmd_bench(args):
-    try:
-        bench = importlib.import_module("fastbp.bench")
-    except ModuleNotFoundError as exc:
-        if exc.name == "fastbp.bench":
-            raise CommandError("the benchmark module (fastbp.bench) is not part of this installation") from None
-        raise CommandError(f"fastbp bench needs {exc.name}: {exc}; "
-                           'pip install "fastbp[bench]"') from None
-    return bench.main(args.argv)
+    from . import bench
+    bench.run(quick=args.quick, dtypes=args.dtypes, only=args.only, threads=args.threads,
+              budget=args.budget, repeats=args.repeats, json_path=args.json)
+    return 0
 
 
 # ---------------------------------------------------------------------- book
@@ -659,15 +743,15 @@ def _parse(argv):
     if args.command is None:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        parser.error("no command given: train, gradcheck or bench")
+        parser.error(f"no command given: {', '.join(parser.commands)}")
     if getattr(args, "forward", False):
-        # a subcommand that parses its own options (bench): every argument after its
+        # a subcommand that parses its own options (book): every argument after its
         # name is passed on untouched, as args.argv
         args.argv = argv[argv.index(args.command) + 1:]
         return args
     hint = f" (see fastbp {args.command} --help)"
     if rest:
-        raise CommandError(f"unrecognized arguments: {' '.join(rest)}{hint}", status=2)
+        raise CommandError(_unrecognized(rest, parser.commands[args.command]) + hint, status=2)
     try:
         args.validate(args)
     except CommandError as exc:

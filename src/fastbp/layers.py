@@ -123,6 +123,10 @@ class Affine:
     ``dW`` and ``db``.
     """
 
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
+
     def __init__(self, W, b):
         self.W = W
         self.b = b
@@ -324,6 +328,7 @@ class Dropout:
     def backward(self, dout):
         if self.mask is None:
             raise _forward_first(self)
+        _check_dout(dout, self.mask.shape)
         return _kernels.active().dropout_backward(dout, self.mask, self._scale)
 
 
@@ -344,6 +349,10 @@ class BatchNormalization:
     ``input_shape`` and creates the running statistics there too); before any
     training-mode forward it uses zeros for both statistics, as the book's.
     """
+
+    #: what a network trains (parameter, its gradient): see fastbp._protocol
+    trainable = (("gamma", "dgamma"), ("beta", "dbeta"))
+    decayed = ()
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
                  *, eps=1e-6):
@@ -377,6 +386,14 @@ class BatchNormalization:
                 raise ValueError(f"{name}: expected shape ({d},), got {r.shape}")
             stats.append(r)
         return stats
+
+    def state_arrays(self):
+        """The running statistics by name, as a network saves them (not trained, but
+        test-mode predictions use them). Created here (zeros, ``gamma``'s dtype) if no
+        training-mode forward has run; the layer keeps and updates these arrays."""
+        gamma = np.asarray(self.gamma)
+        self.running_mean, self.running_var = self._stats(gamma.shape[0], gamma.dtype)
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
 
     def forward(self, x, train_flg=True):
         x = float_array("x", x)
@@ -437,14 +454,20 @@ def _image_input(x, name="x"):
 
 
 class Convolution:
-    """Convolution with filters ``W`` (FN, C, FH, FW) and bias ``b`` (FN,) (or a scalar),
-    computed as the book does: ``col = im2col(x)``, ``out = col @ col_W + b`` with
-    ``col_W = W.reshape(FN, -1).T``, one matrix product for the whole batch.
+    """Convolution with filters ``W`` (FN, C, FH, FW) and bias ``b`` (FN,) (or a scalar).
 
-    ``W`` and ``b`` are held by reference, never copied (``col_W`` is a view of ``W``
-    when ``W`` is contiguous). ``forward`` keeps ``x``, ``col`` and ``col_W`` for
-    ``backward``, which sets ``dW`` (W's shape) and ``db`` (FN,) and returns ``dx``.
+    ``W`` and ``b`` are held by reference, never copied. ``forward`` keeps ``x`` (in the
+    computation's dtype) for ``backward``, which sets ``dW`` (W's shape) and ``db``
+    (FN,) and returns ``dx``. The kernels (``conv_forward``, ``conv_backward``) lower
+    the images a block at a time instead of keeping the book's batch-sized ``col``:
+    ``col`` (the book's ``im2col`` of ``x``) and ``col_W`` (``W.reshape(FN, -1).T``, a
+    view of ``W``) are still there for code that reads them, ``col`` computed when it
+    is first read.
     """
+
+    #: what a network trains (parameter, its gradient) and decays: see fastbp._protocol
+    trainable = (("W", "dW"), ("b", "db"))
+    decayed = ("W",)
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W
@@ -452,12 +475,25 @@ class Convolution:
         self.stride = stride
         self.pad = pad
         self.x = None
-        self.col = None
         self.col_W = None
         self.dW = None
         self.db = None
+        self._col = None
         self._out_shape = None
-        self._filter = None
+        self._geometry = None
+        self._W_shape = None
+
+    @property
+    def col(self):
+        """The book's ``im2col(x)`` of the last forward's input (computed on first read)."""
+        if self._col is None and self.x is not None:
+            fh, fw, stride, pad = self._geometry
+            self._col = _kernels.active().im2col(self.x, fh, fw, stride, pad)
+        return self._col
+
+    @col.setter
+    def col(self, value):
+        self._col = value
 
     def _check_params(self):
         W, b = self.W, self.b
@@ -478,48 +514,45 @@ class Convolution:
                 f"x: expected shape (N, {W.shape[1]}, H, W) (W has shape {W.shape}), got {x.shape}"
             )
         fn, _, fh, fw = W.shape
-        x = float_array("x", x, common_dtype(("x", x), ("W", W)))
-        col = _kernels.active().im2col(x, fh, fw, self.stride, self.pad)
-        n = x.shape[0]
-        oh = (x.shape[2] + 2 * self.pad - fh) // self.stride + 1
-        ow = (x.shape[3] + 2 * self.pad - fw) // self.stride + 1
-        col_W = W.reshape(fn, -1).T
-        prod = np.matmul(col, col_W)  # (N * oh * ow, FN): one product for the batch
-        bias = np.asarray(b, dtype=np.result_type(prod.dtype, getattr(b, "dtype", prod.dtype)))
-        out = np.empty((n, fn, oh, ow), dtype=bias.dtype)
-        # NHWC -> NCHW and the bias in one pass (the book adds b, then transposes a view
-        # that the next layer has to copy)
-        np.add(prod.reshape(n, oh * ow, fn).transpose(0, 2, 1),
-               bias.reshape(-1, 1) if bias.ndim else bias, out=out.reshape(n, fn, oh * ow))
-        self.x, self.col, self.col_W = x, col, col_W
-        self._out_shape, self._filter = out.shape, (fh, fw)
+        dtype = common_dtype(("x", x), ("W", W))
+        if np.ndim(b) == 0:  # a scalar bias (the book's ch07/apply_filter.py passes 0)
+            b = np.full(fn, b, np.result_type(dtype, getattr(b, "dtype", dtype)))
+        # converted once here (float32 images, float64 weights) and kept for backward
+        x = float_array("x", x, np.result_type(dtype, b.dtype))
+        out = _kernels.active().conv_forward(x, W, b, self.stride, self.pad)
+        self.x, self._col, self.col_W = x, None, W.reshape(fn, -1).T
+        self._out_shape, self._geometry = out.shape, (fh, fw, self.stride, self.pad)
+        self._W_shape = W.shape
         return out
 
     def backward(self, dout, need_dx=True):
         """Set ``dW`` and ``db``; return ``dx`` (the input's shape), or None when
         ``need_dx`` is false (not in the book)."""
-        if self.col is None:
+        if self.x is None:
             raise _forward_first(self)
         _check_dout(dout, self._out_shape)
-        k = _kernels.active()
-        dout = float_array("dout", dout, common_dtype(("dout", dout), ("col", self.col)))
-        db = k.conv_bias_grad(dout)
-        d2 = dout.transpose(0, 2, 3, 1).reshape(-1, dout.shape[1])  # (N * oh * ow, FN)
-        dW = np.matmul(d2.T, self.col).reshape(self.col_W.shape[1], self.x.shape[1], *self._filter)
-        dx = None
-        if need_dx:
-            dcol = np.matmul(d2, self.col_W.T)
-            dx = k.col2im(dcol, self.x.shape, *self._filter, self.stride, self.pad)
+        _, _, stride, pad = self._geometry
+        # the filters of the forward pass (as the book's col_W, a view of them)
+        W = self.col_W.T.reshape(self._W_shape)
+        dx, dW, db = _kernels.active().conv_backward(dout, self.x, W, stride, pad, need_dx)
         self.dW, self.db = dW, db
         return dx
+
+
+def _is_2x2(layer):
+    """The book's pooling (2x2 windows, stride 2, no padding): its own kernels."""
+    g = (layer.pool_h, layer.pool_w, layer.stride, layer.pad)
+    return all(type(v) is int for v in g) and g == (2, 2, 2, 0)
 
 
 class Pooling:
     """Max pooling over ``pool_h`` x ``pool_w`` windows, the book's constructor.
 
-    ``forward`` keeps ``x`` and ``arg_max`` (the book's: the index of each window's
-    maximum, flat in the order (n, i, j, c)); ``backward`` sends each ``dout`` element
-    to the input element that was the maximum of its window.
+    ``forward`` keeps ``x`` and the index of each window's maximum; ``backward`` sends
+    each ``dout`` element to the input element that was the maximum of its window.
+    ``arg_max`` is the book's form of that index (flat, in the order (n, i, j, c), the
+    window index ``ky * pool_w + kx``); the 2x2, stride-2 pooling of the book's networks
+    keeps a compact one (a byte per window, NCHW) and builds ``arg_max`` when it is read.
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
@@ -528,22 +561,42 @@ class Pooling:
         self.stride = stride
         self.pad = pad
         self.x = None
-        self.arg_max = None
+        self._arg_max = None
+        self._index = None
         self._out_shape = None
+
+    @property
+    def arg_max(self):
+        """The book's argmax: flat intp window indices in the order (n, i, j, c)."""
+        if self._arg_max is None and self._index is not None:
+            self._arg_max = np.ascontiguousarray(self._index.transpose(0, 2, 3, 1),
+                                                 dtype=np.intp).reshape(-1)
+        return self._arg_max
+
+    @arg_max.setter
+    def arg_max(self, value):  # the book's form from now on
+        self._arg_max, self._index = value, None
 
     def forward(self, x):
         x = _image_input(x)
-        out, arg_max = _kernels.active().maxpool_forward(x, self.pool_h, self.pool_w,
-                                                         self.stride, self.pad)
-        self.x, self.arg_max, self._out_shape = x, arg_max, out.shape
+        k = _kernels.active()
+        index = arg_max = None
+        if _is_2x2(self):
+            out, index = k.maxpool2_forward(x)
+        else:
+            out, arg_max = k.maxpool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x, self._index, self._arg_max, self._out_shape = x, index, arg_max, out.shape
         return out
 
     def backward(self, dout):
-        if self.arg_max is None:
+        if self._index is None and self._arg_max is None:
             raise _forward_first(self)
         _check_dout(dout, self._out_shape)
-        return _kernels.active().maxpool_backward(dout, self.arg_max, self.x.shape, self.pool_h,
-                                                  self.pool_w, self.stride, self.pad)
+        k = _kernels.active()
+        if self._index is not None:
+            return k.maxpool2_backward(dout, self._index, self.x.shape)
+        return k.maxpool_backward(dout, self._arg_max, self.x.shape, self.pool_h,
+                                  self.pool_w, self.stride, self.pad)
 
 
 __all__ += ["Convolution", "Pooling"]

@@ -19,7 +19,9 @@ pieces they hand it:
   the book's ``gradient`` + ``optimizer.update``); ``DataParallel`` builds one that
   trains on this rank's shard with one ``Allreduce``.
 - an **evaluate** ``evaluate() -> (train_acc, test_acc)`` called when an epoch ends:
-  :func:`accuracies` for one process, a split evaluation across ranks for MPI.
+  :func:`accuracies` for one process, a split evaluation across ranks for MPI; and
+  optionally an ``evaluate_final`` for the end of the run (:class:`Evaluation`: a
+  sample after each epoch, the whole test set at the end).
 - hooks: ``on_step(i, loss)`` after each iteration (1-based), ``on_epoch(record)``
   after each evaluation with an :class:`EpochRecord`; ``before_evaluate()`` (MPI:
   synchronize batch-norm statistics) runs just before ``evaluate``.
@@ -46,8 +48,10 @@ from typing import List
 
 import numpy as np
 
+from .networks import output_layer
+
 __all__ = ["BookSampler", "ShuffleSampler", "SAMPLERS", "EpochRecord", "History",
-           "run_loop", "local_step", "accuracies", "batch_loss", "in_dtype"]
+           "run_loop", "local_step", "accuracies", "Evaluation", "batch_loss", "in_dtype"]
 
 
 # ---------------------------------------------------------------------- samplers
@@ -158,12 +162,12 @@ SAMPLERS = {"book": BookSampler, "shuffle": ShuffleSampler}
 # ---------------------------------------------------------------------- steps and evaluation
 
 def batch_loss(network):
-    """The loss of the network's last forward pass: the data loss of its output layer
-    (``lastLayer`` or ``last_layer``) plus its weight decay term, if any."""
+    """The loss of the network's last forward pass: what fastbp's networks' ``loss``
+    returned (weight decay included), else the data loss of the output layer
+    (``fastbp.networks.output_layer``) of a network written as the book's."""
     if hasattr(network, "_last_loss"):
         return float(network._last_loss())
-    last = getattr(network, "lastLayer", None) or getattr(network, "last_layer")
-    return float(last.loss)
+    return float(output_layer(network).loss)
 
 
 def _network_dtype(network):
@@ -197,37 +201,91 @@ def in_dtype(x, dtype):
 
 def local_step(network, optimizer, x, t):
     """``step(indices) -> loss`` for one process: the batch ``x[indices]`` (of ``x``
-    converted to the network's dtype once, by :func:`in_dtype`) and ``t[indices]``,
-    one update; the loss is that of this step's own forward pass, before the update."""
+    converted to the network's dtype once, by :func:`in_dtype`) and ``t[indices]``, one
+    update; the loss is that of this step's own forward pass, before the update. Every
+    fastbp network has ``train_step`` (the optimizer's fused form, or gradients in
+    reused buffers); a network written as the book's gets ``gradient`` and
+    ``optimizer.update``."""
     x = in_dtype(x, _network_dtype(network))
+    train_step = getattr(network, "train_step", None)
 
     def step(indices):
         x_batch = x[indices]
         t_batch = t[indices]
-        if hasattr(network, "train_step"):  # fastbp's networks: buffers reused
-            return float(network.train_step(x_batch, t_batch, optimizer))
+        if train_step is not None:
+            return float(train_step(x_batch, t_batch, optimizer))
         optimizer.update(network.params, network.gradient(x_batch, t_batch))
         return batch_loss(network)
     return step
 
 
-def accuracies(network, x_train, t_train, x_test, t_test, chunk=10000):
-    """``evaluate()`` for one process: the accuracy on the whole training and test
-    sets (converted to the network's dtype once, by :func:`in_dtype`), in chunks so
-    that the full set needs no big buffers."""
-    dtype = _network_dtype(network)
+def accuracies(network, x_train, t_train, x_test, t_test, chunk=10000, *, progress=None):
+    """``evaluate()`` for one process: the accuracy on the given training and test sets
+    (pass the first ``k`` samples of each to measure on a sample, as the book's
+    ``Trainer`` with ``evaluate_sample_num_per_epoch=k``), in chunks so that the full
+    set needs no big buffers. ``progress(done, total)``, when given, is called with the
+    number of images scored so far, 0 first and then after each chunk (scoring the full
+    set with a convolutional network takes long enough to look hung without it)."""
+    dtype = _network_dtype(network)  # the data converted once, by :func:`in_dtype`
     x_train = in_dtype(x_train, dtype)
     x_test = None if x_test is None else in_dtype(x_test, dtype)
+    total = x_train.shape[0] + (0 if x_test is None else x_test.shape[0])
 
-    def accuracy(x, t):
+    def accuracy(x, t, done):
         hits = 0.0
         for start in range(0, x.shape[0], chunk):
             xs, ts = x[start:start + chunk], t[start:start + chunk]
             hits += network.accuracy(xs, ts) * xs.shape[0]
+            if progress is not None:
+                progress(done + start + xs.shape[0], total)
         return float(hits / x.shape[0])
 
-    return lambda: (accuracy(x_train, t_train),
-                    None if x_test is None else accuracy(x_test, t_test))
+    def evaluate():
+        if progress is not None:
+            progress(0, total)
+        return (accuracy(x_train, t_train, 0),
+                None if x_test is None else accuracy(x_test, t_test, x_train.shape[0]))
+    return evaluate
+
+
+class Evaluation:
+    """An evaluation policy for :func:`run_loop`: ``epoch()`` (its ``evaluate``) scores
+    the first ``samples`` images of each set (None: all), as the book's ``Trainer`` with
+    ``evaluate_sample_num_per_epoch``; ``final()`` (its ``evaluate_final``) scores the
+    same training images and the whole test set, as the ``Trainer``'s final test
+    accuracy. ``make(x_train, t_train, x_test, t_test) -> evaluate`` builds a scorer
+    (:func:`accuracies`, or a data-parallel one). ``sampled``: whether ``samples`` is
+    smaller than a set; ``n_train``, ``n_test``: the images ``epoch()`` scores,
+    ``n_final``: the test images ``final()`` scores; ``seconds``: how long the last call
+    took; ``after()``, when given, runs after every call, even one that raised."""
+
+    def __init__(self, make, x_train, t_train, x_test, t_test, samples=None, *, after=None):
+        if samples is not None:
+            _positive("samples", samples)
+        self.sampled = samples is not None and (samples < x_train.shape[0]
+                                                or samples < x_test.shape[0])
+        k = samples if self.sampled else None
+        self.n_train, self.n_test, self.n_final = (
+            x_train[:k].shape[0], x_test[:k].shape[0], x_test.shape[0])
+        self._epoch = make(x_train[:k], t_train[:k], x_test[:k], t_test[:k])
+        self._final = make(x_train[:k], t_train[:k], x_test, t_test) if self.sampled else self._epoch
+        self._after = after
+        self.seconds = None
+
+    def _timed(self, evaluate):
+        tic = time.perf_counter()
+        try:
+            return evaluate()
+        finally:
+            self.seconds = time.perf_counter() - tic
+            if self._after is not None:
+                self._after()
+
+    def epoch(self):
+        return self._timed(self._epoch)
+
+    def final(self):
+        return self._timed(self._final)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -265,15 +323,18 @@ class History:
 
 
 def run_loop(sampler, step, iters, *, evaluate, start=0, history=None, on_step=None,
-             on_epoch=None, before_evaluate=None, epoch_end=None, evaluate_last=True):
+             on_epoch=None, before_evaluate=None, epoch_end=None, evaluate_last=True,
+             evaluate_final=None):
     """Run iterations ``start`` .. ``iters - 1`` (0-based) and return the
     :class:`History` (``history``, extended, when given: a resumed run).
 
     Each iteration calls ``step(sampler.batch(i))``; after the last iteration of an
     epoch (``epoch_end(i)``, default ``sampler.ends_epoch``) and after the very last
     iteration (unless ``evaluate_last`` is false: the book's ``Trainer`` does not),
-    ``before_evaluate()``, then ``evaluate()``, then ``on_epoch(record)``.
-    See the module docstring for the pieces.
+    ``before_evaluate()``, then ``evaluate()``, then ``on_epoch(record)``. After the
+    very last iteration ``evaluate_final()``, when given, runs in place of
+    ``evaluate()`` (the book's ``Trainer`` scores a sample after each epoch and the
+    whole test set at the end). See the module docstring for the pieces.
     """
     iters, start = int(iters), int(start)
     if iters < 0 or not 0 <= start:
@@ -292,7 +353,8 @@ def run_loop(sampler, step, iters, *, evaluate, start=0, history=None, on_step=N
         if complete or (evaluate_last and i == iters - 1):
             if before_evaluate is not None:
                 before_evaluate()
-            train_acc, test_acc = evaluate()
+            last = evaluate_final is not None and i == iters - 1
+            train_acc, test_acc = (evaluate_final if last else evaluate)()
             record = EpochRecord(
                 epoch=sampler.epoch_of(i) + 1, iteration=i + 1, steps=len(losses),
                 loss=float(np.mean(losses)), train_acc=train_acc, test_acc=test_acc,

@@ -1,24 +1,43 @@
-"""The book's networks (``common/two_layer_net.py``).
+"""The book's networks: ``TwoLayerNet`` (chapter 5), ``MultiLayerNet`` and
+``MultiLayerNetExtend`` (chapter 6), ``SimpleConvNet`` (chapter 7), ``DeepConvNet``
+(chapter 8), with the book's constructors, ``params``, ``layers`` and methods.
+
+One protocol for all of them (``_Network``): a network is its ``params`` dict, its
+``layers`` (an ``OrderedDict`` or, for ``DeepConvNet``, a list, as in the book) and its
+output layer. The layers declare their parameters and gradients (``fastbp._protocol``),
+and everything else derives from the layer list: ``predict``, ``loss`` (with the weight
+decay of the declared weights), ``accuracy``, ``gradient`` (the key of each gradient is
+the key under which ``params`` holds the layer's array: the layers hold them by
+reference), ``numerical_gradient``, ``train_step``, ``state_arrays`` (what
+``save_params`` saves besides ``params``). A layer with parameters plugs in by its
+declaration alone.
 
 Every network checks a batch before its first layer runs (the targets with the loss
 layer's own check, ``kernels._checks.targets``; the batch itself where a later layer
-would refuse it), so a ``loss``, ``accuracy``, ``gradient``, ``train_step`` or
-``predict`` that raises leaves the network and its layers as they were. The accuracy
-of an empty batch is undefined: a ``ValueError``, as for the loss.
+would refuse it), so a ``loss``, ``accuracy``, ``gradient``, ``train_step``,
+``numerical_gradient`` or ``predict`` that raises leaves the network, its layers and
+their random generators as they were. The accuracy of an empty batch is undefined: a
+``ValueError``, as for the loss. Labels as a column (N, 1), as the book's
+``ch07/gradient_check.py`` passes them, are labels for every network and method (as
+for ``SoftmaxWithLoss``), unless there is a single class.
 """
+import math
+import sys
 from collections import OrderedDict
+from collections.abc import Mapping
+from operator import attrgetter
 
 import numpy as np
 
-from . import kernels as _kernels
+from . import _protocol
 from .gradient import numerical_gradient
-from .kernels._checks import as_array, targets
+from .kernels._checks import NATIVE, as_array, image_shape, targets, window_int
 from .layers import (Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid,
                      SoftmaxWithLoss, _batch_of_one)
-from .optimizers import SGD
 from .serialization import SaveParams
 
-__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
+__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
+           "DeepConvNet", "output_layer"]
 
 
 def _normal(rng):
@@ -29,92 +48,318 @@ def _normal(rng):
     return lambda *shape: gen.standard_normal(shape)
 
 
-def _backprop(layers, dout, buffers=None, sgd=None):
-    """Run ``dout`` backward through ``layers`` (given first to last).
-
-    A first ``Affine`` or ``Convolution`` skips its input gradient (``dx = dout @ W.T``
-    for the Affine): nobody reads it, and it is a third of the arithmetic of
-    ``TwoLayerNet``'s training step.
-
-    ``buffers`` (a dict the caller keeps, for ``train_step``): each ``Affine`` writes
-    ``dW`` and ``db`` into the arrays it produced on the previous call instead of new
-    ones, so that a steady-state step allocates no parameter-sized array.
-
-    ``sgd``, ``(lr, weight_decay)``: plain SGD applied on the way instead. Each ``Affine``
-    folds its step into its weight gradient's product (no gradient array, no separate
-    update pass); batch normalization's ``gamma``/``beta`` take theirs once their
-    gradients exist. Updating a layer's parameters as soon as its backward has run is
-    the book's update after the whole backward pass: the layers below never read them.
-    """
-    layers = list(layers)
-    for i in range(len(layers) - 1, -1, -1):
-        layer, first = layers[i], i == 0
-        if isinstance(layer, Affine) and sgd is not None:
-            dout = layer.backward_sgd(dout, *sgd, need_dx=not first)
-        elif isinstance(layer, Affine):
-            dout = layer.backward(dout, need_dx=not first, **_reused(buffers, i, layer, dout))
-            if buffers is not None:
-                buffers[i] = (layer.dW, layer.db)
-        elif first and isinstance(layer, Convolution):
-            layer.backward(dout, need_dx=False)
-        else:
-            dout = layer.backward(dout)
-            if sgd is not None and isinstance(layer, BatchNormalization):
-                k = _kernels.active()
-                k.sgd_update(layer.gamma, layer.dgamma, sgd[0])
-                k.sgd_update(layer.beta, layer.dbeta, sgd[0])
+def _check_dtype(dtype):
+    """A network's ``dtype``: float32 or float64."""
+    dtype = np.dtype(dtype)
+    if dtype not in NATIVE:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
 
 
-def _reused(buffers, i, layer, dout):
-    """The ``dW_out``/``db_out`` of Affine ``i`` from the previous step, when they fit."""
-    if buffers is None or i not in buffers:
-        return {}
-    dW, db = buffers[i]
-    dtype = dW.dtype  # reused when nothing changed; mixed dtypes get new arrays
-    if (dW.shape == layer.W.shape and layer.W.dtype == dtype and layer.x.dtype == dtype
-            and getattr(dout, "dtype", None) == dtype):
-        return {"dW_out": dW, "db_out": db}
-    return {}
+def output_layer(network):
+    """The loss layer of ``network``, the one lookup: the attribute a fastbp network
+    names in ``_output_name``; else ``last_layer`` (the book's chapter 6 to 8 networks)
+    or ``lastLayer`` (the book's ``TwoLayerNet``); None if it has neither."""
+    name = getattr(network, "_output_name", None)
+    if name is not None:
+        return getattr(network, name)
+    last = getattr(network, "last_layer", None)
+    return getattr(network, "lastLayer", None) if last is None else last
 
 
 def _check_batch(x, t, classes, what="the mean loss"):
-    """Check the targets ``t`` of the batch ``x`` against ``classes`` scores per sample
-    (labels (N,) or one-hot (N, C); a label or a one-hot row for a single sample, 1-D
-    ``x``), before any layer runs. Returns ``(labels, onehot)`` as ``targets`` does; an
-    empty batch is refused (``what`` is undefined over it)."""
-    x = as_array("x", x)
+    """Check the targets ``t`` of the batch ``x`` (an array) against ``classes`` scores
+    per sample (labels (N,), a column of them (N, 1), or one-hot (N, C); a label or a
+    one-hot row for a single sample, 1-D ``x``), before any layer runs. Returns
+    ``(labels, onehot)`` as ``targets`` does; an empty batch is refused (``what`` is
+    undefined over it)."""
+    t = as_array("t", t)
     if x.ndim <= 1:  # a single sample, as the layers take it (Affine refuses a 0-d x)
-        t = _batch_of_one(as_array("t", t))
+        t = _batch_of_one(t)
     n = 1 if x.ndim <= 1 else x.shape[0]
     if n == 0:
         raise ValueError(f"x: empty batch (shape {x.shape}): {what} is undefined")
+    if t.ndim == 2 and t.shape == (n, 1) and classes != 1:
+        t = t.reshape(n)  # labels as a column: SoftmaxWithLoss's rule
     return targets(t, n, classes)
 
 
-def _accuracy(network, x, t, predict):
-    """Fraction of the samples of ``x`` whose highest score is their label."""
-    labels, onehot = _check_batch(x, t, network._classes(), "the accuracy")
-    if onehot is not None:
-        labels = np.argmax(onehot, axis=1)
-    y = np.argmax(predict(x).reshape(labels.shape[0], -1), axis=1)
-    return np.sum(y == labels) / float(labels.shape[0])
+# ---------------------------------------------------------------------- the layer walk
+
+def _getter(names):
+    """``layer -> tuple`` of the attributes ``names``, in one C call."""
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda layer: (get(layer),)
 
 
-def _train_step(network, x, t, optimizer):
-    """``network.train_step``. Plain SGD is fused into the backward pass; any other
-    optimizer gets gradients written into buffers reused across steps."""
-    if type(optimizer) is SGD:
-        network._forward_loss(x, t)
-        decay = getattr(network, "weight_decay_lambda", 0.0) or 0.0
-        _backprop(network.layers.values(), network._last_layer().backward(1),
-                  sgd=(optimizer.lr, decay))
-        return network._last_loss()
-    grads = network._gradient(x, t, network._grad_buffers)
-    optimizer.update(network.params, grads)
-    return network._last_loss()
+class _Plan:
+    """What a network reads from its layer list, derived when the list holds other layer
+    objects: each layer's abilities (``fastbp._protocol``) and the network key of each
+    declared parameter (found by identity in ``params``)."""
+
+    def __init__(self, layers, params):
+        self.layers = layers
+        found = {id(a): k for k, a in params.items()}
+        takes = _protocol.takes
+        self.steps = tuple((layer, takes(layer, "forward", "train_flg")) for layer in layers)
+        # every declared parameter, in layer order: its layer, name, gradient, key
+        declared = [(layer, name, grad, found.get(id(getattr(layer, name))))
+                    for layer in layers for name, grad in _protocol.trainable(layer)]
+        self.owners = tuple(d[0] for d in declared)
+        self.grad_names = tuple(d[2] for d in declared)
+        self.keys = tuple(d[3] for d in declared)
+        self.decayed = tuple((layer, name, key) for layer, name, _, key in declared
+                             if name in _protocol.decayed(layer))
+        self.unbound = [(layer, name) for layer, name, _, key in declared if key is None]
+        # the last layer with parameters, and its first (the weights: their last axis
+        # is the number of scores)
+        last = declared[-1][0] if declared else None
+        self.scores = (last, _protocol.trainable(last)[0][0]) if declared else None
+        backward = []
+        for i, layer in enumerate(layers):
+            names = tuple(name for name, _ in _protocol.trainable(layer))
+            grads = tuple(grad for _, grad in _protocol.trainable(layer))
+            # gradients the layer can write into given arrays: (its parameters, its
+            # gradients, the keyword arguments), if it can for every one
+            outs = None
+            if grads and all(takes(layer, "backward", grad + "_out") for grad in grads):
+                outs = (_getter(names), _getter(grads),
+                        tuple(sys.intern(grad + "_out") for grad in grads))
+            # the first layer skips its input gradient when it can: nobody reads it
+            skip = {"need_dx": False} if i == 0 and takes(layer, "backward", "need_dx") else {}
+            backward.append((i, layer, bool(grads), i > 0, skip, outs))
+        self.backward = tuple(reversed(backward))  # last layer first
 
 
-class TwoLayerNet(SaveParams):
+def _backprop(plan, dout, buffers=None, step=None, weight_decay=0.0):
+    """Run ``dout`` backward through the plan's layers, last to first.
+
+    The first layer skips its input gradient when it can (for ``TwoLayerNet`` it is a
+    third of a step's arithmetic). ``step`` (an optimizer's ``layer_step``): each layer
+    with parameters runs its backward through it, which updates the parameters on the
+    way (``weight_decay`` for the decayed ones). ``buffers`` (a dict the caller keeps,
+    for ``train_step``): each layer that can write its gradients into given arrays
+    reuses those of the previous call when nothing that decides their shape and dtype
+    changed, so that a steady-state step allocates no parameter-sized array.
+    """
+    for i, layer, trains, need_dx, skip, outs in plan.backward:
+        if step is not None and trains:
+            dout = step(layer, dout, need_dx, weight_decay)
+        elif outs is not None and buffers is not None:
+            params_of, grads_of, out_names = outs
+            # what decides the gradients' shapes and dtype: the parameters (the same
+            # arrays), the dtypes of dout and of the saved input
+            key = (params_of(layer), getattr(dout, "dtype", None),
+                   getattr(getattr(layer, "x", None), "dtype", None))
+            previous = buffers.get(i)
+            if previous is not None and previous[0] == key:
+                dout = layer.backward(dout, **skip, **previous[1])
+            else:
+                dout = layer.backward(dout, **skip)
+                buffers[i] = (key, dict(zip(out_names, grads_of(layer))))
+        else:
+            dout = layer.backward(dout, **skip)
+
+
+# ---------------------------------------------------------------------- the protocol
+
+class _Network(SaveParams):
+    """What every network shares: see the module docstring. A subclass builds
+    ``params``, ``layers`` and its output layer, sets ``dtype``, and calls
+    ``_layers_changed()``; it may refine ``_check_input``."""
+
+    weight_decay_lambda = 0  # MultiLayerNet's L2 penalty; none elsewhere
+
+    # -- the layer list
+    _output_name = "last_layer"  # the output layer's attribute (see output_layer)
+    _modal_loss = False  # whether ``loss`` takes ``train_flg``
+
+    def _layers_changed(self):
+        """Derive the plan from the layer list (the constructors' last step)."""
+        self._plan_cache = None
+        self._plan()
+        self._grad_buffers = {}  # train_step's gradients, reused from step to step
+        self._last = None  # the loss of the last forward pass
+
+    def _plan(self):
+        """The plan of the current layer list: derived again when the list holds other
+        layer objects. The keys are found when it is derived (the layers hold the
+        arrays of ``params``), so rebinding an entry of ``params`` alone reaches no
+        layer, as in the book."""
+        layers = self.layers
+        layers = tuple(layers) if isinstance(layers, (list, tuple)) else tuple(layers.values())
+        plan = self._plan_cache
+        if plan is None or layers != plan.layers:  # other layer objects, or another order
+            plan = self._plan_cache = _Plan(layers, self.params)
+            self._grad_buffers = {}
+        return plan
+
+    def _bound_plan(self, plan=None):
+        """The plan (``plan``: the one a forward pass just checked), refused when a
+        declared parameter is not an array of ``params`` (no key for its gradient)."""
+        plan = plan or self._plan()
+        if plan.unbound:
+            layer, name = plan.unbound[0]
+            raise ValueError(
+                f"params: {type(layer).__name__}.{name} is not one of the arrays of params "
+                "(the layers hold the network's arrays by reference)")
+        return plan
+
+    def _classes(self, plan=None):
+        """The number of scores per sample: the width of the last weights."""
+        layer, name = (plan or self._plan()).scores
+        return np.shape(getattr(layer, name))[-1]
+
+    # -- input
+    def _check_input(self, x, train_flg):
+        """``x`` as an array, refused here if a layer after the first would refuse it."""
+        return as_array("x", x)
+
+    def _convert(self, x):
+        """Images or features narrower than the parameters take their dtype once, here,
+        rather than in each layer (the book feeds float32 images to float64 weights)."""
+        if x.dtype != self.dtype and x.dtype in NATIVE and x.dtype.itemsize < self.dtype.itemsize:
+            return x.astype(self.dtype)
+        return x
+
+    # -- forward
+    def _forward(self, x, train_flg, plan=None):
+        for layer, modal in (plan or self._plan()).steps:
+            x = layer.forward(x, train_flg) if modal else layer.forward(x)
+        return x
+
+    def _predict(self, x, train_flg=False):
+        return self._forward(self._convert(self._check_input(x, train_flg)), train_flg)
+
+    def _weight_decay(self):
+        """``0.5 * weight_decay_lambda * sum(W**2)`` over the declared weights."""
+        lam = self.weight_decay_lambda
+        total = 0.0
+        for layer, name, _ in self._plan().decayed:
+            total += 0.5 * lam * float(np.square(getattr(layer, name), dtype=np.float64).sum())
+        return total
+
+    def _loss(self, x, t, train_flg):
+        x = self._check_input(x, train_flg)
+        plan = self._plan()
+        layer, name = plan.scores
+        _check_batch(x, t, np.shape(getattr(layer, name))[-1])
+        if x.dtype is not self.dtype:
+            x = self._convert(x)
+        loss = getattr(self, self._output_name).forward(self._forward(x, train_flg, plan), t)
+        if self.weight_decay_lambda:
+            loss = loss + self._weight_decay()
+        self._last = loss
+        return loss
+
+    def _training_loss(self, x, t):
+        """``loss`` in training mode, through the public method (as the book's
+        ``gradient`` and ``numerical_gradient`` call it, so a wrapped ``loss`` is seen)."""
+        return self.loss(x, t, train_flg=True) if self._modal_loss else self.loss(x, t)
+
+    def _last_loss(self):
+        """The loss of the last forward pass (``loss``'s value, weight decay included),
+        at the weights it ran with."""
+        return self._last
+
+    # -- accuracy
+    def _accuracy(self, x, t, batch_size=None):
+        """Fraction of the samples of ``x`` whose highest score (test mode) is their
+        label, ``batch_size`` samples at a time (all at once when None)."""
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        x = self._check_input(x, False)
+        labels, onehot = _check_batch(x, t, self._classes(), "the accuracy")
+        if onehot is not None:
+            labels = np.argmax(onehot, axis=1)
+        n = labels.shape[0]
+        step = n if batch_size is None or x.ndim <= 1 else batch_size
+        correct = 0
+        for start in range(0, n, step):
+            xb = x if step == n else x[start:start + step]
+            y = self._forward(self._convert(xb), False).reshape(min(step, n - start), -1)
+            correct += int(np.count_nonzero(np.argmax(y, axis=1) == labels[start:start + step]))
+        return np.float64(correct / n)  # a NumPy float, as the book's
+
+    # -- gradients
+    def _gradient(self, x, t, buffers=None):
+        """``(loss, grads)``: the training-mode loss and its gradients."""
+        if self._plan_cache.unbound:
+            self._bound_plan()  # refused before the forward pass
+        loss = self._training_loss(x, t)
+        plan = self._plan_cache  # the plan the forward pass checked
+        if plan.unbound:
+            self._bound_plan(plan)
+        _backprop(plan, getattr(self, self._output_name).backward(1), buffers)
+        grads = dict(zip(plan.keys, map(getattr, plan.owners, plan.grad_names)))
+        lam = self.weight_decay_lambda
+        if lam:
+            for layer, name, key in plan.decayed:
+                grads[key] = grads[key] + lam * getattr(layer, name)
+        return loss, grads
+
+    def gradient(self, x, t):
+        """Gradients by backpropagation (training mode), by the keys of ``params``
+        (``{"W1": dW1, "b1": db1, ...}``, in the order of the layers), new arrays at
+        every call, as in the book; with weight decay, ``weight_decay_lambda * W`` is in
+        every weight's gradient."""
+        return self._gradient(x, t)[1]
+
+    def numerical_gradient(self, x, t):
+        """Gradients by central differences (training mode), each parameter perturbed in
+        place as in the book: slow, for checking ``gradient``. With dropout, fix the
+        masks (a ratio of 0, or a seed) for a meaningful check."""
+        keys = self._bound_plan().keys
+        loss_w = lambda w: self._training_loss(x, t)  # noqa: E731 (the book's idiom)
+        return {key: numerical_gradient(loss_w, self.params[key]) for key in keys}
+
+    def train_step(self, x, t, optimizer):
+        """One training step (not in the book): ``gradient``, then
+        ``optimizer.update(params, grads)``, in place. Returns the batch loss at the
+        weights the gradient was taken at (what ``loss`` in training mode gives before
+        the step, weight decay included).
+
+        The optimizer owns the update. One with ``layer_step`` (plain
+        ``fastbp.optimizers.SGD``) applies it layer by layer during the backward pass;
+        a layer that can fold it into its gradient's matrix product (``Affine``:
+        ``W = W - lr * x.T @ dout``, one GEMM) keeps no gradient array, so its ``dW``
+        and ``db`` are None afterwards. Any other optimizer gets the gradients in
+        buffers that the next ``train_step`` reuses (the layers' ``dW``/``db`` are
+        those buffers), so a steady-state step allocates no parameter-sized array.
+        Arrays returned by ``gradient`` are never reused.
+        """
+        step = getattr(optimizer, "layer_step", None)
+        if step is None:
+            loss, grads = self._gradient(x, t, self._grad_buffers)
+            optimizer.update(self.params, grads)
+            return loss
+        loss = self._training_loss(x, t)
+        _backprop(self._plan_cache, getattr(self, self._output_name).backward(1), step=step,
+                  weight_decay=self.weight_decay_lambda)
+        return loss
+
+    # -- saving
+    def state_arrays(self):
+        """What ``save_params`` saves besides ``params``: each layer's
+        ``state_arrays()`` (batch normalization's ``running_mean``/``running_var``), named
+        with the number of the layer's parameters (``running_mean1`` beside ``gamma1``)."""
+        state = {}
+        plan = self._bound_plan()
+        for layer in plan.layers:
+            arrays = getattr(layer, "state_arrays", None)
+            if arrays is None or layer not in plan.owners:
+                continue
+            name, key = _protocol.trainable(layer)[0][0], plan.keys[plan.owners.index(layer)]
+            suffix = key[len(name):] if key.startswith(name) else key
+            for array_name, a in arrays().items():
+                state[array_name + suffix] = a
+        return state
+
+
+# =========================================================================== chapter 5
+
+class TwoLayerNet(_Network):
     """Affine - ReLU - Affine - SoftmaxWithLoss, as in the book's chapter 5.
 
     ``params`` holds ``W1``, ``b1``, ``W2``, ``b2``; the layers hold the same arrays by
@@ -125,11 +370,11 @@ class TwoLayerNet(SaveParams):
     as the book's chapter 7 and 8 networks (``.npz``, see ``fastbp.serialization``).
     """
 
+    _output_name = "lastLayer"  # the book's name
+
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
                  *, dtype=np.float64, rng=None):
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        self.dtype = dtype = _check_dtype(dtype)
         randn = _normal(rng)
         self.params = {
             "W1": (weight_init_std * randn(input_size, hidden_size)).astype(dtype),
@@ -142,63 +387,18 @@ class TwoLayerNet(SaveParams):
         self.layers["Relu1"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
         self.lastLayer = SoftmaxWithLoss()
-        self._grad_buffers = {}  # train_step's dW/db, reused from step to step
+        self._layers_changed()
 
     def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
+        return self._predict(x)
 
     def loss(self, x, t):
         """Mean cross-entropy loss of the batch ``x`` against labels or one-hot ``t``."""
-        _check_batch(x, t, self._classes())
-        return self.lastLayer.forward(self.predict(x), t)
+        return self._loss(x, t, False)
 
     def accuracy(self, x, t):
         """Fraction of ``x`` classified as ``t`` (labels or one-hot)."""
-        return _accuracy(self, x, t, self.predict)
-
-    def _classes(self):
-        return np.shape(self.layers["Affine2"].W)[-1]
-
-    def numerical_gradient(self, x, t):
-        """Gradients by central differences: slow, for checking ``gradient``."""
-        loss_W = lambda W: self.loss(x, t)  # noqa: E731 (the book's idiom)
-        return {key: numerical_gradient(loss_W, self.params[key]) for key in ("W1", "b1", "W2", "b2")}
-
-    def gradient(self, x, t):
-        """Gradients by backpropagation: ``{"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}``,
-        new arrays at every call (as in the book)."""
-        return self._gradient(x, t)
-
-    def train_step(self, x, t, optimizer):
-        """One training step (not in the book): ``gradient``, then
-        ``optimizer.update(params, grads)``, in place. Returns the batch loss.
-
-        With plain ``fastbp.optimizers.SGD`` the update is folded into the backward pass:
-        each weight step is part of its gradient's matrix product
-        (``W = W - lr * x.T @ dout``, one GEMM), so there is no gradient array and no
-        separate update pass, and the layers' ``dW``/``db`` are None afterwards. Other
-        optimizers get the gradients in buffers that the next ``train_step`` reuses (the
-        layers' ``dW``/``db`` are those buffers), so a steady-state step allocates no
-        parameter-sized array. Arrays returned by ``gradient`` are never reused.
-        """
-        return _train_step(self, x, t, optimizer)
-
-    def _forward_loss(self, x, t):
-        return self.loss(x, t)
-
-    def _last_layer(self):
-        return self.lastLayer
-
-    def _gradient(self, x, t, buffers=None):
-        self.loss(x, t)
-        _backprop(self.layers.values(), self.lastLayer.backward(1), buffers)
-        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
-        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
-
-    def _last_loss(self):
-        return self.lastLayer.loss
+        return self._accuracy(x, t)
 
 
 # =========================================================================== chapter 6
@@ -221,15 +421,15 @@ def _init_scale(weight_init_std, fan_in):
     return float(weight_init_std)
 
 
-class _MultiLayer(SaveParams):
+class _MultiLayer(_Network):
     """Shared body of MultiLayerNet and MultiLayerNetExtend (see their docstrings)."""
+
+    _modal_loss = True
 
     def __init__(self, input_size, hidden_size_list, output_size, activation,
                  weight_init_std, weight_decay_lambda, use_dropout, dropout_ration,
                  use_batchnorm, dtype, rng):
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        dtype = _check_dtype(dtype)
         activation_layer = {"relu": Relu, "sigmoid": Sigmoid}
         if activation not in activation_layer:
             raise ValueError(f"activation: expected 'relu' or 'sigmoid', got {activation!r}")
@@ -267,118 +467,33 @@ class _MultiLayer(SaveParams):
         idx = self.hidden_layer_num + 1
         self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
         self.last_layer = SoftmaxWithLoss()
-        self._grad_buffers = {}  # train_step's dW/db, reused from step to step
+        self._layers_changed()
 
-    def predict(self, x, train_flg=False):
-        """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and
-        batch normalization to training mode."""
+    def _check_input(self, x, train_flg):
+        x = as_array("x", x)
         if self.use_batchnorm:  # what BatchNormalization would refuse after Affine1 ran
-            x = as_array("x", x)
             if x.ndim < 2:
                 raise ValueError(f"x: expected a batch of shape (N, {self.input_size}) "
                                  f"(batch normalization needs one), got shape {x.shape}")
             if train_flg and x.shape[0] == 0:
                 raise ValueError(f"x: empty batch (shape {x.shape}): the batch statistics "
                                  "are undefined")
-        for layer in self.layers.values():
-            if isinstance(layer, (Dropout, BatchNormalization)):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
         return x
 
-    def state_arrays(self):
-        """What ``save_params`` saves besides ``params``: each batch normalization's
-        ``running_mean{i}``/``running_var{i}`` (test-mode predictions use them). They
-        are created here (zeros, the network's dtype) if no forward pass has yet."""
-        state = {}
-        for idx in range(1, self.hidden_layer_num + 1):
-            bn = self.layers.get(f"BatchNorm{idx}")
-            if bn is not None:
-                # the layer keeps these arrays from now on (its forward updates them in place)
-                bn.running_mean, bn.running_var = bn._stats(self.hidden_size_list[idx - 1], self.dtype)
-                state[f"running_mean{idx}"] = bn.running_mean
-                state[f"running_var{idx}"] = bn.running_var
-        return state
-
-    def _weight_decay(self):
-        lam = self.weight_decay_lambda
-        if not lam:
-            return 0.0
-        total = 0.0
-        for idx in range(1, self.hidden_layer_num + 2):
-            W = self.params[f"W{idx}"]
-            total += 0.5 * lam * float(np.square(W, dtype=np.float64).sum())
-        return total
+    def predict(self, x, train_flg=False):
+        """Scores (N, output_size) before the softmax; ``train_flg`` switches dropout and
+        batch normalization to training mode."""
+        return self._predict(x, train_flg)
 
     def loss(self, x, t, train_flg=False):
         """Mean cross-entropy of the batch plus the weight decay
         ``0.5 * weight_decay_lambda * sum(W**2)`` over every weight matrix."""
-        _check_batch(x, t, self._classes())
-        y = self.predict(x, train_flg)
-        loss = self.last_layer.forward(y, t)
-        return loss + self._weight_decay() if self.weight_decay_lambda else loss
+        return self._loss(x, t, train_flg)
 
     def accuracy(self, x, t):
         """Fraction of ``x`` classified as ``t`` (labels or one-hot), in test mode."""
-        return _accuracy(self, x, t, self.predict)
+        return self._accuracy(x, t)
 
-    def _classes(self):
-        return np.shape(self.layers[f"Affine{self.hidden_layer_num + 1}"].W)[-1]
-
-    def _grad_keys(self):
-        keys = []
-        for idx in range(1, self.hidden_layer_num + 2):
-            keys += [f"W{idx}", f"b{idx}"]
-            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
-                keys += [f"gamma{idx}", f"beta{idx}"]
-        return keys
-
-    def numerical_gradient(self, x, t):
-        """Gradients by central differences (training mode, as the book): slow, for
-        checking ``gradient``. With dropout, fix the masks (seed) for a meaningful check."""
-        loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731 (the book's idiom)
-        return {key: numerical_gradient(loss_W, self.params[key]) for key in self._grad_keys()}
-
-    def gradient(self, x, t):
-        """Gradients by backpropagation (training mode): ``{"W1": ..., "b1": ..., ...}``,
-        with ``gamma``/``beta`` for batch normalization and the weight decay term
-        ``weight_decay_lambda * W`` in every ``W`` gradient."""
-        return self._gradient(x, t)
-
-    def train_step(self, x, t, optimizer):
-        """One training step (not in the book): ``gradient`` then
-        ``optimizer.update(params, grads)``; returns the batch loss (with the weight
-        decay term). Plain SGD is folded into the backward pass (the weight decay into
-        the product's ``beta = 1 - lr * weight_decay_lambda``); see
-        ``TwoLayerNet.train_step``."""
-        return _train_step(self, x, t, optimizer)
-
-    def _last_loss(self):
-        loss = self.last_layer.loss
-        return loss + self._weight_decay() if self.weight_decay_lambda else loss
-
-    def _forward_loss(self, x, t):
-        return self.loss(x, t, train_flg=True)
-
-    def _last_layer(self):
-        return self.last_layer
-
-    def _gradient(self, x, t, buffers=None):
-        self.loss(x, t, train_flg=True)
-        _backprop(self.layers.values(), self.last_layer.backward(1), buffers)
-
-        lam = self.weight_decay_lambda
-        grads = {}
-        for idx in range(1, self.hidden_layer_num + 2):
-            affine = self.layers[f"Affine{idx}"]
-            grads[f"W{idx}"] = affine.dW + lam * self.params[f"W{idx}"] if lam else affine.dW
-            grads[f"b{idx}"] = affine.db
-            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
-                bn = self.layers[f"BatchNorm{idx}"]
-                grads[f"gamma{idx}"] = bn.dgamma
-                grads[f"beta{idx}"] = bn.dbeta
-        return grads
 
 
 def _child_rng(rng):
@@ -430,71 +545,109 @@ def _as_generator(rng):
     return None if rng is None else np.random.default_rng(rng)
 
 
+
+
 # =========================================================================== chapters 7, 8
 # The book's ``ch07/simple_convnet.py`` and ``ch08/deep_convnet.py``. Where they differ
 # from the book, on purpose (docs/chapter7.md):
 # - ``accuracy(x, t, batch_size)`` counts every sample (the book's drops the last,
 #   partial batch, yet divides by all of them);
+# - images must have the shape ``input_dim`` the network was built for (the book's
+#   accepts other sizes that happen to flatten to the same width);
 # - the first convolution skips its input gradient in ``gradient`` (nobody reads it);
 # - ``save_params``/``load_params`` are fastbp's (``fastbp.serialization``): a ``.npz``,
 #   loaded in place; the book's pickled weights (``.pkl``) load without running code.
 
-
-def _conv_out(size, filter_size, stride, pad):
-    return (size + 2 * pad - filter_size) // stride + 1
+_CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 
 
-def _batched_accuracy(predict, x, t, batch_size):
-    """Fraction of ``x`` whose highest score is ``t`` (labels, or one-hot), computed
-    ``batch_size`` samples at a time."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    t = np.asarray(t)
-    if t.ndim != 1:
-        t = np.argmax(t, axis=1)
-    n = np.shape(x)[0]
-    if t.shape != (n,):
-        raise ValueError(f"t: expected {n} labels (one per sample of x), got shape {t.shape}")
-    if n == 0:
-        raise ValueError("x: empty batch: the accuracy is undefined")
-    correct = 0
-    for start in range(0, n, batch_size):
-        y = np.argmax(predict(x[start:start + batch_size]), axis=1)
-        correct += int(np.sum(y == t[start:start + batch_size]))
-    return correct / n
+def _input_dim(input_dim):
+    """``input_dim`` as a tuple of three positive ints (C, H, W)."""
+    try:
+        dims = tuple(input_dim)
+        if len(dims) != 3:
+            raise ValueError
+        return tuple(window_int("input_dim", d, 1) for d in dims)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_dim: expected (channels, height, width), three positive "
+                         f"integers, got {input_dim!r}") from None
 
 
-def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return dtype
+def _conv_param(name, cp):
+    """``(filter_num, filter_size, stride, pad)`` of the book's ``conv_param`` dict."""
+    if not isinstance(cp, Mapping):
+        raise TypeError(f"{name}: expected a dict with keys {', '.join(_CONV_KEYS)}, got {cp!r}")
+    missing = [k for k in _CONV_KEYS if k not in cp]
+    if missing:
+        raise ValueError(f"{name}: missing {', '.join(missing)} (got {dict(cp)!r})")
+    try:
+        return (window_int("filter_num", cp["filter_num"], 1),
+                window_int("filter_size", cp["filter_size"], 1),
+                window_int("stride", cp["stride"], 1), window_int("pad", cp["pad"], 0))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
 
 
-class SimpleConvNet(SaveParams):
+def _window_out(input_dim, what, hw, size, stride, pad):
+    """The (height, width) after a ``size`` x ``size`` window on an ``hw`` image (the
+    kernels' own rule, ``_checks.image_shape``); refused, naming ``input_dim`` and the
+    window, when it does not fit."""
+    try:
+        return image_shape("x", (1, 1) + hw, size, size, stride, pad)[4:]
+    except ValueError:
+        raise ValueError(
+            f"input_dim: {input_dim} is too small for this network: {what} (a {size}x{size} "
+            f"window, stride {stride}, pad {pad}) has no room in the {hw[0]}x{hw[1]} image it gets"
+        ) from None
+
+
+class _ConvNet(_Network):
+    """What the CNNs share: images of shape ``input_dim``, checked before any layer."""
+
+    def _check_input(self, x, train_flg):
+        x = as_array("x", x)
+        if x.shape[1:] != self.input_dim or x.ndim != 4:
+            expected = (("N",) + self.input_dim).__repr__().replace("'", "")
+            hint = ""
+            if x.ndim == 2 and x.shape[1] == math.prod(self.input_dim):
+                hint = (": a flattened batch; load the images with load_mnist(flatten=False), "
+                        f"or reshape them to (-1, {', '.join(map(str, self.input_dim))})")
+            raise ValueError(f"x: expected images of shape {expected} (the network's input_dim "
+                             f"{self.input_dim}), got shape {x.shape}{hint}")
+        return x
+
+    def _convert(self, x):
+        if x.dtype == np.float16:  # the book's ch08/half_float_network.py: computed wider
+            return x.astype(self.dtype)
+        return super()._convert(x)
+
+
+class SimpleConvNet(_ConvNet):
     """conv - relu - pool - affine - relu - affine - softmax, the book's chapter 7.
 
     ``params`` holds ``W1`` (filter_num, C, filter_size, filter_size), ``b1``, ``W2``,
     ``b2``, ``W3``, ``b3``, drawn in the book's order (so ``np.random.seed`` gives the
     book's weights); ``layers`` is an ``OrderedDict`` with the book's names (``Conv1``,
     ``Relu1``, ``Pool1``, ``Affine1``, ``Relu2``, ``Affine2``); the layers hold the
-    parameter arrays by reference. Images are (N, C, H, W); float16 images are
-    computed in float32. Keyword-only extras as ``TwoLayerNet``: ``dtype`` and ``rng``.
+    parameter arrays by reference. Images are (N, C, H, W) of ``input_dim`` (C, H, W);
+    float16 images are computed in the network's dtype. Keyword-only extras as
+    ``TwoLayerNet``: ``dtype`` and ``rng``.
     """
 
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
                  hidden_size=100, output_size=10, weight_init_std=0.01,
                  *, dtype=np.float64, rng=None):
-        dtype = _check_dtype(dtype)
-        randn = _normal(None if rng is None else np.random.default_rng(rng))
-        filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
-        pad, stride = conv_param["pad"], conv_param["stride"]
+        self.dtype = dtype = _check_dtype(dtype)
+        self.input_dim = input_dim = _input_dim(input_dim)
+        filter_num, filter_size, stride, pad = _conv_param("conv_param", conv_param)
         channels, height, width = input_dim
-        conv_h = _conv_out(height, filter_size, stride, pad)
-        conv_w = _conv_out(width, filter_size, stride, pad)
-        pool_output_size = filter_num * (conv_h // 2) * (conv_w // 2)
+        conv = _window_out(input_dim, "the filters of conv_param", (height, width),
+                           filter_size, stride, pad)
+        pool = _window_out(input_dim, "the 2x2 pooling", conv, 2, 2, 0)
+        pool_output_size = filter_num * pool[0] * pool[1]
 
+        randn = _normal(None if rng is None else np.random.default_rng(rng))
         std = weight_init_std
         self.params = {
             "W1": (std * randn(filter_num, channels, filter_size, filter_size)).astype(dtype),
@@ -512,38 +665,21 @@ class SimpleConvNet(SaveParams):
         self.layers["Relu2"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W3"], self.params["b3"])
         self.last_layer = SoftmaxWithLoss()
+        self._layers_changed()
 
     def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
+        return self._predict(x)
 
     def loss(self, x, t):
         """Mean cross-entropy of the batch ``x`` against labels or one-hot ``t``."""
-        y = self.predict(x)
-        return self.last_layer.forward(y, t)
+        return self._loss(x, t, False)
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t``, ``batch_size`` images at a time."""
-        return _batched_accuracy(self.predict, x, t, batch_size)
-
-    def numerical_gradient(self, x, t):
-        """Gradients by central differences: slow, for checking ``gradient``."""
-        loss_w = lambda w: self.loss(x, t)  # noqa: E731 (the book's idiom)
-        return {key: numerical_gradient(loss_w, self.params[key]) for key in self.params}
-
-    def gradient(self, x, t):
-        """Gradients by backpropagation: ``{"W1": ..., "b1": ..., "W3": ..., "b3": ...}``."""
-        self.loss(x, t)
-        _backprop(self.layers.values(), self.last_layer.backward(1))
-        grads = {}
-        for idx, name in enumerate(("Conv1", "Affine1", "Affine2"), 1):
-            grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[name].dW, self.layers[name].db
-        return grads
+        return self._accuracy(x, t, batch_size)
 
 
-
-class DeepConvNet(SaveParams):
+class DeepConvNet(_ConvNet):
     """The book's chapter 8 network (about 99.4% on MNIST)::
 
         conv - relu - conv - relu - pool -
@@ -559,8 +695,6 @@ class DeepConvNet(SaveParams):
     Keyword-only extras: ``dtype`` and ``rng`` (also seeds the dropout masks).
     """
 
-    _WEIGHTED = (0, 2, 5, 7, 10, 12, 15, 18)
-
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param_1={"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
                  conv_param_2={"filter_num": 16, "filter_size": 3, "pad": 1, "stride": 1},
@@ -569,24 +703,28 @@ class DeepConvNet(SaveParams):
                  conv_param_5={"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
                  conv_param_6={"filter_num": 64, "filter_size": 3, "pad": 1, "stride": 1},
                  hidden_size=50, output_size=10, *, dtype=np.float64, rng=None):
-        dtype = _check_dtype(dtype)
+        self.dtype = dtype = _check_dtype(dtype)
+        self.input_dim = input_dim = _input_dim(input_dim)
+        conv_params = [_conv_param(f"conv_param_{idx}", cp) for idx, cp in enumerate(
+            (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
+             conv_param_6), 1)]
+        channels, hw = input_dim[0], input_dim[1:]
+        for idx, (filter_num, size, stride, pad) in enumerate(conv_params, 1):
+            hw = _window_out(input_dim, f"the filters of conv_param_{idx}", hw, size, stride, pad)
+            if idx % 2 == 0:  # a 2x2 pooling after every second convolution
+                hw = _window_out(input_dim, f"the pooling after conv_param_{idx}", hw, 2, 2, 0)
+            channels = filter_num
+        flat = channels * hw[0] * hw[1]
+
         gen = None if rng is None else np.random.default_rng(rng)
         randn = _normal(gen)
-        conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
-                       conv_param_6]
         self.params = {}
-        channels, h, w = input_dim
-        for idx, cp in enumerate(conv_params, 1):
-            fs = cp["filter_size"]
-            scale = np.sqrt(2.0 / (channels * fs * fs))  # He, for ReLU
-            self.params[f"W{idx}"] = (scale * randn(cp["filter_num"], channels, fs, fs)).astype(dtype)
-            self.params[f"b{idx}"] = np.zeros(cp["filter_num"], dtype=dtype)
-            channels = cp["filter_num"]
-            h = _conv_out(h, fs, cp["stride"], cp["pad"])
-            w = _conv_out(w, fs, cp["stride"], cp["pad"])
-            if idx % 2 == 0:  # a 2x2 pooling after every second convolution
-                h, w = _conv_out(h, 2, 2, 0), _conv_out(w, 2, 2, 0)
-        flat = channels * h * w
+        channels = input_dim[0]
+        for idx, (filter_num, size, _, _) in enumerate(conv_params, 1):
+            scale = np.sqrt(2.0 / (channels * size * size))  # He, for ReLU
+            self.params[f"W{idx}"] = (scale * randn(filter_num, channels, size, size)).astype(dtype)
+            self.params[f"b{idx}"] = np.zeros(filter_num, dtype=dtype)
+            channels = filter_num
         self.params["W7"] = (np.sqrt(2.0 / flat) * randn(flat, hidden_size)).astype(dtype)
         self.params["b7"] = np.zeros(hidden_size, dtype=dtype)
         self.params["W8"] = (np.sqrt(2.0 / hidden_size) * randn(hidden_size, output_size)).astype(dtype)
@@ -597,9 +735,9 @@ class DeepConvNet(SaveParams):
             return Dropout(0.5, inverted=False, rng=child)
 
         self.layers = []
-        for idx, cp in enumerate(conv_params, 1):
+        for idx, (_, _, stride, pad) in enumerate(conv_params, 1):
             self.layers.append(Convolution(self.params[f"W{idx}"], self.params[f"b{idx}"],
-                                           cp["stride"], cp["pad"]))
+                                           stride, pad))
             self.layers.append(Relu())
             if idx % 2 == 0:
                 self.layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
@@ -609,36 +747,18 @@ class DeepConvNet(SaveParams):
         self.layers.append(Affine(self.params["W8"], self.params["b8"]))
         self.layers.append(dropout())
         self.last_layer = SoftmaxWithLoss()
+        self._layers_changed()
 
     def predict(self, x, train_flg=False):
-        for layer in self.layers:
-            if isinstance(layer, Dropout):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-        return x
+        return self._predict(x, train_flg)
 
     def loss(self, x, t):
         """Mean cross-entropy of the batch, in training mode (dropout on)."""
-        y = self.predict(x, train_flg=True)
-        return self.last_layer.forward(y, t)
+        return self._loss(x, t, True)
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of ``x`` classified as ``t`` (test mode), ``batch_size`` at a time."""
-        return _batched_accuracy(lambda xb: self.predict(xb, train_flg=False), x, t, batch_size)
-
-    def gradient(self, x, t):
-        """Gradients by backpropagation (training mode): ``{"W1": ..., ..., "b8": ...}``."""
-        self.loss(x, t)
-        _backprop(self.layers, self.last_layer.backward(1))
-        grads = {}
-        for idx, i in enumerate(self._WEIGHTED, 1):
-            grads[f"W{idx}"], grads[f"b{idx}"] = self.layers[i].dW, self.layers[i].db
-        return grads
-
-
-
-__all__ += ["SimpleConvNet", "DeepConvNet"]
+        return self._accuracy(x, t, batch_size)
 
 
 #: The book's training recipe for its CNNs (ch07/train_convnet.py, ch08/train_deepnet.py):

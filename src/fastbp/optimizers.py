@@ -24,6 +24,7 @@ import numbers
 
 import numpy as np
 
+from . import _protocol
 from . import kernels as _kernels
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "get_optimizer"]
@@ -69,16 +70,51 @@ def _each(params, update):
 
 
 class SGD:
-    """Stochastic gradient descent: ``W -= lr * dW``."""
+    """Stochastic gradient descent: ``W -= lr * dW``.
+
+    Not in the book: ``layer_step``, the same update applied layer by layer during the
+    backward pass, which a network's ``train_step`` uses (see its docstring). A
+    subclass that overrides ``update`` has no ``layer_step`` unless it defines one, so
+    that its own rule is the one that runs.
+    """
 
     state_names = ()  # what a checkpoint saves (fastbp.distributed.checkpoints)
 
     def __init__(self, lr=0.01):
         self.lr = _real("lr", lr)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "update" in vars(cls) and "layer_step" not in vars(cls):
+            cls.layer_step = None
+
     def update(self, params, grads):
         k = _kernels.active()
         _each(params, lambda key, p: k.sgd_update(p, grads[key], self.lr))
+
+    def layer_step(self, layer, dout, need_dx=True, weight_decay=0.0):
+        """Backward through ``layer`` and this update of its parameters in one:
+        ``p -= lr * (dp + weight_decay * p)`` for the parameters it declares decayed,
+        ``p -= lr * dp`` for the others (see ``fastbp._protocol``). Returns ``dx``
+        (None when ``need_dx`` is false and the layer can skip it).
+
+        A layer with ``backward_sgd`` (``Affine``) folds the weight step into its
+        gradient's matrix product, ``W = (1 - lr * weight_decay) * W - lr * x.T @ dout``:
+        no gradient array, no separate pass. Any other layer runs its ``backward`` and
+        its parameters are updated right after; the layers below never read them, so
+        this is the book's update after the whole backward pass.
+        """
+        fused = getattr(layer, "backward_sgd", None)
+        if fused is not None:
+            return fused(dout, self.lr, weight_decay, need_dx=need_dx)
+        dx = _protocol.backward(layer, dout, need_dx)
+        k = _kernels.active()
+        for name, grad_name in _protocol.trainable(layer):
+            p, grad = getattr(layer, name), getattr(layer, grad_name)
+            if weight_decay and name in _protocol.decayed(layer):
+                grad = grad + weight_decay * p
+            k.sgd_update(p, grad, self.lr)
+        return dx
 
 
 class Momentum:

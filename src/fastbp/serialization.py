@@ -23,11 +23,18 @@ untouched and never a truncated one.
 
 Formats are chosen by file name in one place, :func:`_reader_for`.
 """
+import contextlib
+import math
 import os
+import pickle
 import stat
+import struct
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
+from numpy.lib import format as npformat
 
 __all__ = [
     "NETWORK_FORMAT", "VERSION", "network_arrays", "save_params", "load_params",
@@ -41,16 +48,31 @@ _META = ("__format__", "__version__")
 
 # ---------------------------------------------------------------------- writing
 
+def _file_kind(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def check_writable(path, what="path"):
     """Refuse, before any work is done, a ``path`` that :func:`atomic_write` could not
-    write: a directory, a missing folder, a folder without write permission, or an
+    write: a directory, a missing folder, a folder without write permission, an
     existing file that is read-only (replacing it would silently defeat that
-    protection). ``what`` names the path in the message (``PermissionError``,
-    ``FileNotFoundError`` or ``IsADirectoryError``, all ``OSError``)."""
+    protection), or anything else than a regular file (a FIFO, a device such as
+    ``/dev/null``, a socket: replacing it would leave its readers waiting forever, or
+    replace a system's device by a file). ``what`` names the path in the message
+    (``PermissionError``, ``FileNotFoundError``, ``IsADirectoryError`` or
+    ``FileExistsError``, all ``OSError``)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what}: {path} is a directory")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise FileExistsError(f"{what}: {path} is {_file_kind(os.stat(path).st_mode)}, not a "
+                              "regular file; fastbp replaces regular files only")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what}: no such directory: {folder}")
     if not os.access(folder, os.W_OK):
@@ -119,47 +141,153 @@ def save_arrays(path, arrays, fmt):
 
 
 # ---------------------------------------------------------------------- reading
+#
+# What a reader takes in is bounded before it is read. The file must be a regular file
+# (a FIFO or a device could block or never end). Each member is a .npy, stored or
+# deflated (np.savez, np.savez_compressed), whose header (shape and dtype, read without
+# the data) must announce exactly the bytes its zip entry holds, so no array is ever
+# allocated beyond what the zip's central directory says. The members together may
+# expand to a budget: for a network's file, what the network's own arrays take plus
+# MEMBER_OVERHEAD per member (and the file itself may be no larger); otherwise, the
+# file's own size (fastbp writes uncompressed members). Expected names, shapes and
+# dtypes are checked from the headers; only then is an array read.
 
-def _read_npz(path):
+#: Bytes a member may take beyond its array's data: the .npy header (np.save writes 128
+#: for a short key) and the zip entry's own headers, with room for long key names.
+MEMBER_OVERHEAD = 1 << 14
+_MAX_HEADER = 10000  # the .npy header size NumPy's own reader accepts by default
+_HEADER_READERS = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
+
+
+def _file_size(path):
+    """The size of ``path``, which must be a regular file (reading a FIFO or a device
+    could block, or never end)."""
+    mode = os.stat(path).st_mode  # FileNotFoundError for a missing file
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: {_file_kind(mode)}, not a regular file")
+    return os.stat(path).st_size
+
+
+@contextlib.contextmanager
+def _damaged(path):
+    """What the zip and .npy readers raise on a truncated or corrupted file, as a
+    ``ValueError`` naming the file."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("a single array, not an .npz archive")
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, struct.error,
+            NotImplementedError, RuntimeError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a fastbp file, or a damaged or truncated one ({exc})") from None
+
+
+class _Archive:
+    """An ``.npz`` opened within the bounds above: ``headers`` (key -> zip entry, shape,
+    dtype) are known and checked on opening; ``read(key)`` reads one array."""
+
+    def __init__(self, path, budget=None):
+        self.path = path
+        size = _file_size(path)
+        if budget is not None and size > budget:
+            raise ValueError(f"{path}: {size} bytes, more than the {budget} that a file of "
+                             "these arrays takes")
+        limit = size if budget is None else budget
+        with _damaged(path):
+            self._zip = zipfile.ZipFile(path)
+        try:
+            infos = self._zip.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > limit:
+                raise ValueError(f"{path}: its members expand to {total} bytes, more than the "
+                                 f"{limit} " + ("that these arrays take" if budget is not None
+                                                else "of the file itself"))
+            self.headers = {}
+            for info in infos:
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key in self.headers:
+                    raise ValueError(f"{path}: two members named {info.filename}")
+                self.headers[key] = self._header(info)
+        except BaseException:
+            self._zip.close()
             raise
-        raise ValueError(f"{path}: not a fastbp file ({exc})") from None
+
+    def _header(self, info):
+        """``(info, shape, dtype)`` from the member's .npy header, which must announce
+        exactly the bytes its zip entry holds; the data is not read."""
+        where = f"{self.path}: member {info.filename}"
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(f"{where}: compression method {info.compress_type}; fastbp "
+                             "reads stored or deflated members only")
+        with _damaged(self.path), self._zip.open(info) as f:
+            version = npformat.read_magic(f)
+            read = _HEADER_READERS.get(version)
+            if read is not None:
+                shape, _, dtype = read(f, max_header_size=_MAX_HEADER)
+                header = f.tell()
+        if read is None:
+            raise ValueError(f"{where}: .npy format version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"{where}: an object array (a fastbp file must not need pickle)")
+        data = math.prod(shape) * dtype.itemsize
+        if header + data != info.file_size:
+            raise ValueError(f"{where}: its header announces {data} bytes of data, the "
+                             f"archive holds {info.file_size - header}")
+        return info, tuple(shape), dtype
+
+    def read(self, key):
+        info = self.headers[key][0]
+        with _damaged(self.path), self._zip.open(info) as f:
+            a = npformat.read_array(f, allow_pickle=False, max_header_size=_MAX_HEADER)
+            f.read()  # nothing is left (the header said so); zipfile checks the CRC at the end
+        return a
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._zip.close()
 
 
-def load_arrays(path, fmt):
+def load_arrays(path, fmt, expected=None):
     """The arrays of a file of format ``fmt`` and this version (without the two
     metadata entries). Refuses a missing file, another format or an unknown version
-    with a ``ValueError`` (``FileNotFoundError`` for a missing file) naming ``path``."""
+    with a ``ValueError`` (``FileNotFoundError`` for a missing file) naming ``path``.
+
+    ``expected`` (name -> array), when given, is what the file must hold (as
+    :func:`copy_into` checks it): the names, shapes and dtypes are checked from the
+    members' headers before any array is read, and the file and its members may take no
+    more than those arrays do (plus ``MEMBER_OVERHEAD`` per member). Without it, the
+    members may expand to no more than the file's own size."""
     path = os.fspath(path)
-    arrays = _read_npz(path)
-    found = arrays.pop("__format__", None)
-    version = arrays.pop("__version__", None)
-    if found is None or found.shape != () or found.dtype.kind != "U":
-        raise ValueError(f"{path}: not a fastbp file (no __format__ entry); "
-                         f"expected a {fmt} file written by fastbp")
-    if str(found) != fmt:
-        raise ValueError(f"{path}: a {found} file, expected a {fmt} file")
-    if version is None or version.shape != () or version.dtype.kind not in "iu":
-        raise ValueError(f"{path}: no valid __version__ entry")
-    if int(version) != VERSION:
-        raise ValueError(f"{path}: format version {int(version)}; this fastbp reads version "
-                         f"{VERSION} only (written by a {'newer' if int(version) > VERSION else 'older'} fastbp?)")
-    return arrays
+    budget = None
+    if expected is not None:
+        budget = (sum(np.asarray(a).nbytes for a in expected.values())
+                  + MEMBER_OVERHEAD * (len(expected) + len(_META)))
+    with _Archive(path, budget) as archive:
+        meta = {k: archive.read(k) for k in _META if k in archive.headers}
+        found, version = meta.get("__format__"), meta.get("__version__")
+        if found is None or found.shape != () or found.dtype.kind != "U":
+            raise ValueError(f"{path}: not a fastbp file (no __format__ entry); "
+                             f"expected a {fmt} file written by fastbp")
+        if str(found) != fmt:
+            raise ValueError(f"{path}: a {found} file, expected a {fmt} file")
+        if version is None or version.shape != () or version.dtype.kind not in "iu":
+            raise ValueError(f"{path}: no valid __version__ entry")
+        if int(version) != VERSION:
+            raise ValueError(f"{path}: format version {int(version)}; this fastbp reads version "
+                             f"{VERSION} only (written by a {'newer' if int(version) > VERSION else 'older'} fastbp?)")
+        keys = [k for k in archive.headers if k not in _META]
+        if expected is not None:
+            _match(expected, {k: archive.headers[k][1:] for k in keys}, path)
+        return {k: archive.read(k) for k in keys}
 
 
-def copy_into(targets, arrays, source, prefix=""):
-    """Copy ``arrays[prefix + name]`` into each ``targets[name]`` in place.
-
-    Every key of ``arrays`` that starts with ``prefix`` must be a target and every
-    target must be present, with the target's shape and dtype; the first mismatch is a
-    ``ValueError`` naming ``source`` and the key, raised before anything is copied."""
-    present = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+def _match(targets, found, source, prefix=""):
+    """Check ``found`` (key -> ``(shape, dtype)``) against ``targets`` (name -> array):
+    every key that starts with ``prefix`` must be a target and every target present, with
+    its shape and dtype; the first mismatch is a ``ValueError`` naming ``source`` and the
+    key. Returns the found entries by target name."""
+    present = {k[len(prefix):]: v for k, v in found.items() if k.startswith(prefix)}
     missing = [k for k in targets if k not in present]
     extra = [k for k in present if k not in targets]
     if missing:
@@ -169,15 +297,25 @@ def copy_into(targets, arrays, source, prefix=""):
         raise ValueError(f"{source}: unexpected {prefix}{extra[0]} in the file "
                          f"(the network has no {', '.join(prefix + k for k in extra)})")
     for name, target in targets.items():
-        got = present[name]
-        if got.shape != np.shape(target):
-            raise ValueError(f"{source}: {prefix}{name} has shape {got.shape}, "
+        shape, dtype = present[name]
+        if shape != np.shape(target):
+            raise ValueError(f"{source}: {prefix}{name} has shape {shape}, "
                              f"the network's has {np.shape(target)}")
-        if got.dtype != target.dtype:
-            raise ValueError(f"{source}: {prefix}{name} is {got.dtype}, the network's is "
+        if dtype != target.dtype:
+            raise ValueError(f"{source}: {prefix}{name} is {dtype}, the network's is "
                              f"{target.dtype}")
+    return present
+
+
+def copy_into(targets, arrays, source, prefix=""):
+    """Copy ``arrays[prefix + name]`` into each ``targets[name]`` in place.
+
+    Every key of ``arrays`` that starts with ``prefix`` must be a target and every
+    target must be present, with the target's shape and dtype; the first mismatch is a
+    ``ValueError`` naming ``source`` and the key, raised before anything is copied."""
+    _match(targets, {k: (v.shape, v.dtype) for k, v in arrays.items()}, source, prefix)
     for name, target in targets.items():
-        np.copyto(target, present[name])
+        np.copyto(target, arrays[prefix + name])
 
 
 # ---------------------------------------------------------------------- networks
@@ -202,37 +340,57 @@ def save_params(network, path):
     save_arrays(path, network_arrays(network), NETWORK_FORMAT)
 
 
-def _read_pickled_weights(path):
+def _read_pickled_weights(path, expected):
     """The book's weights (``ch07/params.pkl``, ``ch08/deep_convnet_params.pkl``: a
     pickle of ``{name: array}``), read by ``fastbp._pickle`` without running code from
-    the file. A ``.pkl`` name that holds an ``.npz`` (``save_params("params.pkl")``, as
-    the book's scripts call it, writes fastbp's format) is read as one."""
+    the file, and only from a file no larger than twice the ``expected`` arrays
+    (protocol 2 stores bytes as text, up to two bytes each) plus ``MEMBER_OVERHEAD``
+    each. A ``.pkl`` name that holds an ``.npz`` (``save_params("params.pkl")``, as the
+    book's scripts call it, writes fastbp's format) is read as one."""
     from . import _pickle
 
+    size = _file_size(path)
     with open(path, "rb") as f:
         if f.read(4) == b"PK\x03\x04":  # a zip archive: an .npz
-            return load_arrays(path, NETWORK_FORMAT)
-    loaded = _pickle.load(path)
+            return load_arrays(path, NETWORK_FORMAT, expected)
+    budget = sum(2 * np.asarray(a).nbytes + MEMBER_OVERHEAD for a in expected.values())
+    if size > budget:
+        raise ValueError(f"{path}: {size} bytes, more than the {budget} that a pickle of "
+                         "the network's arrays takes")
+    try:
+        loaded = _pickle.load(path)
+    except _pickle.UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a pickle of arrays, or a damaged or truncated one "
+                         f"({type(exc).__name__}: {exc})") from None
     if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
         raise ValueError(f"{path}: expected a pickled dict of arrays by name, got "
                          f"{type(loaded).__name__}")
+    for name, a in loaded.items():  # (a nested list would become an array of any size)
+        if not isinstance(a, (np.ndarray, np.generic)):
+            raise ValueError(f"{path}: {name} is a {type(a).__name__}, expected an array")
     return {name: np.asarray(a) for name, a in loaded.items()}
 
 
 def _reader_for(path):
     """The one place a network file's format is chosen, by its name: ``.pkl`` is the
     book's pickled weights (``{name: array}``, which need a restricted unpickler);
-    every other name is fastbp's ``.npz`` format. A reader returns the arrays by the
-    network's names."""
+    every other name is fastbp's ``.npz`` format. A reader takes the path and the
+    network's arrays (what the file must match) and returns the arrays by name."""
     if os.fspath(path).lower().endswith(".pkl"):
         return _read_pickled_weights
-    return lambda p: load_arrays(p, NETWORK_FORMAT)
+    return lambda p, expected: load_arrays(p, NETWORK_FORMAT, expected)
 
 
 def load_params(network, path):
-    """Load a file written by :func:`save_params` into ``network``, in place."""
+    """Load a file written by :func:`save_params` into ``network``, in place: the
+    names, shapes and dtypes are checked from the file's headers, and no more is read
+    than the network's own arrays take (see "reading" above)."""
     path = os.fspath(path)
-    copy_into(network_arrays(network), _reader_for(path)(path), path)
+    targets = network_arrays(network)
+    copy_into(targets, _reader_for(path)(path, targets), path)
 
 
 class SaveParams:

@@ -3,10 +3,15 @@
 Imported by the scripts (run under mpirun) and by the tests (which compute the
 single-process reference), so both sides build exactly the same data and networks.
 """
+import os
+import sys
+
 import numpy as np
 
 from fastbp import TwoLayerNet
-from fastbp.bench import book   # the one reference of the book's idiom
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from _book_reference import optimizer as book  # noqa: E402  (the book's optimizers)
 
 N_IN, N_HIDDEN, N_OUT = 12, 9, 4
 

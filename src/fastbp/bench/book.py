@@ -1,30 +1,30 @@
-"""The book's plain-NumPy idiom: the one reference that fastbp is measured and tested against.
+"""The book's plain-NumPy idiom: what fastbp is timed against, and the tests' reference.
 
-What a reader of "Deep Learning from Scratch" runs, chapters 3 to 6: the functions,
-layers and networks of its ``common/`` modules and its six optimizers, written out in
-the book's style (plain NumPy, nothing tuned). ``fastbp bench`` times it as the
-baseline; ``benchmarks/`` and the tests (the optimizers' trajectories, the data-parallel
-scripts) use it as the reference, so there is one copy of the idiom, here.
+What a reader of "Deep Learning from Scratch" runs in chapters 5 to 8, written out in the
+book's style (plain NumPy, nothing tuned): its functions, layers (convolution and pooling
+through ``im2col``/``col2im`` included) and networks. ``fastbp bench`` and
+``benchmarks/`` time it as the baseline; ``tests/book_reference/common`` takes its layers
+from this file, so the idiom is written once (docs/architecture.md says why).
 
-Beside the book's chapter-5 ``TwoLayerNet``, ``MultiLayerNet`` covers any depth (the
-784-1000-1000-10 benchmark, chapter 6's 784-100-100-100-10 with or without batch
-normalization). Its weight-decay terms are only computed when ``weight_decay_lambda``
-is not 0, so that the benchmarks compare against the book at its fastest.
+This file imports NumPy and the standard library only, never fastbp: the tests load it
+by its path as the reference fastbp is judged against (``tests/test_bench_smoke.py``
+checks the imports), so no fastbp code can reach it.
 
-The benchmarks also build these networks with float32 parameters; every line below then
-stays in float32 (NumPy keeps the dtype of the arrays, and the optimizers' coefficients
-are Python floats, which do not promote it).
+One change from the book, in its favour: the arrays that ``im2col``, ``col2im`` and the
+pooling backward allocate take the input's dtype (the book's ``np.zeros`` would turn a
+float32 network's activations and gradients into float64), so that with float32
+parameters every line stays in float32. And one in form: the book's networks, which
+differ only in their layers, share one class (``Net``) with the book's ``predict``,
+``loss`` and ``gradient``.
 """
-import math
 from collections import OrderedDict
 
 import numpy as np
 
 __all__ = [
-    "sigmoid", "softmax", "cross_entropy_error",
-    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-    "TwoLayerNet", "MultiLayerNet",
-    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+    "sigmoid", "softmax", "cross_entropy_error", "im2col", "col2im",
+    "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "Convolution", "Pooling",
+    "Net", "multi_layer_net", "simple_conv_net", "deep_conv_net",
 ]
 
 
@@ -45,13 +45,43 @@ def cross_entropy_error(y, t):
     if y.ndim == 1:
         t = t.reshape(1, t.size)
         y = y.reshape(1, y.size)
-
-    # one-hot targets: turn them into the index of the right label
-    if t.size == y.size:
+    if t.size == y.size:   # one-hot targets: the index of the right label
         t = t.argmax(axis=1)
-
     batch_size = y.shape[0]
     return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+# -------------------------------------------------------------------- common/util.py
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """(N, C, H, W) -> (N * out_h * out_w, C * filter_h * filter_w), one slice per
+    filter position."""
+    N, C, H, W = input_data.shape
+    out_h = (H + 2 * pad - filter_h) // stride + 1
+    out_w = (W + 2 * pad - filter_w) // stride + 1
+    img = np.pad(input_data, [(0, 0), (0, 0), (pad, pad), (pad, pad)], "constant")
+    col = np.zeros((N, C, filter_h, filter_w, out_h, out_w), dtype=input_data.dtype)
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            x_max = x + stride * out_w
+            col[:, :, y, x, :, :] = img[:, :, y:y_max:stride, x:x_max:stride]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The way back: every element of ``col`` added where ``im2col`` took it from."""
+    N, C, H, W = input_shape
+    out_h = (H + 2 * pad - filter_h) // stride + 1
+    out_w = (W + 2 * pad - filter_w) // stride + 1
+    col = col.reshape(N, out_h, out_w, C, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((N, C, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1), dtype=col.dtype)
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            x_max = x + stride * out_w
+            img[:, :, y:y_max:stride, x:x_max:stride] += col[:, :, y, x, :, :]
+    return img[:, :, pad:H + pad, pad:W + pad]
 
 
 # ------------------------------------------------------------------ common/layers.py
@@ -64,14 +94,12 @@ class Relu:
         self.mask = (x <= 0)
         out = x.copy()
         out[self.mask] = 0
-
         return out
 
     def backward(self, dout):
         # Writes into the caller's dout: the benchmarks hand it a fresh copy each call.
         dout[self.mask] = 0
         dx = dout
-
         return dx
 
 
@@ -86,7 +114,6 @@ class Sigmoid:
 
     def backward(self, dout):
         dx = dout * (1.0 - self.out) * self.out
-
         return dx
 
 
@@ -94,7 +121,6 @@ class Affine:
     def __init__(self, W, b):
         self.W = W
         self.b = b
-
         self.x = None
         self.original_x_shape = None
         self.dW = None
@@ -104,16 +130,13 @@ class Affine:
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
-
         out = np.dot(self.x, self.W) + self.b
-
         return out
 
     def backward(self, dout):
         dx = np.dot(dout, self.W.T)
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
-
         dx = dx.reshape(*self.original_x_shape)
         return dx
 
@@ -128,24 +151,22 @@ class SoftmaxWithLoss:
         self.t = t
         self.y = softmax(x)
         self.loss = cross_entropy_error(self.y, self.t)
-
         return self.loss
 
     def backward(self, dout=1):
         batch_size = self.t.shape[0]
-        if self.t.size == self.y.size:  # one-hot targets
+        if self.t.size == self.y.size:   # one-hot targets
             dx = (self.y - self.t) / batch_size
         else:
             dx = self.y.copy()
             dx[np.arange(batch_size), self.t] -= 1
             dx = dx / batch_size
-
         return dx
 
 
 class Dropout:
-    """The book's dropout (not inverted): the mask scales nothing in training, and
-    prediction multiplies by ``1 - ratio``."""
+    """The book's dropout (not inverted): training keeps the units whose draw exceeds
+    the ratio, unscaled; prediction multiplies by ``1 - ratio``."""
 
     def __init__(self, dropout_ratio=0.5):
         self.dropout_ratio = dropout_ratio
@@ -161,90 +182,101 @@ class Dropout:
         return dout * self.mask
 
 
-class BatchNormalization:
-    """The book's batch normalization over the batch axis, running statistics included
-    (2-D input: what the fully connected networks feed it)."""
+class Convolution:
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.col = None
+        self.col_W = None
+        self.dW = None
+        self.db = None
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        self.gamma = gamma
-        self.beta = beta
-        self.momentum = momentum
-        self.running_mean = running_mean
-        self.running_var = running_var
-
-        self.batch_size = None
-        self.xc = None
-        self.xn = None
-        self.std = None
-        self.dgamma = None
-        self.dbeta = None
-
-    def forward(self, x, train_flg=True):
-        if self.running_mean is None:
-            self.running_mean = np.zeros(x.shape[1])
-            self.running_var = np.zeros(x.shape[1])
-
-        if train_flg:
-            mu = x.mean(axis=0)
-            xc = x - mu
-            var = np.mean(xc ** 2, axis=0)
-            std = np.sqrt(var + 10e-7)
-            xn = xc / std
-
-            self.batch_size = x.shape[0]
-            self.xc = xc
-            self.xn = xn
-            self.std = std
-            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
-            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
-        else:
-            xc = x - self.running_mean
-            xn = xc / np.sqrt(self.running_var + 10e-7)
-
-        return self.gamma * xn + self.beta
+    def forward(self, x):
+        FN, C, FH, FW = self.W.shape
+        N, C, H, W = x.shape
+        out_h = 1 + int((H + 2 * self.pad - FH) / self.stride)
+        out_w = 1 + int((W + 2 * self.pad - FW) / self.stride)
+        col = im2col(x, FH, FW, self.stride, self.pad)
+        col_W = self.W.reshape(FN, -1).T
+        out = np.dot(col, col_W) + self.b
+        out = out.reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
+        self.x = x
+        self.col = col
+        self.col_W = col_W
+        return out
 
     def backward(self, dout):
-        dbeta = dout.sum(axis=0)
-        dgamma = np.sum(self.xn * dout, axis=0)
-        dxn = self.gamma * dout
-        dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / self.batch_size) * self.xc * dvar
-        dmu = np.sum(dxc, axis=0)
-        dx = dxc - dmu / self.batch_size
-
-        self.dgamma = dgamma
-        self.dbeta = dbeta
+        FN, C, FH, FW = self.W.shape
+        dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+        self.db = np.sum(dout, axis=0)
+        self.dW = np.dot(self.col.T, dout)
+        self.dW = self.dW.transpose(1, 0).reshape(FN, C, FH, FW)
+        dcol = np.dot(dout, self.col_W.T)
+        dx = col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
         return dx
 
 
-# ------------------------------------------------------------ common/two_layer_net.py
+class Pooling:
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.arg_max = None
 
-class TwoLayerNet:
-    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01):
-        self.params = {}
-        self.params['W1'] = weight_init_std * np.random.randn(input_size, hidden_size)
-        self.params['b1'] = np.zeros(hidden_size)
-        self.params['W2'] = weight_init_std * np.random.randn(hidden_size, output_size)
-        self.params['b2'] = np.zeros(output_size)
+    def forward(self, x):
+        N, C, H, W = x.shape
+        out_h = int(1 + (H - self.pool_h) / self.stride)
+        out_w = int(1 + (W - self.pool_w) / self.stride)
+        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        col = col.reshape(-1, self.pool_h * self.pool_w)
+        arg_max = np.argmax(col, axis=1)
+        out = np.max(col, axis=1)
+        out = out.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
+        self.x = x
+        self.arg_max = arg_max
+        return out
 
-        self.layers = OrderedDict()
-        self.layers['Affine1'] = Affine(self.params['W1'], self.params['b1'])
-        self.layers['Relu1'] = Relu()
-        self.layers['Affine2'] = Affine(self.params['W2'], self.params['b2'])
+    def backward(self, dout):
+        dout = dout.transpose(0, 2, 3, 1)
+        pool_size = self.pool_h * self.pool_w
+        dmax = np.zeros((dout.size, pool_size), dtype=dout.dtype)
+        dmax[np.arange(self.arg_max.size), self.arg_max.flatten()] = dout.flatten()
+        dmax = dmax.reshape(dout.shape + (pool_size,))
+        dcol = dmax.reshape(dmax.shape[0] * dmax.shape[1] * dmax.shape[2], -1)
+        dx = col2im(dcol, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        return dx
 
-        self.lastLayer = SoftmaxWithLoss()
 
-    def predict(self, x):
+# ----------------------------------------------------------------------- the networks
+# The book's networks (ch05/two_layer_net.py, common/multi_layer_net.py,
+# ch07/simple_convnet.py, ch08/deep_convnet.py) differ only in their layers and initial
+# weights: their predict, loss and gradient are one class here, Net.
+
+class Net:
+    """``params`` (W1, b1, W2, ...), ``layers`` (an OrderedDict with the book's names;
+    the weighted layers hold the arrays of ``params``) and ``last_layer``."""
+
+    def __init__(self, params, layers):
+        self.params = params
+        self.layers = layers
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x, train_flg=False):
         for layer in self.layers.values():
-            x = layer.forward(x)
-
+            if isinstance(layer, Dropout):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
         return x
 
     def loss(self, x, t):
-        y = self.predict(x)
-        return self.lastLayer.forward(y, t)
+        y = self.predict(x, train_flg=True)
+        return self.last_layer.forward(y, t)
 
     def gradient(self, x, t):
         # forward
@@ -252,193 +284,69 @@ class TwoLayerNet:
 
         # backward
         dout = 1
-        dout = self.lastLayer.backward(dout)
-
-        layers = list(self.layers.values())
-        layers.reverse()
-        for layer in layers:
-            dout = layer.backward(dout)
-
-        grads = {}
-        grads['W1'], grads['b1'] = self.layers['Affine1'].dW, self.layers['Affine1'].db
-        grads['W2'], grads['b2'] = self.layers['Affine2'].dW, self.layers['Affine2'].db
-
-        return grads
-
-
-class MultiLayerNet:
-    """Chapter 6's fully connected network with ReLU: Affine - [BatchNorm] - Relu per
-    hidden layer, then Affine and softmax with loss (the layer names are the book's)."""
-
-    def __init__(self, input_size, hidden_size_list, output_size, weight_init_std=0.01,
-                 weight_decay_lambda=0, use_batchnorm=False):
-        sizes = [input_size] + list(hidden_size_list) + [output_size]
-        self.hidden_layer_num = len(hidden_size_list)
-        self.weight_decay_lambda = weight_decay_lambda
-        self.use_batchnorm = use_batchnorm
-
-        self.params = {}
-        for idx in range(1, len(sizes)):
-            self.params['W' + str(idx)] = weight_init_std * np.random.randn(sizes[idx - 1], sizes[idx])
-            self.params['b' + str(idx)] = np.zeros(sizes[idx])
-
-        self.layers = OrderedDict()
-        for idx in range(1, self.hidden_layer_num + 1):
-            self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)],
-                                                      self.params['b' + str(idx)])
-            if use_batchnorm:
-                self.params['gamma' + str(idx)] = np.ones(sizes[idx])
-                self.params['beta' + str(idx)] = np.zeros(sizes[idx])
-                self.layers['BatchNorm' + str(idx)] = BatchNormalization(
-                    self.params['gamma' + str(idx)], self.params['beta' + str(idx)])
-            self.layers['Relu' + str(idx)] = Relu()
-        idx = self.hidden_layer_num + 1
-        self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)],
-                                                  self.params['b' + str(idx)])
-
-        self.last_layer = SoftmaxWithLoss()
-
-    def predict(self, x, train_flg=False):
-        for layer in self.layers.values():
-            if isinstance(layer, (BatchNormalization, Dropout)):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
-
-        return x
-
-    def loss(self, x, t, train_flg=False):
-        y = self.predict(x, train_flg)
-
-        weight_decay = 0
-        if self.weight_decay_lambda != 0:
-            for idx in range(1, self.hidden_layer_num + 2):
-                W = self.params['W' + str(idx)]
-                weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
-
-        return self.last_layer.forward(y, t) + weight_decay
-
-    def gradient(self, x, t):
-        # forward
-        self.loss(x, t, train_flg=True)
-
-        # backward
-        dout = 1
         dout = self.last_layer.backward(dout)
-
         layers = list(self.layers.values())
         layers.reverse()
         for layer in layers:
             dout = layer.backward(dout)
 
         grads = {}
-        for idx in range(1, self.hidden_layer_num + 2):
-            affine = self.layers['Affine' + str(idx)]
-            grads['W' + str(idx)] = affine.dW
-            if self.weight_decay_lambda != 0:
-                grads['W' + str(idx)] = affine.dW + self.weight_decay_lambda * affine.W
-            grads['b' + str(idx)] = affine.db
-            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
-                bn = self.layers['BatchNorm' + str(idx)]
-                grads['gamma' + str(idx)] = bn.dgamma
-                grads['beta' + str(idx)] = bn.dbeta
-
+        weighted = [layer for layer in self.layers.values() if hasattr(layer, 'W')]
+        for idx, layer in enumerate(weighted, 1):
+            grads['W' + str(idx)], grads['b' + str(idx)] = layer.dW, layer.db
         return grads
 
 
-# --------------------------------------------------------------- common/optimizer.py
-# State is made on the first update, one array per parameter. Coefficients are Python
-# floats (Adam's lr_t too), so a float32 parameter is updated in float32 arithmetic.
-
-class SGD:
-    def __init__(self, lr=0.01):
-        self.lr = lr
-
-    def update(self, params, grads):
-        for key in params.keys():
-            params[key] -= self.lr * grads[key]
-
-
-class Momentum:
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
-
-        for key in params.keys():
-            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            params[key] += self.v[key]
+def multi_layer_net(sizes, weight_init_std=0.01):
+    """Affine - Relu per hidden layer, then Affine: at one hidden layer, chapter 5's
+    TwoLayerNet; deeper, chapter 6's MultiLayerNet (ReLU, no weight decay)."""
+    params, layers = {}, OrderedDict()
+    for idx in range(1, len(sizes)):
+        params['W' + str(idx)] = weight_init_std * np.random.randn(sizes[idx - 1], sizes[idx])
+        params['b' + str(idx)] = np.zeros(sizes[idx])
+        layers['Affine' + str(idx)] = Affine(params['W' + str(idx)], params['b' + str(idx)])
+        if idx < len(sizes) - 1:
+            layers['Relu' + str(idx)] = Relu()
+    return Net(params, layers)
 
 
-class Nesterov:
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
-
-        for key in params.keys():  # the parameter moves with the old velocity
-            params[key] += self.momentum * self.momentum * self.v[key]
-            params[key] -= (1 + self.momentum) * self.lr * grads[key]
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
-
-
-class AdaGrad:
-    def __init__(self, lr=0.01):
-        self.lr = lr
-        self.h = None
-
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
-
-        for key in params.keys():
-            self.h[key] += grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+def simple_conv_net(weight_init_std=0.01):
+    """Chapter 7, for 1x28x28 images: conv (30 5x5 filters) - relu - pool 2x2 -
+    affine (100) - relu - affine (10)."""
+    params = {'W1': weight_init_std * np.random.randn(30, 1, 5, 5), 'b1': np.zeros(30),
+              'W2': weight_init_std * np.random.randn(30 * 12 * 12, 100), 'b2': np.zeros(100),
+              'W3': weight_init_std * np.random.randn(100, 10), 'b3': np.zeros(10)}
+    layers = OrderedDict()
+    layers['Conv1'] = Convolution(params['W1'], params['b1'], stride=1, pad=0)
+    layers['Relu1'] = Relu()
+    layers['Pool1'] = Pooling(pool_h=2, pool_w=2, stride=2)
+    layers['Affine1'] = Affine(params['W2'], params['b2'])
+    layers['Relu2'] = Relu()
+    layers['Affine2'] = Affine(params['W3'], params['b3'])
+    return Net(params, layers)
 
 
-class RMSprop:
-    def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr = lr
-        self.decay_rate = decay_rate
-        self.h = None
-
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = {key: np.zeros_like(val) for key, val in params.items()}
-
-        for key in params.keys():
-            self.h[key] *= self.decay_rate
-            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
-
-
-class Adam:
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.iter = 0
-        self.m = None
-        self.v = None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {key: np.zeros_like(val) for key, val in params.items()}
-            self.v = {key: np.zeros_like(val) for key, val in params.items()}
-
-        self.iter += 1
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-
-        for key in params.keys():
-            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
-            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
-            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+def deep_conv_net():
+    """Chapter 8, for 1x28x28 images: six 3x3 convolutions (16, 16, 32, 32, 64, 64
+    filters, pad 1 except 2 for the fourth) with ReLU, a 2x2 pooling after every second,
+    then affine (50) - relu - dropout - affine (10) - dropout; He initialisation."""
+    params, layers, channels = {}, OrderedDict(), 1
+    for idx, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)], 1):
+        scale = np.sqrt(2.0 / (channels * 3 * 3))
+        params['W' + str(idx)] = scale * np.random.randn(filters, channels, 3, 3)
+        params['b' + str(idx)] = np.zeros(filters)
+        layers['Conv' + str(idx)] = Convolution(params['W' + str(idx)], params['b' + str(idx)], 1, pad)
+        layers['Relu' + str(idx)] = Relu()
+        if idx % 2 == 0:
+            layers['Pool' + str(idx // 2)] = Pooling(pool_h=2, pool_w=2, stride=2)
+        channels = filters
+    params['W7'] = np.sqrt(2.0 / (64 * 4 * 4)) * np.random.randn(64 * 4 * 4, 50)
+    params['b7'] = np.zeros(50)
+    params['W8'] = np.sqrt(2.0 / 50) * np.random.randn(50, 10)
+    params['b8'] = np.zeros(10)
+    layers['Affine1'] = Affine(params['W7'], params['b7'])
+    layers['Relu7'] = Relu()
+    layers['Dropout1'] = Dropout(0.5)
+    layers['Affine2'] = Affine(params['W8'], params['b8'])
+    layers['Dropout2'] = Dropout(0.5)
+    return Net(params, layers)

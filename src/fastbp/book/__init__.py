@@ -6,10 +6,11 @@
 modules (``from common.layers import *`` brings the layers, the functions and ``np``,
 as there), backed by fastbp's own layers, kernels and MNIST loader.
 
-``python -m fastbp.book SCRIPT [ARGS]`` (or ``fastbp book SCRIPT [ARGS]``) runs one of
+``python -m fastbp.book [--seed N] SCRIPT [ARGS]`` (or ``fastbp book ...``) runs one of
 the book's scripts as the book says to, from its chapter folder, with ``common`` and
 ``dataset`` imported from here: the book's repository runs on fastbp unchanged, with
-nothing copied into it. See ``fastbp.book._runner``.
+nothing copied into it; ``--seed N`` seeds NumPy's global state first, as
+``np.random.seed(N)`` at the script's top would. See ``fastbp.book._runner``.
 """
 from ._runner import BookFinder, install, main, run
 

@@ -18,6 +18,8 @@ import os
 import runpy
 import sys
 
+import numpy as np
+
 __all__ = ["BookFinder", "install", "run", "main"]
 
 _ROOTS = ("common", "dataset")
@@ -76,19 +78,48 @@ def run(script, args=()):
     runpy.run_path(script, run_name="__main__")
 
 
+def _split(argv):
+    """``(fastbp's options, SCRIPT and the script's own arguments)``: the first word
+    that is neither an option nor ``--seed``'s value is the script."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        if argv[i] == "--":  # kept: what follows is the script, even if it starts with -
+            return argv[:i + 1], argv[i + 1:]
+        i += 2 if argv[i] == "--seed" else 1
+    return argv[:i], argv[i:]
+
+
 def main(argv=None, prog="python -m fastbp.book"):
-    """``python -m fastbp.book SCRIPT [ARGS]`` (``fastbp book``); returns the exit status."""
+    """``python -m fastbp.book [--seed N] SCRIPT [ARGS]`` (``fastbp book``); returns the
+    exit status."""
     parser = argparse.ArgumentParser(
-        prog=prog, usage="%(prog)s [-h] SCRIPT [ARGS ...]",
+        prog=prog, usage="%(prog)s [-h] [--seed N] SCRIPT [ARGS ...]", allow_abbrev=False,
         description="Run one of the book's scripts (e.g. deep-learning-from-scratch/ch05/"
                     "train_neuralnet.py) unchanged, with its common/ and dataset/ "
                     "modules taken from fastbp.")
+    parser.add_argument("--seed", type=_seed, metavar="N",
+                        help="np.random.seed(N) before the script runs, as a line at its top "
+                             "would: the book's scripts do not seed themselves, and its code "
+                             "(weights, batches, dropout) draws from NumPy's global state")
     parser.add_argument("script", metavar="SCRIPT",
                         help="path to the script; what follows it is passed to it as it is")
     argv = sys.argv[1:] if argv is None else list(argv)
     # only what comes before the script is fastbp's; everything after it is the script's
-    ns = parser.parse_args(argv[:1])
+    ours, rest = _split(argv)
+    ns = parser.parse_args(ours + rest[:1])
     if not os.path.isfile(ns.script):
         parser.error(f"no such file: {ns.script}")
-    run(ns.script, argv[1:])
+    if ns.seed is not None:
+        np.random.seed(ns.seed)
+    run(ns.script, rest[1:])
     return 0
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:  # np.random.seed's range
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
+    return value

@@ -10,7 +10,9 @@ Where the data comes from, in this order (the first that applies wins):
 4. a download of the missing files into that cache, from the mirrors in
    ``FASTBP_MNIST_MIRRORS`` (base URLs separated by spaces or commas; an empty value
    turns downloads off) or else :data:`DEFAULT_MIRRORS`, one after another; a download
-   stops at the most bytes the file can take and after an overall deadline per file;
+   stops at the most bytes the file can take, after an overall deadline per file, and
+   when it stays far slower than any real connection (:data:`MIN_RATE`: the mirror is
+   then given up for every file, and the next one tried);
 5. the small real MNIST sample inside the package (5000 training and 1000 test images,
    stratified), with a :class:`SampleDataWarning` saying so.
 
@@ -23,9 +25,13 @@ or failed download leaves nothing behind. Nothing is written inside the package.
 ``locate_mnist`` tells which data would be used (and downloads if needed); the
 ``fastbp.datasets`` logger records the choice at INFO level.
 """
+import collections
+import http.client
 import logging
 import os
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +39,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from http.client import HTTPException
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,7 +48,7 @@ from .._progress import ProgressBar, format_bytes
 
 __all__ = [
     "load_mnist", "locate_mnist", "MnistSource", "SampleDataWarning", "DownloadError",
-    "cache_dir", "mirrors", "DEFAULT_MIRRORS", "SAMPLE_DIR",
+    "cache_dir", "mirrors", "DEFAULT_MIRRORS", "SAMPLE_DIR", "MinRate", "MIN_RATE",
 ]
 
 log = logging.getLogger("fastbp.datasets")
@@ -86,6 +93,49 @@ DEFAULT_MIRRORS = (
 )
 DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
 DEFAULT_DEADLINE = 300.0  # seconds for the whole download of one file
+
+
+class MinRate(NamedTuple):
+    """The slowest a download may go: once ``grace`` seconds have passed since the
+    server answered, the bytes received over the last ``window`` seconds (since the
+    answer, before that) must average at least ``bytes_per_s``; checked whenever a read
+    returns (a read that brings nothing for the connection timeout fails anyway)."""
+
+    bytes_per_s: float
+    window: float
+    grace: float
+
+
+#: 1 KiB/s over 20 s, after 10 s: far below any real connection (MNIST's largest file,
+#: 9.9 MB, already needs 33 KB/s to meet the deadline), so only a stalled or trickling
+#: mirror is given up, within about 15 s; a pause of a few seconds in a real transfer
+#: stays well above it.
+MIN_RATE = MinRate(bytes_per_s=1024, window=20.0, grace=10.0)
+
+
+class _RateWatch:
+    """:class:`MinRate` over a download: ``check`` after each read."""
+
+    def __init__(self, rule, url):
+        self.rule, self.url = rule, url
+        self.begun = time.monotonic()
+        self.samples = collections.deque([(self.begun, 0)])  # (time, bytes so far)
+
+    def check(self, received):
+        now, rule = time.monotonic(), self.rule
+        self.samples.append((now, received))
+        # keep one sample at or before the window's start, and those after it
+        while len(self.samples) > 1 and self.samples[1][0] <= now - rule.window:
+            self.samples.popleft()
+        if now - self.begun < rule.grace:
+            return
+        since, before = self.samples[0]
+        span = max(now - since, 1e-9)
+        if (received - before) / span < rule.bytes_per_s:
+            raise DownloadError(
+                f"{self.url}: too slow, {received - before} bytes in the last {span:.1f} s "
+                f"(a download must keep {rule.bytes_per_s:g} bytes/s over {rule.window:g} s "
+                f"after its first {rule.grace:g} s)")
 
 
 def _max_download(name):
@@ -180,23 +230,95 @@ def _check_folder(folder, what):
 
 # ---------------------------------------------------------------------- download
 
-def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE):
+class _Answer:
+    """An opener whose connections are closed when the server has not answered (its
+    status line and headers) ``seconds`` after connecting: each of their reads waits up
+    to the timeout, so a server trickling them would hold a download forever, before
+    :class:`MinRate` can see it. (A TLS handshake, during which the socket is not the
+    connection's yet, is bounded by the timeout per read only.) ``expired`` says it
+    happened; ``done()`` disarms it once the answer is in."""
+
+    def __init__(self, seconds):
+        self.seconds, self.timers, self.expired = seconds, [], False
+        arm = self._arm
+
+        class HTTP(http.client.HTTPConnection):
+            def connect(self):
+                arm(self)
+                super().connect()
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(HTTP, req)
+
+        handlers = [HTTPHandler]
+        if hasattr(http.client, "HTTPSConnection"):
+            class HTTPS(http.client.HTTPSConnection):
+                def connect(self):
+                    arm(self)
+                    super().connect()
+
+            class HTTPSHandler(urllib.request.HTTPSHandler):
+                def https_open(self, req):
+                    return self.do_open(HTTPS, req)
+            handlers.append(HTTPSHandler)
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def _arm(self, connection):
+        timer = threading.Timer(self.seconds, self._hang_up, (connection,))
+        timer.daemon = True
+        timer.start()
+        self.timers.append(timer)
+
+    def _hang_up(self, connection):
+        self.expired = True
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the pending read returns at once
+            except OSError:
+                pass
+
+    def done(self):
+        for timer in self.timers:
+            timer.cancel()
+
+
+def _open(url, request, timeout, rule):
+    """``urlopen``, with :class:`_Answer`: the server must answer within the rate rule's
+    grace and window (30 s by default; a real one answers in well under a second)."""
+    answer = _Answer(rule.grace + rule.window)
+    try:
+        return answer.opener.open(request, timeout=timeout)
+    except (OSError, HTTPException) as exc:
+        if answer.expired and not isinstance(exc, urllib.error.HTTPError):
+            raise DownloadError(f"{url}: no answer within {answer.seconds:g} s") from None
+        raise
+    finally:
+        answer.done()
+
+
+def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE, min_rate=None):
     """Download ``url`` to ``dest`` atomically; the content must be the official
-    ``name``. It stops with :class:`DownloadError` after :func:`_max_download` bytes or
-    ``deadline`` seconds (checked after every read; a read waits at most ``timeout``).
-    On any failure nothing is left at ``dest`` or beside it."""
+    ``name``. It stops with :class:`DownloadError` after :func:`_max_download` bytes,
+    ``deadline`` seconds, or when slower than ``min_rate`` (default :data:`MIN_RATE`),
+    all checked after every read (a read waits at most ``timeout``), and when the
+    server has not answered within the rule's grace and window (:func:`_open`). On any failure
+    nothing is left at ``dest`` or beside it."""
     folder = os.path.dirname(dest)
     limit = _max_download(name)
+    rule = MIN_RATE if min_rate is None else min_rate
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
     try:
         start = time.monotonic()
         request = urllib.request.Request(url, headers={"User-Agent": "fastbp"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as r:
+        with os.fdopen(fd, "wb") as out, _open(url, request, timeout, rule) as r:
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > limit:
                 raise DownloadError(f"{url}: announces {total} bytes, more than an MNIST "
                                     f"{name} can be ({limit})")
+            watch = _RateWatch(rule, url)
             with ProgressBar(total, label=name, unit="B", enabled=progress) as bar:
                 while True:
                     # read1: whatever one receive brings, so a trickle still returns here
@@ -211,6 +333,7 @@ def _fetch(url, dest, name, *, timeout, progress, deadline=DEFAULT_DEADLINE):
                     if time.monotonic() - start > deadline:
                         raise DownloadError(f"{url}: not complete after {deadline:g} s "
                                             f"({out.tell()} bytes)")
+                    watch.check(out.tell())
             size = out.tell()
         if total is not None and size != total:
             raise DownloadError(f"{url}: connection closed after {size} of {total} bytes")

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import kernels
 from ..loop import BookSampler, History, batch_loss, run_loop
+from ..networks import output_layer
 from .checkpoints import epoch_saver, load_checkpoint, resume_from
 from .collectives import (DEFAULT_TIMEOUT, abort_on_error, allreduce, bcast, bcast_arrays,
                           mpi, world)
@@ -196,7 +197,7 @@ class DataParallel:
         keeps it (fastbp's networks; training mode, as ``train_step``), else by
         one more forward pass (``network.loss``)."""
         net = self.network
-        if any(hasattr(net, a) for a in ("_last_loss", "lastLayer", "last_layer")):
+        if hasattr(net, "_last_loss") or output_layer(net) is not None:
             return batch_loss(net)
         return float(net.loss(x, t))
 

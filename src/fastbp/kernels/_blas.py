@@ -38,6 +38,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -121,7 +122,23 @@ def _load_private_copy(path):
             os.unlink(name)
 
 
-_source = None if os.environ.get("FASTBP_BLAS", "") == "numpy" else _bundled_openblas()
+#: The values of FASTBP_BLAS: a private copy of NumPy's bundled OpenBLAS, called on
+#: fastbp's threads (the default), or NumPy's own ``matmul`` for every product.
+BLAS_CHOICES = ("openblas", "numpy")
+
+
+def _blas_choice():
+    """``FASTBP_BLAS`` (any case; unset or blank: ``openblas``). Another value warns,
+    naming the variable, the value and the accepted ones, and the default is used."""
+    value = os.environ.get("FASTBP_BLAS", "").strip()
+    if value.lower() in BLAS_CHOICES or not value:
+        return value.lower() or BLAS_CHOICES[0]
+    warnings.warn(f"FASTBP_BLAS: expected one of {', '.join(BLAS_CHOICES)}, got {value!r}; "
+                  f"using {BLAS_CHOICES[0]}", RuntimeWarning, stacklevel=2)
+    return BLAS_CHOICES[0]
+
+
+_source = None if _blas_choice() == "numpy" else _bundled_openblas()
 _private = _load_private_copy(_source) if _source else None
 if _private:
     _gemm.bind(_private[1], _private[2])

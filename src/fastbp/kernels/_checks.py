@@ -46,6 +46,11 @@ KERNELS = (
     "maxpool_forward",
     "maxpool_backward",
     "conv_bias_grad",
+    "conv_forward",
+    "conv_backward",
+    "maxpool2_forward",
+    "maxpool2_backward",
+    "relu_maxpool2_forward",
 )
 
 
@@ -474,3 +479,38 @@ def arg_max_range_error(arg_max, k):
         f"arg_max: window indices must lie in [0, {k}), got values from "
         f"{arg_max.min()} to {arg_max.max()}"
     )
+
+
+def conv_inputs(x, W, stride, pad, extra=(), x_name="x"):
+    """The convolution kernels' arguments: ``(x, W, *extra, geometry)`` converted to
+    their common dtype (C-contiguous, aligned), where ``extra`` are further ``(name,
+    array)`` float inputs and the geometry is ``(N, C, H, W, FN, FH, FW, stride, pad,
+    out_h, out_w)``. ``W`` (FN, C, FH, FW), ``x`` (N, C, H, W)."""
+    pairs = [(x_name, x), ("W", W), *extra]
+    dtype = common_dtype(*pairs)
+    arrays = [float_array(name, a, dtype) for name, a in pairs]
+    x, W = arrays[0], arrays[1]
+    if W.ndim != 4:
+        raise ValueError(f"W: expected a 4-D array (FN, C, FH, FW), got shape {W.shape}")
+    fn, c, fh, fw = W.shape
+    fh, fw, s, p = window(fh, fw, stride, pad, ("W.shape[2]", "W.shape[3]"))
+    if x.ndim != 4 or x.shape[1] != c:
+        raise ValueError(f"{x_name}: expected shape (N, {c}, H, W) (W has shape {W.shape}), "
+                         f"got {x.shape}")
+    n, c, h, w, oh, ow = image_shape(x_name, x.shape, fh, fw, s, p)
+    return (*arrays, (n, c, h, w, fn, fh, fw, s, p, oh, ow))
+
+
+def pool_index_array(index, shape):
+    """The 2x2 pooling's window indices: a uint8 array of ``shape`` (C-contiguous), 0 to
+    3, or 4 for a window that passes no gradient (``relu_maxpool2_forward``)."""
+    index = as_array("index", index)
+    if index.dtype != np.uint8:
+        raise TypeError(f"index: expected a uint8 array, got dtype {index.dtype}")
+    if index.shape != tuple(shape):
+        raise ValueError(f"index: expected shape {tuple(shape)} (the shape of dout), "
+                         f"got {index.shape}")
+    if index.size and index.max() > 4:
+        raise ValueError(f"index: window indices must lie in [0, 4] (4: no gradient), got up "
+                         f"to {index.max()}")
+    return np.ascontiguousarray(index)

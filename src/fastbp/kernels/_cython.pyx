@@ -4,8 +4,8 @@ Same names, signatures and semantics; read the contract in ``_numpy.py``.
 
 Design:
 - Entry points take plain ndarrays and read their data pointers through NumPy's C API.
-  A typed memoryview argument costs about 0.25 us to acquire, which is a sizeable share
-  of a whole kernel at the book's batch of 100.
+  Acquiring a typed memoryview argument costs a sizeable share of a whole kernel at the
+  book's batch of 100 (docs/benchmarks.md).
 - The fast path (a C-contiguous, aligned float32/float64 ndarray) is checked in C;
   anything else goes through ``_checks.py``, the code the NumPy twin uses, so both
   backends convert and refuse identically and give the same messages.
@@ -329,7 +329,7 @@ ctypedef struct Split:
     intp_t n, step
 
 
-cdef void _split_block(void* ctx, intptr_t i) noexcept nogil:
+cdef void _split_block(void* ctx, intptr_t i, int worker) noexcept nogil:
     cdef const Split* s = <const Split*>ctx
     cdef intp_t start = i * s.step
     if start < s.n:
@@ -561,14 +561,16 @@ def affine_forward(x, W, b, out=None):
 
 def affine_backward_sgd(dout, x, W, b, lr, decay=0.0, need_dx=True):
     """Backward through ``out = x @ W + b`` with the SGD step folded into the weight
-    gradient's product: returns ``dx`` (with the old ``W``), sets
-    ``W = (1 - lr * decay) * W - lr * x.T @ dout`` (one GEMM, ``beta = 1 - lr * decay``)
-    and ``b -= lr * bias_grad(dout)``."""
+    gradient's product (one GEMM, ``beta = 1 - lr * decay``): returns ``dx`` (with the old
+    ``W``), sets ``W = (1 - lr * decay) * W - lr * x.T @ dout``, ``b -= lr * bias_grad(dout)``."""
     d, xa, Wa, ba, lr_, decay_ = affine_sgd_inputs(dout, x, W, b, lr, decay)
-    dx = None
-    if need_dx:
-        dx = _blas.gemm(d, Wa, np.empty((xa.shape[0], xa.shape[1]), Wa.dtype), trans_b=True)
-    _blas.gemm(xa, d, Wa, trans_a=True, alpha=-lr_, beta=1.0 - lr_ * decay_)
+    dx = _blas.gemm(d, Wa, np.empty((xa.shape[0], xa.shape[1]), Wa.dtype), trans_b=True) if need_dx else None
+    beta = 1.0 - lr_ * decay_
+    if Wa.dtype.type(beta) and Wa.dtype.type(lr_):
+        _blas.gemm(xa, d, Wa, trans_a=True, alpha=-lr_, beta=beta)
+    else:  # BLAS reads no W when beta is 0 (nor the product when alpha is 0): 0 * inf is NaN
+        dW = _blas.gemm(xa, d, np.empty_like(Wa), trans_a=True)
+        sgd_update(np.multiply(Wa, beta, out=Wa), dW, lr_)  # as the NumPy twin does
     sgd_update(ba, bias_grad(d), lr_)
     return dx
 
@@ -1189,7 +1191,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0, out=None):
     cdef Window g = _window(n, c, h, w, fh, fw, s, p, oh, ow)
     cdef Job job
     job.f64, job.a, job.out, job.win = _is_f64(xa), _cdata(xa), <char*>_data(o), &g
-    cdef intp_t size = cnp.PyArray_SIZE(o), images = n
+    cdef intp_t size = cnp.PyArray_SIZE(o), images = n if size else 0  # empty: no loop
     with nogil:
         _run(_im2col_job, &job, images, 1, size, PARALLEL_MIN)
     return o
@@ -1213,7 +1215,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     job.f64, job.a, job.out, job.win = _is_f64(ca), _cdata(ca), <char*>_data(o), &g
     cdef intp_t size = cnp.PyArray_SIZE(ca)
     with nogil:
-        _run(_col2im_job, &job, shape[0], 1, size, PARALLEL_MIN)
+        _run(_col2im_job, &job, shape[0] if cnp.PyArray_SIZE(o) else 0, 1, size, PARALLEL_MIN)
     return o
 
 
@@ -1235,7 +1237,7 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0, out=None):
     job.index = <intp_t*>_data(arg)
     cdef intp_t elements = cnp.PyArray_SIZE(xa)
     with nogil:
-        _run(_maxpool_fwd_job, &job, shape[0], 1, elements, PARALLEL_MIN)
+        _run(_maxpool_fwd_job, &job, shape[0] if size else 0, 1, elements, PARALLEL_MIN)
     return o, arg
 
 
@@ -1266,7 +1268,7 @@ def maxpool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0
     job.labels = <const intp_t*>_data(arg)
     cdef intp_t elements = cnp.PyArray_SIZE(o)
     with nogil:
-        _run(_maxpool_bwd_job, &job, shape[0], 1, elements, PARALLEL_MIN)
+        _run(_maxpool_bwd_job, &job, shape[0] if elements else 0, 1, elements, PARALLEL_MIN)
     return o
 
 
@@ -1283,9 +1285,13 @@ def conv_bias_grad(dout, out=None):
     g.c, g.h = c, cnp.PyArray_DIM(d, 2) * cnp.PyArray_DIM(d, 3)
     cdef Job job
     job.f64, job.a, job.out, job.win = _is_f64(d), _cdata(d), <char*>_data(o), &g
-    job.c = cnp.PyArray_DIM(d, 0)
+    job.c = cnp.PyArray_DIM(d, 0) if cnp.PyArray_SIZE(d) else 0  # empty: zeros, no image loop
     cdef intp_t size = cnp.PyArray_SIZE(d)
     with nogil:
         _run(_conv_bias_grad_job, &job, c, 1, size, PARALLEL_MIN)
     return o
 
+
+# The convolution and 2x2 pooling kernels live in their own module (_conv.pyx).
+from ._conv import (conv_backward, conv_forward, maxpool2_backward, maxpool2_forward,  # noqa: E402
+                    relu_maxpool2_forward)

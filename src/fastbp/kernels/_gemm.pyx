@@ -88,7 +88,7 @@ ctypedef struct Product:
     const char* bias
 
 
-cdef void _product_block(void* ctx, intptr_t i) noexcept nogil:
+cdef void _product_block(void* ctx, intptr_t i, int worker) noexcept nogil:
     cdef const Product* p = <const Product*>ctx
     if p.by_columns:
         _block(p.f64, p.trans_a, p.trans_b, 0, p.m, p.n * i // p.blocks,

@@ -6,8 +6,7 @@
  * gcc leaves scalar, and a branch on random signs mispredicts half the time).
  * Where the compiler supports it, every loop is also built for AVX-512 and AVX2 and
  * picked at load time (target_clones), so one binary runs on any x86-64 and uses the
- * widest vectors there are (ReLU backward, float64 (100, 784): 21.9 us AVX2, 17.7 us
- * AVX-512). No contraction into FMA (setup.py) and no fast-math: every clone gives the
+ * widest vectors there are (docs/benchmarks.md has the measured gain). No contraction into FMA (setup.py) and no fast-math: every clone gives the
  * same results, and NaN propagates as the kernel contract says.
  *
  * exp() is NumPy's own: the inner loop of np.exp for the dtype (its SIMD loop), looked

@@ -528,6 +528,8 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0, out=None):
     x = float_array("x", x)
     n, c, _, _, oh, ow = image_shape("x", x.shape, fh, fw, s, p)
     col = out_or_empty("out", out, (n * oh * ow, c * fh * fw), x.dtype, [("x", x)])
+    if col.size == 0:  # an empty result costs nothing, whatever the other extents
+        return col
     v = _window_view(_padded(x, p), fh, fw, s, oh, ow)
     np.copyto(col.reshape(n, oh, ow, c, fh, fw), v.transpose(0, 2, 3, 1, 4, 5))
     return col
@@ -552,6 +554,8 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0, out=None):
     check_same_shape("col", col, f"im2col's output for input_shape {shape}",
                      (n * oh * ow, c * fh * fw))
     dx = out_or_empty("out", out, shape, col.dtype, [("col", col)])
+    if dx.size == 0:
+        return dx
     src = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
     img = dx if p == 0 else np.empty((n, c, h + 2 * p, w + 2 * p), dx.dtype)
     img.fill(0)
@@ -574,6 +578,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0, out=None):
     x = float_array("x", x)
     n, c, _, _, oh, ow = image_shape("x", x.shape, ph, pw, s, p)
     o = out_or_empty("out", out, (n, c, oh, ow), x.dtype, [("x", x)])
+    if o.size == 0:  # (take_along_axis would build index arrays as long as N)
+        return o, np.empty(0, np.intp)
     v = _window_view(_padded(x, p, -np.inf), ph, pw, s, oh, ow).reshape(n, c, oh, ow, ph * pw)
     arg = np.argmax(v, axis=4) if v.size else np.zeros((n, c, oh, ow), np.intp)
     np.copyto(o, np.take_along_axis(v, arg[..., None], axis=4)[..., 0])
@@ -593,6 +599,8 @@ def maxpool_backward(dout, arg_max, input_shape, pool_h, pool_w, stride=2, pad=0
     if arg.size and (arg.min() < 0 or arg.max() >= ph * pw):
         raise arg_max_range_error(arg, ph * pw)
     dx = out_or_empty("out", out, shape, dout.dtype, [("dout", dout), ("arg_max", arg)])
+    if dx.size == 0:
+        return dx
     if out is not None and np.may_share_memory(dx, dout):
         dout = dout.copy()  # exactly dout (a 1x1 window): read before dx is cleared
     arg = arg.reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
@@ -615,9 +623,12 @@ def conv_bias_grad(dout, out=None):
         raise ValueError(f"dout: expected a 4-D array (N, C, H, W), got shape {dout.shape}")
     out = out_or_empty("out", out, dout.shape[1:2], dout.dtype, [("dout", dout)])
     n, c, h, w = dout.shape
+    if dout.size == 0:  # zeros, without per-image sums of nothing
+        out[...] = 0
+        return out
     with np.errstate(invalid="ignore"):  # inf - inf gives NaN, as in the compiled twin
         per_image = _row_sums(dout.reshape(n, c, h * w))  # (N, C)
-        out[...] = _column_sums(per_image) if n else 0
+        out[...] = _column_sums(per_image)
     return out
 
 
@@ -643,3 +654,99 @@ def _row_sums(a):
         total += a[..., j]
     return total
 
+
+
+# Convolution as whole-layer kernels, and 2x2 pooling with a byte index. The compiled
+# twins lower one image (a block of its output rows) at a time and run the products in
+# the layout that writes NCHW; here the same results come from im2col and matmul, up to
+# the rounding of the products (a different blocking of the same sums).
+
+from ._checks import conv_inputs, pool_index_array
+
+
+def conv_forward(x, W, b, stride=1, pad=0, out=None):
+    """Convolution of ``x`` (N, C, H, W) with filters ``W`` (FN, C, FH, FW) plus bias
+    ``b`` (FN,): ``out`` (N, FN, out_h, out_w), ``out[n, f] = b[f] + sum over (c, ky, kx)
+    of W[f, c, ky, kx] * x[n, c, i*stride + ky - pad, j*stride + kx - pad]`` (0 in the
+    padding). ``x``, ``W`` and ``b`` meet in their common dtype."""
+    x, W, b, (n, c, h, w, fn, fh, fw, s, p, oh, ow) = conv_inputs(x, W, stride, pad,
+                                                                   [("b", b)])
+    check_same_shape("b", b, "W's first axis", (fn,))
+    o = out_or_empty("out", out, (n, fn, oh, ow), x.dtype, [("x", x), ("W", W), ("b", b)])
+    col = im2col(x, fh, fw, s, p).reshape(n, oh * ow, c * fh * fw)
+    prod = np.matmul(W.reshape(fn, -1), col.transpose(0, 2, 1))  # (N, FN, P)
+    np.add(prod, b.reshape(fn, 1), out=o.reshape(n, fn, oh * ow))
+    return o
+
+
+def conv_backward(dout, x, W, stride=1, pad=0, need_dx=True, dW_out=None, db_out=None):
+    """Gradients of ``conv_forward``: ``(dx, dW, db)`` for ``dout`` (N, FN, out_h,
+    out_w); ``dx`` is None without ``need_dx``; ``db`` is ``conv_bias_grad(dout)``;
+    ``dW`` and ``db`` go into ``dW_out`` and ``db_out`` when given (every input is read
+    before they are written)."""
+    x, W, dout, (n, c, h, w, fn, fh, fw, s, p, oh, ow) = conv_inputs(
+        x, W, stride, pad, [("dout", dout)])
+    check_same_shape("dout", dout, "the convolution's output", (n, fn, oh, ow))
+    read = [("dout", dout), ("x", x), ("W", W)]
+    dW = out_or_empty("dW_out", dW_out, W.shape, x.dtype, read)
+    db = out_or_empty("db_out", db_out, (fn,), x.dtype, read)
+    apart([("dW_out", dW), ("db_out", db)])
+    d = dout.reshape(n, fn, oh * ow)
+    col = im2col(x, fh, fw, s, p)  # (N*P, K)
+    grad_w = np.matmul(d.transpose(1, 0, 2).reshape(fn, -1), col)
+    dx = None
+    if need_dx:
+        dcol = np.matmul(W.reshape(fn, -1).T, d)  # (N, K, P)
+        dx = col2im(dcol.transpose(0, 2, 1).reshape(n * oh * ow, c * fh * fw), x.shape,
+                    fh, fw, s, p)
+    grad_b = conv_bias_grad(dout)
+    dW.reshape(fn, -1)[...] = grad_w
+    db[...] = grad_b
+    return dx, dW, db
+
+
+def maxpool2_forward(x, out=None):
+    """2x2 max pooling with stride 2, no padding, of ``x`` (N, C, H, W): ``(out,
+    index)``, ``out`` (N, C, H // 2, W // 2) the maximum of each window and ``index``
+    the same shape in uint8, the window index ``ky * 2 + kx`` of its first maximum (the
+    first NaN if any); ``maxpool_forward(x, 2, 2, 2)`` with a compact index in NCHW."""
+    x = float_array("x", x)
+    n, c, h, w, oh, ow = image_shape("x", x.shape, 2, 2, 2, 0)
+    o = out_or_empty("out", out, (n, c, oh, ow), x.dtype, [("x", x)])
+    v = x[:, :, :2 * oh, :2 * ow].reshape(n, c, oh, 2, ow, 2).transpose(0, 1, 2, 4, 3, 5)
+    v = v.reshape(n, c, oh, ow, 4)
+    if o.size == 0:  # nothing to pool: no work, whatever the other extents
+        return o, np.zeros(o.shape, np.uint8)
+    index = np.argmax(v, axis=4)
+    np.copyto(o, np.take_along_axis(v, index[..., None], axis=4)[..., 0])
+    return o, index.astype(np.uint8)
+
+
+def relu_maxpool2_forward(x, out=None):
+    """ReLU then 2x2 max pooling, in one pass: ``out = relu(maxpool2(x))`` (a maximum
+    <= 0 gives +0.0, NaN passes), which equals the pooling of ``relu(x)``; ``index`` as
+    ``maxpool2_forward``'s, but 4 where the maximum was <= 0 (the ReLU passes no
+    gradient there), so ``maxpool2_backward`` gives the gradient of both layers."""
+    o, index = maxpool2_forward(x, out)
+    zeroed = o <= 0
+    o[zeroed] = 0.0
+    index[zeroed] = 4
+    return o, index
+
+
+def maxpool2_backward(dout, index, input_shape, out=None):
+    """Gradient of ``maxpool2_forward`` (and of ``relu_maxpool2_forward``):
+    ``dout[n, c, i, j]`` to the element ``index`` points at in its window (nowhere for
+    index 4), 0 elsewhere; ``dx`` has ``input_shape``."""
+    shape = input_shape_arg(input_shape)
+    n, c, h, w, oh, ow = image_shape("input_shape", shape, 2, 2, 2, 0)
+    dout = float_array("dout", dout)
+    check_same_shape("dout", dout, f"the pooling output for input_shape {shape}", (n, c, oh, ow))
+    index = pool_index_array(index, dout.shape)
+    dx = out_or_empty("out", out, shape, dout.dtype, [("dout", dout), ("index", index)])
+    dx.fill(0)
+    zero = dout.dtype.type(0)
+    for k in range(4):
+        ky, kx = divmod(k, 2)
+        dx[:, :, ky:2 * oh:2, kx:2 * ow:2] += np.where(index == k, dout, zero)
+    return dx

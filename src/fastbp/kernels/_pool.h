@@ -30,7 +30,9 @@
 
 #include <stdint.h>
 
-typedef void (*fastbp_block_fn)(void *ctx, intptr_t block);
+/* fn(ctx, block, worker): worker is 0 for the calling thread, 1.. for helpers, always
+ * below the job's thread count (an index for per-thread scratch). */
+typedef void (*fastbp_block_fn)(void *ctx, intptr_t block, int worker);
 
 #define FASTBP_POOL_MAX_BLOCKS 0xFFFF
 #define FASTBP_POOL_MAX_THREADS 64
@@ -47,7 +49,7 @@ static int fastbp_run_blocks(fastbp_block_fn fn, void *ctx, intptr_t count, int 
 {
     intptr_t i;
     (void)threads;
-    for (i = 0; i < count; i++) fn(ctx, i);
+    for (i = 0; i < count; i++) fn(ctx, i, 0);
     return 1;
 }
 #else
@@ -108,7 +110,7 @@ static void fastbp_pool_work(int id)
         if (!__atomic_compare_exchange_n(&fastbp_pool.ticket, &t, t + 1, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
             continue;
-        fn(ctx, (intptr_t)next);
+        fn(ctx, (intptr_t)next, id + 1);
         if (__atomic_add_fetch(&fastbp_pool.done, 1, __ATOMIC_SEQ_CST) == (int64_t)count
                 && FASTBP_LD(fastbp_pool.waiting)) {
             pthread_mutex_lock(&fastbp_pool.lock);
@@ -207,7 +209,7 @@ static int fastbp_run_blocks(fastbp_block_fn fn, void *ctx, intptr_t count, int 
     if (threads > count) threads = (int)count;
     if (threads <= 1 || count > FASTBP_POOL_MAX_BLOCKS
             || __atomic_exchange_n(&fastbp_pool.busy, 1, __ATOMIC_ACQUIRE)) {
-        for (i = 0; i < count; i++) fn(ctx, i);
+        for (i = 0; i < count; i++) fn(ctx, i, 0);
         return 1;
     }
     helpers = fastbp_pool_grow(threads - 1);

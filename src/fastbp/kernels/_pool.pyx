@@ -8,7 +8,7 @@ Compiled modules use it through ``_pool.pxd`` (``run_blocks``); Python sees the 
 import operator
 
 cdef extern from "_pool.h" nogil:
-    ctypedef void (*c_block_fn "fastbp_block_fn")(void* ctx, intptr_t block) noexcept nogil
+    ctypedef void (*c_block_fn "fastbp_block_fn")(void* ctx, intptr_t block, int worker) noexcept nogil
     const bint FASTBP_HAVE_POOL
     const int FASTBP_POOL_MAX_THREADS
     int fastbp_pool_threads
@@ -63,7 +63,7 @@ def set_spin_ns(ns):
     return previous
 
 
-cdef void _count_block(void* ctx, intptr_t i) noexcept nogil:
+cdef void _count_block(void* ctx, intptr_t i, int worker) noexcept nogil:
     # test job: each block adds its index + 1 to its own slot
     (<long long*>ctx)[i] += i + 1
 

@@ -1,82 +1,68 @@
 import numpy as np
 
 from common.functions import *  # noqa: F401,F403
-from common.functions import cross_entropy_error, softmax
+from common._idiom import book as _book
+
+# The book's layers: one copy, in fastbp's src/fastbp/bench/book.py (see common/_idiom.py)
+Relu, Sigmoid, Affine = _book.Relu, _book.Sigmoid, _book.Affine
+SoftmaxWithLoss, Dropout = _book.SoftmaxWithLoss, _book.Dropout
+Convolution, Pooling = _book.Convolution, _book.Pooling
 
 
-class Relu:
-    def __init__(self):
-        self.mask = None
+class BatchNormalization:
+    """The book's batch normalization over the batch axis, running statistics included
+    (2-D input: what the fully connected networks feed it)."""
 
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.running_mean = running_mean
+        self.running_var = running_var
 
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class Sigmoid:
-    def __init__(self):
-        self.out = None
-
-    def forward(self, x):
-        self.out = 1 / (1 + np.exp(-x))
-        return self.out
-
-    def backward(self, dout):
-        return dout * (1.0 - self.out) * self.out
-
-
-class Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-        self.x = self.original_x_shape = self.dW = self.db = None
-
-    def forward(self, x):
-        self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return np.dot(self.x, self.W) + self.b
-
-    def backward(self, dout):
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
-
-
-class SoftmaxWithLoss:
-    def __init__(self):
-        self.loss = self.y = self.t = None
-
-    def forward(self, x, t):
-        self.t = t
-        self.y = softmax(x)
-        self.loss = cross_entropy_error(self.y, self.t)
-        return self.loss
-
-    def backward(self, dout=1):
-        n = self.t.shape[0]
-        if self.t.size == self.y.size:
-            return (self.y - self.t) / n
-        dx = self.y.copy()
-        dx[np.arange(n), self.t] -= 1
-        return dx / n
-
-
-class Dropout:
-    def __init__(self, dropout_ratio=0.5):
-        self.dropout_ratio = dropout_ratio
-        self.mask = None
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
 
     def forward(self, x, train_flg=True):
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1])
+            self.running_var = np.zeros(x.shape[1])
+
         if train_flg:
-            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
-            return x * self.mask
-        return x * (1.0 - self.dropout_ratio)
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            std = np.sqrt(var + 10e-7)
+            xn = xc / std
+
+            self.batch_size = x.shape[0]
+            self.xc = xc
+            self.xn = xn
+            self.std = std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / np.sqrt(self.running_var + 10e-7)
+
+        return self.gamma * xn + self.beta
 
     def backward(self, dout):
-        return dout * self.mask
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx
+

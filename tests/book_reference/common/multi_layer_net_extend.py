@@ -3,17 +3,16 @@ from collections import OrderedDict
 import numpy as np
 
 from common.layers import *  # noqa: F401,F403
-from common.layers import Affine, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from common.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
 
 class MultiLayerNetExtend:
-    """Affine - activation - [Dropout] per hidden layer, then Affine - SoftmaxWithLoss.
-    (The reference has no batch normalization: the tests do not use it.)"""
+    """Affine - [BatchNorm] - activation - [Dropout] per hidden layer, then Affine -
+    SoftmaxWithLoss."""
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
                  dropout_ration=0.5, use_batchnorm=False):
-        assert not use_batchnorm
         self.hidden_layer_num = len(hidden_size_list)
         self.weight_decay_lambda = weight_decay_lambda
         self.params = {}
@@ -31,6 +30,11 @@ class MultiLayerNetExtend:
         act = {"relu": Relu, "sigmoid": Sigmoid}[activation]
         for idx in range(1, self.hidden_layer_num + 1):
             self.layers["Affine%d" % idx] = Affine(self.params["W%d" % idx], self.params["b%d" % idx])
+            if use_batchnorm:
+                self.params["gamma%d" % idx] = np.ones(sizes[idx])
+                self.params["beta%d" % idx] = np.zeros(sizes[idx])
+                self.layers["BatchNorm%d" % idx] = BatchNormalization(self.params["gamma%d" % idx],
+                                                                      self.params["beta%d" % idx])
             self.layers["Activation_function%d" % idx] = act()
             if use_dropout:
                 self.layers["Dropout%d" % idx] = Dropout(dropout_ration)
@@ -40,7 +44,10 @@ class MultiLayerNetExtend:
 
     def predict(self, x, train_flg=False):
         for name, layer in self.layers.items():
-            x = layer.forward(x, train_flg) if name.startswith("Dropout") else layer.forward(x)
+            if name.startswith(("Dropout", "BatchNorm")):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
         return x
 
     def loss(self, x, t, train_flg=False):
@@ -66,4 +73,7 @@ class MultiLayerNetExtend:
             affine = self.layers["Affine%d" % idx]
             grads["W%d" % idx] = affine.dW + self.weight_decay_lambda * affine.W
             grads["b%d" % idx] = affine.db
+            if "BatchNorm%d" % idx in self.layers:
+                grads["gamma%d" % idx] = self.layers["BatchNorm%d" % idx].dgamma
+                grads["beta%d" % idx] = self.layers["BatchNorm%d" % idx].dbeta
         return grads

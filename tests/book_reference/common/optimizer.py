@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 
 
@@ -74,7 +76,8 @@ class Adam:
         if self.m is None:
             self.m, self.v = _zeros(params), _zeros(params)
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        # a Python float (math.sqrt): a float32 parameter is then updated in float32
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
         for key in params:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])

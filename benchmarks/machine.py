@@ -1,6 +1,6 @@
 """The machine a benchmark ran on: CPU, NumPy and its BLAS, thread pools, environment.
 
-Used by ``fastbp bench --json`` and by ``benchmarks/conftest.py`` (pytest-benchmark's
+Used by ``benchmarks/compare.py`` and ``benchmarks/conftest.py`` (pytest-benchmark's
 machine info), so every set of figures carries the configuration it came from.
 """
 import os
@@ -67,13 +67,13 @@ def peers_info():
 
 
 def _fastbp_threads():
-    from .. import kernels
+    from fastbp import kernels
     return kernels.get_num_threads()
 
 
 def machine_info(threads=None):
-    from .. import __version__
-    from .. import kernels
+    from fastbp import __version__
+    from fastbp import kernels
     return {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
