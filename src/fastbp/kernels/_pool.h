@@ -103,10 +103,11 @@ static void fastbp_pool_work(int id)
         uint64_t next = t & 0xFFFF, count = (t >> 16) & 0xFFFF;
         fastbp_block_fn fn;
         void *ctx;
-        if (next >= count || (id >= 0 && id >= fastbp_pool.wanted))
+        if (next >= count || (id >= 0 && id >= FASTBP_LD(fastbp_pool.wanted)))
             return;
-        fn = fastbp_pool.fn;
-        ctx = fastbp_pool.ctx;
+        /* read before the claim; a newer job's fields make the claim below fail */
+        fn = __atomic_load_n(&fastbp_pool.fn, __ATOMIC_RELAXED);
+        ctx = __atomic_load_n(&fastbp_pool.ctx, __ATOMIC_RELAXED);
         if (!__atomic_compare_exchange_n(&fastbp_pool.ticket, &t, t + 1, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
             continue;
@@ -214,8 +215,8 @@ static int fastbp_run_blocks(fastbp_block_fn fn, void *ctx, intptr_t count, int 
     }
     helpers = fastbp_pool_grow(threads - 1);
     if (helpers > threads - 1) helpers = threads - 1;
-    fastbp_pool.fn = fn;
-    fastbp_pool.ctx = ctx;
+    __atomic_store_n(&fastbp_pool.fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&fastbp_pool.ctx, ctx, __ATOMIC_RELAXED);
     FASTBP_ST(fastbp_pool.wanted, helpers);
     FASTBP_ST(fastbp_pool.done, 0);
     gen = (FASTBP_LD(fastbp_pool.ticket) >> 32) + 1;
