@@ -48,10 +48,6 @@ def bind(size_t sgemm, size_t dgemm):
     _dgemm = <dgemm_t>dgemm
 
 
-def bound():
-    return _dgemm != NULL
-
-
 cdef void _block(bint f64, bint trans_a, bint trans_b, blasint r0, blasint r1, blasint c0,
                  blasint c1, blasint k, double alpha, const char* a, blasint lda, const char* b,
                  blasint ldb, double beta, char* c, blasint ldc, const char* bias) noexcept nogil:
