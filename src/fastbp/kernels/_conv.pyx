@@ -26,8 +26,9 @@ import numpy as np
 
 cimport numpy as cnp
 
+from fastbp.kernels._cblas cimport NO_TRANS, ROW_MAJOR, TRANS, blasint, dgemm_t, sgemm_t
 from fastbp.kernels._pool cimport run_blocks
-from libc.stdint cimport int64_t, intptr_t
+from libc.stdint cimport intptr_t
 from libc.string cimport memset
 
 from . import _blas, _numpy
@@ -45,7 +46,6 @@ from ._checks import (
 cnp.import_array()
 
 ctypedef cnp.npy_intp intp_t
-ctypedef int64_t blasint  # the ILP64 interface of NumPy's OpenBLAS
 
 cdef extern from "_conv.h" nogil:
     ctypedef struct Geom "fastbp_conv_geom":
@@ -69,15 +69,6 @@ cdef extern from "_conv.h" nogil:
     double row_sum_f32(const float*, intp_t)
     double row_sum_f64(const double*, intp_t)
 
-cdef enum:
-    ROW_MAJOR = 101
-    NO_TRANS = 111
-    TRANS = 112
-
-ctypedef void (*sgemm_t)(int, int, int, blasint, blasint, blasint, float, const float*,
-                         blasint, const float*, blasint, float, float*, blasint) noexcept nogil
-ctypedef void (*dgemm_t)(int, int, int, blasint, blasint, blasint, double, const double*,
-                         blasint, const double*, blasint, double, double*, blasint) noexcept nogil
 
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL

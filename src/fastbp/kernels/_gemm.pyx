@@ -16,26 +16,14 @@ runs the blocks. So:
   (``_blas.py`` chooses it per product);
 - ``alpha`` and ``beta`` fold an SGD update into the gradient's product.
 """
-from libc.stdint cimport int64_t, intptr_t
+from libc.stdint cimport intptr_t
 
 cimport numpy as cnp
 
+from fastbp.kernels._cblas cimport NO_TRANS, ROW_MAJOR, TRANS, blasint, dgemm_t, sgemm_t
 from fastbp.kernels._pool cimport run_blocks
 
 cnp.import_array()
-
-ctypedef int64_t blasint  # the ILP64 interface of NumPy's OpenBLAS
-
-# CBLAS enums (cblas.h)
-cdef enum:
-    ROW_MAJOR = 101
-    NO_TRANS = 111
-    TRANS = 112
-
-ctypedef void (*sgemm_t)(int, int, int, blasint, blasint, blasint, float, const float*,
-                         blasint, const float*, blasint, float, float*, blasint) noexcept nogil
-ctypedef void (*dgemm_t)(int, int, int, blasint, blasint, blasint, double, const double*,
-                         blasint, const double*, blasint, double, double*, blasint) noexcept nogil
 
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
