@@ -24,12 +24,8 @@
 #pragma GCC diagnostic pop
 #endif
 
-typedef struct {
-    npy_intp c, h, w;          /* channels, height, width of an input image */
-    npy_intp fh, fw;           /* filter */
-    npy_intp stride, pad;
-    npy_intp oh, ow;           /* output positions */
-} fastbp_conv_geom;
+/* A convolution's geometry is the one window description of _loops.h (one definition). */
+typedef fastbp_window fastbp_conv_geom;
 
 /* The output columns j whose input column j*s + kx - p lies in [0, W): [*j0, *j1). */
 static inline void conv_cols(const fastbp_conv_geom *g, npy_intp kx, npy_intp *j0,
