@@ -50,8 +50,8 @@ __all__ = ["gemm", "blas_info", "set_max_threads"]
 SMALL_FLOPS = 1 << 22
 #: At most this many blocks; a block has at least MIN_ROWS rows (or columns) and
 #: BLOCK_FLOPS work.
-MAX_BLOCKS = 2  # each block's BLAS call packs the other operand again: with 8 blocks the
-# 784-1000-1000-10 float32 step ran 0.78x as fast as with NumPy's products, with 2, 0.97-1.05x
+MAX_BLOCKS = 2  # each block's BLAS call packs the other operand again, so more blocks
+# cost more than they split (docs/benchmarks.md, "Figures behind choices in the code")
 MIN_ROWS = 16
 BLOCK_FLOPS = 1 << 21
 #: The thread count not in use for a shape is re-timed once every this many calls.
